@@ -1,0 +1,1 @@
+"""zmqdriver: a broker-less ZeroMQ transport driver for oslo.messaging."""

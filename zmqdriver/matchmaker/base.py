@@ -1,0 +1,49 @@
+"""The matchmaker contract: a directory of key -> records with expiry.
+
+Keys and records are opaque strings here; ``zmqdriver.addressing`` decides
+what they contain. A record is *live* until its expiry passes; ``register``
+of an existing record refreshes its expiry. Implementations must be safe to
+call from several threads, and must not be called from the I/O loop thread
+(they may block on the network).
+"""
+
+from __future__ import annotations
+
+import abc
+
+from oslo_messaging import exceptions
+
+
+class MatchMakerError(exceptions.MessagingException):
+    """The matchmaker is misconfigured or returned something unusable."""
+
+
+class MatchMakerUnavailable(MatchMakerError):
+    """The matchmaker backend cannot be reached right now."""
+
+
+class MatchMaker(abc.ABC):
+    """Register, unregister and look up the records stored under a key."""
+
+    def __init__(self, conf, url) -> None:
+        self.conf = conf
+        self.url = url
+
+    @abc.abstractmethod
+    def register(self, key: str, record: str, expire: float) -> None:
+        """Add ``record`` under ``key``, live for ``expire`` seconds from now.
+
+        Registering a record again refreshes its expiry. ``expire <= 0``
+        means the record never expires (it lives until unregistered).
+        """
+
+    @abc.abstractmethod
+    def unregister(self, key: str, record: str) -> None:
+        """Remove ``record`` from ``key``; removing a missing record is a no-op."""
+
+    @abc.abstractmethod
+    def lookup(self, key: str) -> list[str]:
+        """Return the live records under ``key``, sorted, without duplicates."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold no resources
+        """Release connections and files held by this matchmaker."""

@@ -1,0 +1,184 @@
+"""Configuration options, group ``[oslo_messaging_zmq]``.
+
+Names of the old in-tree ZeroMQ driver keep their meaning where it still
+makes sense, so an old deployment's config file loads. Old options we do not
+implement are still registered (so their values parse) and are logged once
+as ignored when set.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from oslo_config import cfg
+
+LOG = logging.getLogger(__name__)
+
+GROUP = "oslo_messaging_zmq"
+
+zmq_opts = [
+    cfg.StrOpt(
+        "rpc_zmq_bind_address",
+        help="Address the RPC servers of this process bind to: an IP address or '*' for all "
+        "interfaces. Default: 127.0.0.1 with the embedded matchmaker (zmq://), '*' with "
+        "a network matchmaker (zmq+redis://).",
+    ),
+    cfg.StrOpt(
+        "rpc_zmq_host",
+        sample_default="<hostname>",
+        help="Host name or IP address other processes use to reach this one; it is what "
+        "servers publish in the matchmaker. Default: 127.0.0.1 with the embedded "
+        "matchmaker, otherwise the IP the bind address names, or this machine's host name.",
+    ),
+    cfg.PortOpt("rpc_zmq_min_port", default=49153, help="Lowest port a server may bind."),
+    cfg.IntOpt(
+        "rpc_zmq_max_port",
+        min=1,
+        max=65536,
+        default=65536,
+        help="Highest port a server may bind, exclusive.",
+    ),
+    cfg.IntOpt(
+        "rpc_zmq_bind_port_retries",
+        min=1,
+        default=100,
+        help="How many random ports of the range to try before a server fails to bind.",
+    ),
+    cfg.IntOpt(
+        "zmq_target_expire",
+        min=1,
+        default=60,
+        help="Seconds a server's matchmaker record stays valid without a refresh. A server "
+        "that dies without unregistering is dropped from lookups after this long.",
+    ),
+    cfg.IntOpt(
+        "zmq_target_update",
+        min=1,
+        default=20,
+        help="Seconds between refreshes of a running server's matchmaker records. Must be "
+        "smaller than zmq_target_expire.",
+    ),
+    cfg.FloatOpt(
+        "zmq_target_cache_ttl",
+        min=0.0,
+        default=1.0,
+        help="Seconds a client caches a matchmaker lookup; a new server is seen by clients "
+        "within about this long.",
+    ),
+    cfg.StrOpt(
+        "rpc_zmq_serialization",
+        default="json",
+        choices=("json", "msgpack"),
+        help="Encoding of message bodies on the wire. Every process of a deployment must use "
+        "the same value.",
+    ),
+    cfg.IntOpt(
+        "zmq_linger",
+        default=1,
+        min=-1,
+        help="Seconds to keep trying to send pending messages when a socket closes; "
+        "-1 waits forever, 0 discards them at once.",
+    ),
+    cfg.FloatOpt(
+        "rpc_ack_timeout_base",
+        default=5.0,
+        min=0.05,
+        help="Seconds a sender waits for a server to acknowledge receipt of a cast or call "
+        "before it resends the message to another server of the target.",
+    ),
+    cfg.FloatOpt(
+        "zmq_cast_wait_for_server",
+        default=10.0,
+        min=0.0,
+        help="Seconds a cast to a target with no registered server waits for one to appear "
+        "before it fails with MessageDeliveryFailure.",
+    ),
+    cfg.StrOpt(
+        "zmq_matchmaker_path",
+        help="File of the embedded matchmaker (zmq://). Every process that should see the "
+        "others must use the same file. Default: zmqdriver/matchmaker.sqlite under "
+        "$XDG_RUNTIME_DIR, or under /tmp/zmqdriver-<uid> when that is not set.",
+    ),
+    cfg.StrOpt(
+        "zmq_matchmaker_prefix",
+        default="zmqdriver",
+        help="Prefix of every matchmaker key, so several clouds can share one Redis.",
+    ),
+    cfg.FloatOpt(
+        "zmq_matchmaker_timeout",
+        default=5.0,
+        min=0.1,
+        help="Seconds a single request to the matchmaker backend (Redis) may take.",
+    ),
+    cfg.IntOpt(
+        "zmq_dedup_window",
+        default=100000,
+        min=0,
+        help="How many recent message ids each server remembers to drop duplicates.",
+    ),
+]
+
+# Options of the old in-tree driver that have no meaning here. They stay
+# registered so old config files load; a value set for one is logged once.
+legacy_ignored_opts = [
+    cfg.StrOpt("rpc_zmq_matchmaker", help="Ignored: the matchmaker comes from transport_url."),
+    cfg.IntOpt("rpc_zmq_contexts", help="Ignored."),
+    cfg.IntOpt("rpc_zmq_topic_backlog", help="Ignored."),
+    cfg.StrOpt("rpc_zmq_ipc_dir", help="Ignored: no IPC sockets are used."),
+    cfg.IntOpt("rpc_poll_timeout", help="Ignored."),
+    cfg.BoolOpt("use_pub_sub", help="Ignored: fanout is sent peer to peer."),
+    cfg.BoolOpt("use_router_proxy", help="Ignored: there is no proxy."),
+    cfg.BoolOpt("use_dynamic_connections", help="Ignored."),
+    cfg.IntOpt("zmq_failover_connections", help="Ignored."),
+    cfg.BoolOpt("zmq_immediate", help="Ignored."),
+    cfg.IntOpt("zmq_tcp_keepalive", help="Ignored."),
+    cfg.IntOpt("zmq_tcp_keepalive_idle", help="Ignored."),
+    cfg.IntOpt("zmq_tcp_keepalive_cnt", help="Ignored."),
+    cfg.IntOpt("zmq_tcp_keepalive_intvl", help="Ignored."),
+    cfg.IntOpt("rpc_thread_pool_size", help="Ignored: see executor_thread_pool_size."),
+    cfg.IntOpt("rpc_message_ttl", help="Ignored."),
+    cfg.BoolOpt("rpc_use_acks", help="Ignored: acknowledgements are always on."),
+    cfg.IntOpt("rpc_ack_timeout_multiplier", help="Ignored."),
+    cfg.IntOpt("rpc_retry_attempts", help="Ignored: see the retry argument of the client."),
+    cfg.ListOpt("subscribe_on", help="Ignored."),
+]
+
+_warned_ignored: set[str] = set()
+
+
+def register(conf: cfg.ConfigOpts) -> None:
+    """Register our options on ``conf`` and validate their combination."""
+    group = cfg.OptGroup(name=GROUP, title="ZeroMQ driver options")
+    conf.register_group(group)
+    conf.register_opts(zmq_opts, group=group)
+    conf.register_opts(legacy_ignored_opts, group=group)
+
+
+def validate(conf: cfg.ConfigOpts) -> None:
+    """Reject option combinations that cannot work, naming the options."""
+    zconf = conf[GROUP]
+    if zconf.rpc_zmq_min_port >= zconf.rpc_zmq_max_port:
+        raise cfg.Error(
+            f"[{GROUP}] rpc_zmq_min_port ({zconf.rpc_zmq_min_port}) must be lower than "
+            f"rpc_zmq_max_port ({zconf.rpc_zmq_max_port})"
+        )
+    if zconf.zmq_target_update >= zconf.zmq_target_expire:
+        raise cfg.Error(
+            f"[{GROUP}] zmq_target_update ({zconf.zmq_target_update}) must be smaller than "
+            f"zmq_target_expire ({zconf.zmq_target_expire}), or records expire between refreshes"
+        )
+
+
+def log_ignored(conf: cfg.ConfigOpts) -> None:
+    """Log, once per process and option, each legacy option that is set."""
+    zconf = conf[GROUP]
+    for opt in legacy_ignored_opts:
+        if opt.name in _warned_ignored or zconf[opt.name] is None:
+            continue
+        _warned_ignored.add(opt.name)
+        LOG.warning("[%s] %s = %r is ignored by zmqdriver", GROUP, opt.name, zconf[opt.name])
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Entry point for oslo-config-generator (namespace ``zmqdriver``)."""
+    return [(GROUP, zmq_opts + legacy_ignored_opts)]
