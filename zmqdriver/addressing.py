@@ -1,0 +1,107 @@
+"""Addressing: oslo Targets -> matchmaker keys, endpoints <-> matchmaker records.
+
+Pure functions only, so every rule about names lives here and is unit tested.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from urllib.parse import quote
+
+DEFAULT_EXCHANGE = "openstack"
+
+
+def _part(name: str) -> str:
+    # Quote every component so a '/' or ':' inside a topic can never make two
+    # different targets share a key.
+    return quote(name, safe="")
+
+
+def rpc_key(prefix: str, exchange: str, topic: str, server: str | None = None) -> str:
+    """The matchmaker key under which servers of a target register.
+
+    >>> rpc_key("zmqdriver", "openstack", "compute")
+    'zmqdriver/rpc/openstack/compute'
+    >>> rpc_key("zmqdriver", "openstack", "compute", "host/1")
+    'zmqdriver/rpc/openstack/compute/host%2F1'
+    """
+    parts = [prefix, "rpc", _part(exchange), _part(topic)]
+    if server:
+        parts.append(_part(server))
+    return "/".join(parts)
+
+
+def target_exchange(target, default_exchange: str | None) -> str:
+    """The exchange a target addresses: its own, the transport's, or 'openstack'."""
+    return target.exchange or default_exchange or DEFAULT_EXCHANGE
+
+
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    """Where a server listens: a ZeroMQ TCP endpoint."""
+
+    host: str
+    port: int
+
+    @property
+    def uri(self) -> str:
+        """The ZeroMQ connect string, with brackets for IPv6 literals."""
+        host = f"[{self.host}]" if _is_ipv6(self.host) else self.host
+        return f"tcp://{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
+RECORD_VERSION = 1
+
+
+def encode_record(endpoint: Endpoint) -> str:
+    """The matchmaker record a server publishes for ``endpoint``."""
+    return json.dumps(
+        {"v": RECORD_VERSION, "host": endpoint.host, "port": endpoint.port},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def decode_record(record: str) -> Endpoint:
+    """Parse and validate a matchmaker record; ValueError says what is wrong."""
+    try:
+        data = json.loads(record)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"matchmaker record is not JSON: {record[:80]!r}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"matchmaker record is not an object: {record[:80]!r}")
+    if data.get("v") != RECORD_VERSION:
+        raise ValueError(f"matchmaker record has unknown version {data.get('v')!r}")
+    host, port = data.get("host"), data.get("port")
+    if not isinstance(host, str) or not _valid_host(host):
+        raise ValueError(f"matchmaker record has an invalid host {host!r}")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ValueError(f"matchmaker record has an invalid port {port!r}")
+    return Endpoint(host, port)
+
+
+def _valid_host(host: str) -> bool:
+    if not host or len(host) > 253:
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    return all(
+        label and len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
+        for label in labels
+    )

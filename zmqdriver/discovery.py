@@ -1,0 +1,131 @@
+"""Discovery on top of a matchmaker: servers register, clients look up.
+
+``Registrar`` keeps a server's records alive: it registers them at once,
+refreshes them every ``zmq_target_update`` seconds and retries with backoff
+while the matchmaker is down. ``Directory`` answers clients from a short
+cache so the matchmaker is not on every message's path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from zmqdriver import addressing
+from zmqdriver.addressing import Endpoint
+from zmqdriver.matchmaker import MatchMaker, MatchMakerError
+
+LOG = logging.getLogger(__name__)
+
+_MAX_BACKOFF = 30.0
+
+
+class Directory:
+    """Cached ``key -> endpoints`` lookups for clients."""
+
+    def __init__(self, matchmaker: MatchMaker, ttl: float) -> None:
+        self._matchmaker = matchmaker
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, list[Endpoint]]] = {}
+
+    def endpoints(self, key: str, fresh: bool = False) -> list[Endpoint]:
+        """Live endpoints for ``key``; ``fresh`` bypasses the cache.
+
+        When the matchmaker is unreachable the last known answer is used, so
+        clients keep talking to the servers they know.
+        """
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached and not fresh and now - cached[0] < self._ttl:
+            return cached[1]
+        try:
+            records = self._matchmaker.lookup(key)
+        except MatchMakerError as exc:
+            if cached:
+                LOG.warning("Matchmaker lookup of %s failed (%s); using the last answer", key, exc)
+                return cached[1]
+            raise
+        endpoints = sorted(set(_valid_endpoints(key, records)))
+        self._cache[key] = (now, endpoints)
+        return endpoints
+
+    def invalidate(self, key: str) -> None:
+        self._cache.pop(key, None)
+
+
+def _valid_endpoints(key: str, records: list[str]):
+    for record in records:
+        try:
+            yield addressing.decode_record(record)
+        except ValueError as exc:
+            LOG.warning("Skipping matchmaker record under %s: %s", key, exc)
+
+
+class Registrar:
+    """Keeps this process's server records registered until they are removed."""
+
+    def __init__(self, matchmaker: MatchMaker, expire: float, update: float) -> None:
+        self._matchmaker = matchmaker
+        self._expire = expire
+        self._update = update
+        self._records: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, keys: list[str], record: str) -> None:
+        """Register ``record`` under ``keys`` now, and keep it registered."""
+        with self._lock:
+            self._records.update((key, record) for key in keys)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="zmqdriver-registrar", daemon=True
+                )
+                self._thread.start()
+        try:
+            for key in keys:
+                self._matchmaker.register(key, record, self._expire)
+        except MatchMakerError as exc:
+            LOG.error("Cannot register %s in the matchmaker yet (%s); retrying", keys, exc)
+            self._wakeup.set()
+
+    def remove(self, keys: list[str], record: str) -> None:
+        """Stop refreshing and unregister ``record`` (best effort: it expires anyway)."""
+        with self._lock:
+            self._records.difference_update((key, record) for key in keys)
+        for key in keys:
+            try:
+                self._matchmaker.unregister(key, record)
+            except MatchMakerError as exc:
+                LOG.warning("Cannot unregister %s (%s); it expires in %ss", key, exc, self._expire)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wakeup.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        delay = self._update
+        while not self._stopped:
+            self._wakeup.wait(delay)
+            self._wakeup.clear()
+            if self._stopped:
+                return
+            delay = self._refresh_all(delay)
+
+    def _refresh_all(self, delay: float) -> float:
+        with self._lock:
+            records = list(self._records)
+        try:
+            for key, record in records:
+                self._matchmaker.register(key, record, self._expire)
+        except MatchMakerError as exc:
+            backoff = min(max(1.0, delay * 2 if delay < self._update else 1.0), _MAX_BACKOFF)
+            LOG.error("Matchmaker refresh failed (%s); retrying in %.0fs", exc, backoff)
+            return backoff
+        if delay < self._update:
+            LOG.info("Matchmaker registrations restored (%d records)", len(records))
+        return self._update

@@ -1,0 +1,182 @@
+"""ZmqDriver: the oslo.messaging driver registered as ``zmq``.
+
+It wires the pieces together: a matchmaker chosen by the transport URL, and,
+per process, one I/O loop with the sockets it owns (``Engine``). The engine
+is built on first use and rebuilt after ``fork()``, because neither ZeroMQ
+contexts nor threads survive a fork.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import threading
+
+import zmq
+from oslo_messaging._drivers import base
+
+from zmqdriver import addressing, matchmaker, options, protocol
+from zmqdriver.discovery import Directory, Registrar
+from zmqdriver.eventloop import IoLoop, runtime_for_process
+from zmqdriver.rpc.client import RpcSender
+from zmqdriver.rpc.outbox import Outbox
+from zmqdriver.rpc.server import BindSettings, Inbox, RpcListener, default_host
+
+LOG = logging.getLogger(__name__)
+
+_LOOPBACK = "127.0.0.1"
+
+
+class Engine:
+    """Everything a driver owns in one process: loop, sockets, registrations."""
+
+    def __init__(self, conf, driver: ZmqDriver) -> None:
+        zconf = conf[options.GROUP]
+        self.pid = os.getpid()
+        self.runtime = runtime_for_process()
+        self.context = zmq.Context()
+        self.linger_ms = zconf.zmq_linger * 1000 if zconf.zmq_linger >= 0 else -1
+        self.loop = IoLoop(self.runtime)
+        self.outbox = Outbox(self.loop, self.context, self.linger_ms)
+        self.directory = Directory(driver.matchmaker, zconf.zmq_target_cache_ttl)
+        self.registrar = Registrar(
+            driver.matchmaker, zconf.zmq_target_expire, zconf.zmq_target_update
+        )
+        self.sender = RpcSender(
+            directory=self.directory,
+            outbox=self.outbox,
+            key_prefix=zconf.zmq_matchmaker_prefix,
+            default_exchange=driver.default_exchange,
+            allowed_remote_exmods=driver.allowed_remote_exmods,
+            codec=protocol.CODEC_BY_NAME[zconf.rpc_zmq_serialization],
+            ack_timeout=zconf.rpc_ack_timeout_base,
+            cast_wait=zconf.zmq_cast_wait_for_server,
+        )
+        self.listeners: list[RpcListener] = []
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.cleanup()
+        self.registrar.stop()
+        self.loop.call(self.outbox.close)
+        self.loop.stop()
+        self.runtime.close()
+        self.context.term()
+
+
+class ZmqDriver(base.BaseDriver):
+    """Broker-less RPC over ZeroMQ with matchmaker discovery."""
+
+    def __init__(self, conf, url, default_exchange=None, allowed_remote_exmods=None):
+        options.register(conf)
+        options.validate(conf)
+        options.log_ignored(conf)
+        super().__init__(conf, url, default_exchange, allowed_remote_exmods)
+        self.matchmaker = matchmaker.load(conf, url)
+        self.embedded = matchmaker.name_from_url(url.transport or "zmq") == matchmaker.DEFAULT
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+
+    @property
+    def default_exchange(self) -> str | None:
+        return self._default_exchange
+
+    @property
+    def allowed_remote_exmods(self) -> list[str]:
+        return self._allowed_remote_exmods
+
+    def _get_engine(self) -> Engine:
+        engine = self._engine
+        if engine is not None and engine.pid == os.getpid():
+            return engine
+        with self._engine_lock:
+            if self._engine is None or self._engine.pid != os.getpid():
+                # After fork() the parent's engine is unusable and must not be
+                # closed from here: just abandon it.
+                self._engine = Engine(self.conf, self)
+            return self._engine
+
+    # -- BaseDriver ----------------------------------------------------------------
+
+    def send(
+        self,
+        target,
+        ctxt,
+        message,
+        wait_for_reply=None,
+        timeout=None,
+        call_monitor_timeout=None,
+        retry=None,
+        transport_options=None,
+    ):
+        return self._get_engine().sender.send(
+            target,
+            ctxt,
+            message,
+            wait_for_reply=wait_for_reply,
+            timeout=timeout,
+            call_monitor_timeout=call_monitor_timeout,
+            retry=retry,
+            transport_options=transport_options,
+        )
+
+    def send_notification(self, target, ctxt, message, version, retry=None):
+        raise NotImplementedError("zmqdriver does not deliver notifications yet")
+
+    def listen(self, target, batch_size, batch_timeout):
+        engine = self._get_engine()
+        zconf = self.conf[options.GROUP]
+        exchange = addressing.target_exchange(target, self._default_exchange)
+        inbox = engine.loop.call(
+            Inbox,
+            engine.loop,
+            engine.context,
+            self._bind_settings(),
+            target,
+            exchange,
+            zconf.zmq_dedup_window,
+            engine.linger_ms,
+        )
+        prefix = zconf.zmq_matchmaker_prefix
+        keys = [
+            addressing.rpc_key(prefix, exchange, target.topic),
+            addressing.rpc_key(prefix, exchange, target.topic, target.server),
+        ]
+        listener = RpcListener(
+            engine.loop, inbox, engine.registrar, keys, batch_size, batch_timeout
+        )
+        engine.listeners.append(listener)
+        return listener
+
+    def listen_for_notifications(self, targets_and_priorities, pool, batch_size, batch_timeout):
+        raise NotImplementedError("zmqdriver does not deliver notifications yet")
+
+    def cleanup(self) -> None:
+        with self._engine_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None and engine.pid == os.getpid():
+            engine.close()
+        self.matchmaker.close()
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _bind_settings(self) -> BindSettings:
+        zconf = self.conf[options.GROUP]
+        bind_address = zconf.rpc_zmq_bind_address or (_LOOPBACK if self.embedded else "*")
+        return BindSettings(
+            bind_address=bind_address,
+            host=zconf.rpc_zmq_host or self._default_host(bind_address),
+            min_port=zconf.rpc_zmq_min_port,
+            max_port=zconf.rpc_zmq_max_port,
+            retries=zconf.rpc_zmq_bind_port_retries,
+        )
+
+    def _default_host(self, bind_address: str) -> str:
+        if self.embedded:
+            return _LOOPBACK
+        try:
+            address = ipaddress.ip_address(bind_address)
+        except ValueError:
+            return default_host()
+        return default_host() if address.is_unspecified else bind_address

@@ -1,0 +1,161 @@
+"""IoLoop: one native thread that owns a driver's ZeroMQ sockets.
+
+ZeroMQ sockets are not thread-safe, so exactly one thread touches them.
+Callers hand work over with ``submit`` (fire and forget) or ``call`` (wait
+for the result); tasks run in order. Sockets registered with ``add_reader``
+have their messages passed to a callback in the loop thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+from eventlet import patcher
+
+from zmqdriver.eventloop.runtime import Runtime
+
+LOG = logging.getLogger(__name__)
+
+# Pipes are written from green and native threads alike: always the real os.
+_os = patcher.original("os")
+
+# Messages read from one socket before other sockets get a turn.
+_READ_BATCH = 256
+
+
+class LoopStopped(RuntimeError):
+    """Work was handed to an I/O loop that has stopped."""
+
+
+class IoLoop:
+    def __init__(self, runtime: Runtime, name: str = "zmqdriver-io") -> None:
+        self.runtime = runtime
+        self._tasks: collections.deque = collections.deque()
+        self._wake_r, self._wake_w = _os.pipe()
+        _os.set_blocking(self._wake_r, False)
+        _os.set_blocking(self._wake_w, False)
+        self._poller = zmq.Poller()
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._readers: dict[zmq.Socket, Callable[[list], None]] = {}
+        self._sleeping = False
+        self._running = True
+        self._thread = runtime.start_native_thread(self._run, name)
+
+    # -- called from any thread -------------------------------------------------
+
+    def submit(self, fn: Callable, *args: Any) -> None:
+        """Run ``fn(*args)`` in the loop thread, soon."""
+        if not self._running:
+            raise LoopStopped("zmqdriver I/O loop is stopped")
+        self._tasks.append((fn, args))
+        # The loop checks the deque after it sets _sleeping, so a task appended
+        # before this read is either seen by the loop or woken here.
+        if self._sleeping:
+            self._wake()
+
+    def call(self, fn: Callable, *args: Any, timeout: float | None = 30.0) -> Any:
+        """Run ``fn(*args)`` in the loop thread and return its result."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def task() -> None:
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed back to the caller
+                self.runtime.deliver(future.set_exception, exc)
+            else:
+                self.runtime.deliver(future.set_result, result)
+
+        self.submit(task)
+        return future.result(timeout)
+
+    def stop(self) -> None:
+        """Close every registered socket and end the thread."""
+        if not self._running:
+            return
+        try:
+            self.call(self._shutdown)
+        except (LoopStopped, concurrent.futures.TimeoutError):
+            LOG.warning("zmqdriver I/O loop did not stop in time")
+        self._thread.join(10)
+        _os.close(self._wake_r)
+        _os.close(self._wake_w)
+
+    # -- called in the loop thread only ------------------------------------------
+
+    def add_reader(self, socket: zmq.Socket, callback: Callable[[list], None]) -> None:
+        self._readers[socket] = callback
+        self._poller.register(socket, zmq.POLLIN)
+
+    def remove_reader(self, socket: zmq.Socket) -> None:
+        if self._readers.pop(socket, None) is not None:
+            self._poller.unregister(socket)
+
+    def _shutdown(self) -> None:
+        for socket in list(self._readers):
+            self.remove_reader(socket)
+            socket.close()
+        self._running = False
+
+    def _wake(self) -> None:
+        try:
+            _os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # already awake, or closing
+
+    def _run(self) -> None:
+        while self._running:
+            self._run_tasks()
+            if not self._running:
+                break
+            self._sleeping = True
+            timeout = 0 if self._tasks else None
+            try:
+                events = self._poller.poll(timeout)
+            except zmq.ZMQError as exc:
+                self.runtime.log(logging.ERROR, "zmqdriver I/O loop poll failed: %s", exc)
+                continue
+            finally:
+                self._sleeping = False
+            for socket, _ in events:
+                if socket == self._wake_r:
+                    self._drain_wake_pipe()
+                else:
+                    self._read(socket)
+
+    def _run_tasks(self) -> None:
+        tasks = self._tasks
+        while tasks:
+            fn, args = tasks.popleft()
+            try:
+                fn(*args)
+            except Exception as exc:
+                self.runtime.log(logging.ERROR, "zmqdriver I/O task %r failed: %r", fn, exc)
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            _os.read(self._wake_r, 65536)
+        except (BlockingIOError, OSError):
+            pass
+
+    def _read(self, socket: zmq.Socket) -> None:
+        callback = self._readers.get(socket)
+        for _ in range(_READ_BATCH):
+            if callback is None or socket.closed:
+                return
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                self.runtime.log(logging.WARNING, "zmqdriver: receive failed: %s", exc)
+                return
+            try:
+                callback(frames)
+            except Exception as exc:
+                self.runtime.log(logging.ERROR, "zmqdriver: handling a message failed: %r", exc)
+            callback = self._readers.get(socket)

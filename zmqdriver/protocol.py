@@ -1,0 +1,103 @@
+"""Wire format: versioned multipart frames.
+
+Every message is ``[header, body]`` (a ROUTER socket adds the peer identity
+in front). The header is fixed-size binary so a receiver can reject a frame
+before decoding any payload:
+
+    magic "ZD" | version (1 byte) | kind (1 byte) | codec (1 byte) | msg id (16 bytes)
+
+The body is a dict encoded with the codec the header names (JSON or
+msgpack), so processes configured with different serializations still
+understand each other. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import uuid
+from dataclasses import dataclass
+
+from oslo_serialization import jsonutils, msgpackutils
+
+MAGIC = b"ZD"
+VERSION = 1
+_HEADER = struct.Struct("!2sBBB16s")
+HEADER_SIZE = _HEADER.size
+
+
+class Kind(enum.IntEnum):
+    CALL = 1  # request that expects a reply
+    CAST = 2  # request without reply
+    REPLY = 3  # result or failure of a CALL
+    ACK = 4  # the server took the request; do not send it elsewhere
+    HEARTBEAT = 5  # a CALL is still running (call_monitor_timeout)
+    REJECT = 6  # the server is stopping; send the request elsewhere
+
+
+REQUEST_KINDS = frozenset({Kind.CALL, Kind.CAST})
+
+
+class Codec(enum.IntEnum):
+    JSON = 1
+    MSGPACK = 2
+
+
+CODEC_BY_NAME = {"json": Codec.JSON, "msgpack": Codec.MSGPACK}
+
+
+class ProtocolError(ValueError):
+    """A frame that does not follow the wire format; the message is dropped."""
+
+
+@dataclass(frozen=True)
+class Header:
+    kind: Kind
+    codec: Codec
+    msg_id: bytes
+
+
+def new_msg_id() -> bytes:
+    return uuid.uuid4().bytes
+
+
+def encode_header(kind: Kind, msg_id: bytes, codec: Codec = Codec.JSON) -> bytes:
+    return _HEADER.pack(MAGIC, VERSION, kind, codec, msg_id)
+
+
+def decode_header(frame: bytes) -> Header:
+    if len(frame) != HEADER_SIZE:
+        raise ProtocolError(f"header is {len(frame)} bytes, expected {HEADER_SIZE}")
+    magic, version, kind, codec, msg_id = _HEADER.unpack(frame)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic {magic!r}: not a zmqdriver peer")
+    if version != VERSION:
+        raise ProtocolError(f"unknown protocol version {version} (this peer speaks {VERSION})")
+    try:
+        return Header(Kind(kind), Codec(codec), msg_id)
+    except ValueError as exc:
+        raise ProtocolError(f"unknown message kind {kind} or codec {codec}") from exc
+
+
+def encode_body(body: dict, codec: Codec) -> bytes:
+    if codec is Codec.MSGPACK:
+        return msgpackutils.dumps(body)
+    return jsonutils.dump_as_bytes(body)
+
+
+def decode_body(frame: bytes, codec: Codec) -> dict:
+    try:
+        if codec is Codec.MSGPACK:
+            body = msgpackutils.loads(frame)
+        else:
+            body = jsonutils.loads(frame)
+    except Exception as exc:  # every decoder error means the same: drop it
+        raise ProtocolError(f"body does not decode as {codec.name}: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ProtocolError(f"body is a {type(body).__name__}, expected a map")
+    return body
+
+
+def msg_id_str(msg_id: bytes) -> str:
+    """A printable message id, as oslo's IncomingMessage.msg_id."""
+    return str(uuid.UUID(bytes=msg_id))

@@ -1,0 +1,1 @@
+"""RPC over ZeroMQ: the client side (``client``, ``outbox``) and the server side (``server``)."""

@@ -1,0 +1,351 @@
+"""The client side of RPC: choose a server, hand the request over, await the outcome.
+
+This runs in the caller's thread (or greenthread). Every request waits for
+the server's ACK; a server that does not acknowledge in time, or REJECTs
+because it is stopping, is skipped and the same message (same id, so the
+server can de-duplicate) goes to another server of the target.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import time
+
+from oslo_messaging import exceptions
+from oslo_messaging._drivers import common as driver_common
+
+from zmqdriver import addressing, protocol
+from zmqdriver.addressing import Endpoint
+from zmqdriver.discovery import Directory
+from zmqdriver.matchmaker import MatchMakerError
+from zmqdriver.rpc.outbox import Outbox, Response
+
+LOG = logging.getLogger(__name__)
+
+_POLL_MIN, _POLL_MAX = 0.05, 0.5
+
+
+class NoServer(Exception):
+    """No server of the target could be found in time (internal)."""
+
+
+class RpcSender:
+    def __init__(
+        self,
+        *,
+        directory: Directory,
+        outbox: Outbox,
+        key_prefix: str,
+        default_exchange: str | None,
+        allowed_remote_exmods: list[str],
+        codec: protocol.Codec,
+        ack_timeout: float,
+        cast_wait: float,
+    ) -> None:
+        self._directory = directory
+        self._outbox = outbox
+        self._prefix = key_prefix
+        self._default_exchange = default_exchange
+        self._allowed_remote_exmods = allowed_remote_exmods
+        self._codec = codec
+        self._ack_timeout = ack_timeout
+        self._cast_wait = cast_wait
+        self._round_robin: dict[str, itertools.count] = {}
+
+    def send(
+        self,
+        target,
+        ctxt,
+        message,
+        wait_for_reply=None,
+        timeout=None,
+        call_monitor_timeout=None,
+        retry=None,
+        transport_options=None,
+    ):
+        exchange = addressing.target_exchange(target, self._default_exchange)
+        kind = protocol.Kind.CALL if wait_for_reply else protocol.Kind.CAST
+        msg_id = protocol.new_msg_id()
+        body = {
+            "exchange": exchange,
+            "topic": target.topic,
+            "server": target.server,
+            "fanout": bool(target.fanout),
+            "ctxt": ctxt,
+            "message": message,
+        }
+        if wait_for_reply and call_monitor_timeout:
+            body["cm_timeout"] = call_monitor_timeout
+        frames = [
+            protocol.encode_header(kind, msg_id, self._codec),
+            protocol.encode_body(body, self._codec),
+        ]
+        if target.fanout:
+            key = addressing.rpc_key(self._prefix, exchange, target.topic)
+            return self._fanout(key, frames, msg_id, target)
+        key = addressing.rpc_key(self._prefix, exchange, target.topic, target.server)
+        request = _Request(
+            target, key, msg_id, frames, wait_for_reply, timeout, retry, self._cast_wait
+        )
+        mandatory = bool(getattr(transport_options, "at_least_once", False))
+        if mandatory:
+            self._check_deliverable(request, exchange, message)
+        waiter = self._outbox.expect(msg_id)
+        try:
+            early = self._deliver(request, waiter)
+            if wait_for_reply:
+                return self._await_reply(request, waiter, early, call_monitor_timeout)
+            return None
+        finally:
+            self._outbox.forget(msg_id)
+
+    # -- finding servers ---------------------------------------------------------
+
+    def _check_deliverable(self, request: _Request, exchange: str, message) -> None:
+        try:
+            endpoints = self._directory.endpoints(request.key, fresh=True)
+        except MatchMakerError as exc:
+            endpoints, error = [], exc
+        else:
+            error = None
+        if not endpoints:
+            reason = exceptions.MessageDeliveryFailure(
+                f"No server registered for {_describe(request.target)}"
+                + (f" (matchmaker: {error})" if error else "")
+            )
+            raise exceptions.MessageUndeliverable(reason, exchange, request.key, message)
+
+    def _choose(self, request: _Request, tried: set[Endpoint], deadline: float) -> Endpoint:
+        """An endpoint of the target not yet tried; waits for one until ``deadline``."""
+        fresh, poll, error = False, _POLL_MIN, None
+        while True:
+            try:
+                endpoints = self._directory.endpoints(request.key, fresh=fresh)
+            except MatchMakerError as exc:
+                endpoints, error = [], exc
+            candidates = [e for e in endpoints if e not in tried]
+            if candidates:
+                counter = self._round_robin.setdefault(request.key, itertools.count())
+                return candidates[next(counter) % len(candidates)]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NoServer(f" (matchmaker: {error})" if error else "")
+            if fresh and endpoints:
+                # Every server was tried once: give them another chance.
+                tried.clear()
+            time.sleep(min(poll, remaining))
+            fresh, poll = True, min(poll * 2, _POLL_MAX)
+
+    # -- handing over ------------------------------------------------------------
+
+    def _deliver(self, request: _Request, waiter: queue.Queue) -> Response | None:
+        """Send until a server acknowledges; returns a response that came with the ACK."""
+        tried: set[Endpoint] = set()
+        attempts = 0
+        while True:
+            try:
+                endpoint = self._choose(request, tried, request.lookup_deadline)
+            except NoServer as exc:
+                raise request.no_server_error(str(exc)) from None
+            self._outbox.send(endpoint, request.frames)
+            attempts += 1
+            acked, early = self._await_ack(
+                waiter, endpoint, request.ack_deadline(self._ack_timeout)
+            )
+            if acked:
+                return early
+            tried.add(endpoint)
+            self._directory.invalidate(request.key)
+            if early is None:  # silence, not a REJECT: the connection may be stuck
+                LOG.warning(
+                    "No acknowledgement from %s for %s within %.1fs; trying another server",
+                    endpoint,
+                    _describe(request.target),
+                    self._ack_timeout,
+                )
+                self._outbox.drop(endpoint)
+            if request.retry is not None and request.retry >= 0 and attempts > request.retry:
+                raise exceptions.MessageDeliveryFailure(
+                    f"{_describe(request.target)}: no server acknowledged after {attempts} attempts"
+                )
+
+    def _await_ack(
+        self, waiter: queue.Queue, endpoint: Endpoint, deadline: float
+    ) -> tuple[bool, Response | None]:
+        """(True, response-after-ack or None) on ACK; (False, REJECT or None) otherwise."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False, None
+            try:
+                response = waiter.get(timeout=remaining)
+            except queue.Empty:
+                return False, None
+            if response.kind == protocol.Kind.ACK:
+                return True, None
+            if response.kind == protocol.Kind.REJECT:
+                if response.endpoint == endpoint:
+                    return False, response
+                continue  # a stale REJECT from a server tried before
+            # A REPLY or HEARTBEAT implies its ACK (e.g. a late one from a slow server).
+            return True, response
+
+    # -- awaiting the reply --------------------------------------------------------
+
+    def _await_reply(
+        self,
+        request: _Request,
+        waiter: queue.Queue,
+        early: Response | None,
+        cm_timeout: float | None,
+    ):
+        deadline = request.deadline
+        cm_deadline = time.monotonic() + cm_timeout if cm_timeout else None
+        response = early
+        while True:
+            if response is None:
+                now = time.monotonic()
+                limits = [d for d in (deadline, cm_deadline) if d is not None]
+                wait = max(0.0, min(limits) - now) if limits else None
+                try:
+                    response = waiter.get(timeout=wait)
+                except queue.Empty:
+                    raise self._timeout_error(request, cm_timeout, cm_deadline) from None
+            if response.kind == protocol.Kind.REPLY:
+                return self._result(response)
+            if response.kind == protocol.Kind.HEARTBEAT and cm_timeout:
+                cm_deadline = time.monotonic() + cm_timeout
+            response = None
+
+    def _timeout_error(self, request, cm_timeout, cm_deadline) -> exceptions.MessagingTimeout:
+        msg_id = protocol.msg_id_str(request.msg_id)
+        if cm_deadline is not None and time.monotonic() >= cm_deadline:
+            return exceptions.MessagingTimeout(
+                f"No heartbeat from the server for {_describe(request.target)} within "
+                f"call_monitor_timeout={cm_timeout}s (message {msg_id})"
+            )
+        return exceptions.MessagingTimeout(
+            f"Timed out after {request.timeout}s waiting for a reply from "
+            f"{_describe(request.target)} (message {msg_id})"
+        )
+
+    def _result(self, response: Response):
+        try:
+            body = protocol.decode_body(response.body or b"", response.codec)
+        except protocol.ProtocolError as exc:
+            raise exceptions.MessagingException(
+                f"Malformed reply from {response.endpoint}: {exc}"
+            ) from None
+        failure = body.get("failure")
+        if failure is not None:
+            raise driver_common.deserialize_remote_exception(failure, self._allowed_remote_exmods)
+        return body.get("result")
+
+    # -- fanout ----------------------------------------------------------------------
+
+    def _fanout(self, key: str, frames: list[bytes], msg_id: bytes, target) -> None:
+        deadline = time.monotonic() + self._cast_wait
+        try:
+            endpoints = self._wait_for_endpoints(key, deadline)
+        except NoServer as exc:
+            raise exceptions.MessageDeliveryFailure(
+                f"Fanout to {_describe(target)}: no server registered within "
+                f"{self._cast_wait}s{exc}"
+            ) from None
+        waiter = self._outbox.expect(msg_id)
+        try:
+            for endpoint in endpoints:
+                self._outbox.send(endpoint, frames)
+            missing = self._collect_acks(waiter, set(endpoints))
+        finally:
+            self._outbox.forget(msg_id)
+        for endpoint in missing:
+            self._outbox.drop(endpoint)
+        if missing:
+            LOG.warning(
+                "Fanout to %s: %d of %d servers did not acknowledge within %.1fs: %s",
+                _describe(target),
+                len(missing),
+                len(endpoints),
+                self._ack_timeout,
+                ", ".join(map(str, sorted(missing))),
+            )
+
+    def _wait_for_endpoints(self, key: str, deadline: float) -> list[Endpoint]:
+        fresh, poll, error = False, _POLL_MIN, None
+        while True:
+            try:
+                endpoints = self._directory.endpoints(key, fresh=fresh)
+            except MatchMakerError as exc:
+                endpoints, error = [], exc
+            if endpoints:
+                return endpoints
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NoServer(f" (matchmaker: {error})" if error else "")
+            time.sleep(min(poll, remaining))
+            fresh, poll = True, min(poll * 2, _POLL_MAX)
+
+    def _collect_acks(self, waiter: queue.Queue, pending: set[Endpoint]) -> set[Endpoint]:
+        deadline = time.monotonic() + self._ack_timeout
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                response = waiter.get(timeout=remaining)
+            except queue.Empty:
+                break
+            pending.discard(response.endpoint)
+        return pending
+
+
+class _Request:
+    """One message on its way: its address, frames and time limits."""
+
+    def __init__(self, target, key, msg_id, frames, is_call, timeout, retry, cast_wait) -> None:
+        self.target = target
+        self.key = key
+        self.msg_id = msg_id
+        self.frames = frames
+        self.is_call = bool(is_call)
+        self.timeout = timeout
+        self.retry = retry
+        self.started = time.monotonic()
+        # A call without a timeout waits for ever, as with the other drivers.
+        self.deadline = self.started + timeout if (is_call and timeout) else None
+        if self.is_call:
+            self.lookup_deadline = self.deadline if self.deadline is not None else float("inf")
+        else:
+            self.lookup_deadline = self.started + cast_wait
+
+    def ack_deadline(self, ack_timeout: float) -> float:
+        ack_deadline = time.monotonic() + ack_timeout
+        if self.deadline is not None:
+            return min(ack_deadline, self.deadline)
+        return ack_deadline
+
+    def no_server_error(self, detail: str) -> Exception:
+        if self.is_call:
+            return exceptions.MessagingTimeout(
+                f"No server for {_describe(self.target)} became available within "
+                f"{self.timeout}s{detail}"
+            )
+        waited = self.lookup_deadline - self.started
+        return exceptions.MessageDeliveryFailure(
+            f"Cast to {_describe(self.target)} not delivered: no server registered within "
+            f"{waited:.1f}s{detail}"
+        )
+
+
+def _describe(target) -> str:
+    parts = [f"topic={target.topic!r}"]
+    if target.exchange:
+        parts.insert(0, f"exchange={target.exchange!r}")
+    if target.server:
+        parts.append(f"server={target.server!r}")
+    if target.fanout:
+        parts.append("fanout")
+    return "target(" + ", ".join(parts) + ")"

@@ -1,0 +1,287 @@
+"""The server side of RPC: a ROUTER socket per listener, owned by the I/O loop.
+
+The loop acknowledges every request the moment it arrives (so the sender
+stops looking elsewhere), drops duplicates by message id, and hands new
+requests to oslo.messaging's server through the listener callback. Replies
+and heartbeats from executor threads go back through the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket as pysocket
+import time
+
+import zmq
+from oslo_messaging._drivers import base
+from oslo_messaging._drivers import common as driver_common
+
+from zmqdriver import addressing, protocol
+from zmqdriver.addressing import Endpoint
+from zmqdriver.discovery import Registrar
+from zmqdriver.eventloop import IoLoop
+from zmqdriver.rpc.dedup import RecentIds
+
+LOG = logging.getLogger(__name__)
+
+_LOG_EVERY = 10.0  # seconds between two log lines about bad input from peers
+
+
+class BindSettings:
+    """Where servers bind and what address they publish."""
+
+    def __init__(self, bind_address: str, host: str, min_port: int, max_port: int, retries: int):
+        self.bind_address = bind_address
+        self.host = host
+        self.min_port = min_port
+        self.max_port = max_port
+        self.retries = retries
+
+
+class Inbox:
+    """A bound ROUTER socket and the request handling that runs in the loop thread."""
+
+    def __init__(
+        self,
+        loop: IoLoop,
+        context: zmq.Context,
+        settings: BindSettings,
+        target,
+        exchange: str,
+        dedup_window: int,
+        linger_ms: int,
+    ) -> None:
+        self._loop = loop
+        self._target = target
+        self._exchange = exchange
+        self._accepting = False
+        self._seen = RecentIds(dedup_window)
+        self._last_complaint = 0.0
+        self.listener: RpcListener | None = None
+        self._router = context.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, linger_ms)
+        self.endpoint = self._bind(settings)
+        loop.add_reader(self._router, self._on_request)
+
+    def _bind(self, settings: BindSettings) -> Endpoint:
+        address = settings.bind_address
+        if ":" in address:  # IPv6 literal
+            self._router.setsockopt(zmq.IPV6, 1)
+            address = f"[{address}]"
+        try:
+            port = self._router.bind_to_random_port(
+                f"tcp://{address}", settings.min_port, settings.max_port, settings.retries
+            )
+        except zmq.ZMQBindError as exc:
+            self._router.close(linger=0)
+            raise zmq.ZMQBindError(
+                f"No free port in [{settings.min_port}, {settings.max_port}) on "
+                f"{settings.bind_address} after {settings.retries} tries "
+                "(rpc_zmq_min_port, rpc_zmq_max_port, rpc_zmq_bind_port_retries)"
+            ) from exc
+        return Endpoint(settings.host, port)
+
+    # -- loop thread ---------------------------------------------------------------
+
+    def set_accepting(self, accepting: bool) -> None:
+        self._accepting = accepting
+
+    def send(self, frames: list[bytes]) -> None:
+        if self._router.closed:
+            return  # the listener was cleaned up: at-most-once replies may be dropped
+        try:
+            self._router.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:
+            self._complain("reply to a client failed: %s", exc)
+
+    def close(self) -> None:
+        if not self._router.closed:
+            self._loop.remove_reader(self._router)
+            self._router.close()
+
+    def _complain(self, msg: str, *args) -> None:
+        # Rate-limited: hostile or broken peers must not flood the log.
+        now = time.monotonic()
+        if now - self._last_complaint >= _LOG_EVERY:
+            self._last_complaint = now
+            self._loop.runtime.log(
+                logging.WARNING, "zmqdriver server %s: " + msg, self.endpoint, *args
+            )
+
+    def _respond(
+        self,
+        identity: bytes,
+        kind: protocol.Kind,
+        header: protocol.Header,
+        body: dict | None = None,
+    ) -> None:
+        frames = [identity, protocol.encode_header(kind, header.msg_id, header.codec)]
+        if body is not None:
+            frames.append(protocol.encode_body(body, header.codec))
+        self.send(frames)
+
+    def _on_request(self, frames: list) -> None:
+        if len(frames) != 3:
+            self._complain("dropped a message of %d frames (expected 3)", len(frames))
+            return
+        identity, head, payload = frames
+        try:
+            header = protocol.decode_header(head)
+        except protocol.ProtocolError as exc:
+            self._complain("dropped a message: %s", exc)
+            return
+        if header.kind not in protocol.REQUEST_KINDS:
+            self._complain("dropped a %s frame sent to a server", header.kind.name)
+            return
+        if not self._accepting:
+            self._respond(identity, protocol.Kind.REJECT, header)
+            return
+        self._respond(identity, protocol.Kind.ACK, header)
+        if header.msg_id in self._seen:
+            return  # a resend of a message we already took
+        self._seen.add(header.msg_id)
+        try:
+            request = self._decode_request(payload, header)
+        except protocol.ProtocolError as exc:
+            self._complain("dropped a request: %s", exc)
+            if header.kind == protocol.Kind.CALL:
+                self._respond(identity, protocol.Kind.REPLY, header, {"failure": _failure_for(exc)})
+            return
+        incoming = ZmqIncomingMessage(self, identity, header, request)
+        self._loop.runtime.deliver(self._dispatch, incoming)
+
+    def _decode_request(self, payload: bytes, header: protocol.Header) -> dict:
+        request = protocol.decode_body(payload, header.codec)
+        if not isinstance(request.get("message"), dict):
+            raise protocol.ProtocolError("request has no message map")
+        if not isinstance(request.get("ctxt", {}), dict):
+            raise protocol.ProtocolError("request context is not a map")
+        if (request.get("exchange"), request.get("topic")) != (self._exchange, self._target.topic):
+            raise protocol.ProtocolError(
+                f"request for exchange={request.get('exchange')!r} topic={request.get('topic')!r} "
+                f"reached the server of exchange={self._exchange!r} topic={self._target.topic!r}"
+            )
+        return request
+
+    # -- application side ----------------------------------------------------------
+
+    def _dispatch(self, incoming: ZmqIncomingMessage) -> None:
+        listener = self.listener
+        callback = listener.on_incoming_callback if listener else None
+        if callback is None:
+            LOG.error("zmqdriver: request %s arrived after its listener stopped", incoming.msg_id)
+            return
+        callback([incoming])
+
+
+def _failure_for(exc: Exception) -> str:
+    try:
+        raise exc
+    except Exception:
+        import sys
+
+        return driver_common.serialize_remote_exception(sys.exc_info())
+
+
+class ZmqIncomingMessage(base.RpcIncomingMessage):
+    def __init__(self, inbox: Inbox, identity: bytes, header: protocol.Header, request: dict):
+        super().__init__(
+            request.get("ctxt") or {}, request["message"], protocol.msg_id_str(header.msg_id)
+        )
+        self._inbox = inbox
+        self._loop = inbox._loop
+        self._identity = identity
+        self._header = header
+        self._is_call = header.kind == protocol.Kind.CALL
+        self.client_timeout = request.get("cm_timeout")
+
+    def acknowledge(self) -> None:
+        """Nothing to do: the I/O loop acknowledged the request on arrival."""
+
+    def requeue(self) -> None:
+        """RPC requests are not requeued (require_features(requeue=True) says so)."""
+
+    def reply(self, reply=None, failure=None) -> None:
+        if not self._is_call:
+            return
+        if failure is not None:
+            body = {"failure": driver_common.serialize_remote_exception(failure)}
+        else:
+            body = {"result": reply}
+        try:
+            payload = protocol.encode_body(body, self._header.codec)
+        except Exception as exc:
+            LOG.error("zmqdriver: reply to %s cannot be encoded: %s", self.msg_id, exc)
+            payload = protocol.encode_body({"failure": _failure_for(exc)}, self._header.codec)
+        self._send(protocol.Kind.REPLY, payload)
+
+    def heartbeat(self) -> None:
+        if self._is_call:
+            self._send(protocol.Kind.HEARTBEAT, None)
+
+    def _send(self, kind: protocol.Kind, payload: bytes | None) -> None:
+        frames = [
+            self._identity,
+            protocol.encode_header(kind, self._header.msg_id, self._header.codec),
+        ]
+        if payload is not None:
+            frames.append(payload)
+        try:
+            self._loop.submit(self._inbox.send, frames)
+        except Exception as exc:
+            LOG.error("zmqdriver: cannot send %s for %s: %s", kind.name, self.msg_id, exc)
+
+
+class RpcListener(base.Listener):
+    """What ``ZmqDriver.listen`` returns to oslo.messaging's RPC server."""
+
+    def __init__(
+        self,
+        loop: IoLoop,
+        inbox: Inbox,
+        registrar: Registrar,
+        keys: list[str],
+        batch_size: int,
+        batch_timeout,
+    ) -> None:
+        super().__init__(batch_size, batch_timeout)
+        self._loop = loop
+        self._inbox = inbox
+        self._registrar = registrar
+        self._keys = keys
+        self._record = addressing.encode_record(inbox.endpoint)
+        self._registered = False
+        self._closed = False
+        inbox.listener = self
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self._inbox.endpoint
+
+    def start(self, on_incoming_callback) -> None:
+        super().start(on_incoming_callback)
+        self._loop.call(self._inbox.set_accepting, True)
+        self._registrar.add(self._keys, self._record)
+        self._registered = True
+        LOG.debug("zmqdriver: serving %s at %s", self._keys, self.endpoint)
+
+    def stop(self) -> None:
+        # Unregister first so clients stop choosing us, then refuse new work
+        # (senders go elsewhere); what was accepted is still processed.
+        if self._registered:
+            self._registrar.remove(self._keys, self._record)
+            self._registered = False
+        if not self._closed:
+            self._loop.call(self._inbox.set_accepting, False)
+        super().stop()
+
+    def cleanup(self) -> None:
+        if self._closed:
+            return
+        self.stop()
+        self._closed = True
+        self._loop.call(self._inbox.close)
+
+
+def default_host() -> str:
+    return pysocket.gethostname()
