@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install what the tests need, then run them all. Usage: ./test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "test.sh: installing redis-server (the tests start their own instances)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+python -m pip install -q -e '.[test]'
+exec python -m pytest "$@"

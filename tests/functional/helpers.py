@@ -1,0 +1,113 @@
+"""Helpers of the functional tests: configs, server processes, waiting."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+
+import oslo_messaging
+from oslo_config import cfg
+from oslo_messaging._metrics import client as metrics_client
+from oslo_messaging._tracing import client as tracing_client
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def write_config(path: str, url: str, **zmq_options) -> str:
+    """A config file for ``url``; options go to [oslo_messaging_zmq]."""
+    lines = ["[DEFAULT]", f"transport_url = {url}", "", "[oslo_messaging_zmq]"]
+    lines += [f"{name} = {value}" for name, value in zmq_options.items()]
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path
+
+
+def make_conf(config_file: str) -> cfg.ConfigOpts:
+    """A private ConfigOpts loaded from ``config_file``."""
+    conf = cfg.ConfigOpts()
+    # oslo.messaging 18.3 registers its tracing and metrics options on cfg.CONF
+    # only, yet RPCClient reads them from whatever conf it is given.
+    conf.register_opts(tracing_client.oslo_messaging_tracing, group="oslo_messaging_tracing")
+    conf.register_opts(metrics_client.oslo_messaging_metrics, group="oslo_messaging_metrics")
+    conf(["--config-file", config_file])
+    return conf
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.05)
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+class ServerProcess:
+    """An RPC server (tests/functional/rpc_server_proc.py) in its own process."""
+
+    def __init__(
+        self,
+        config_file: str,
+        topic: str,
+        server: str,
+        exchange: str | None = None,
+        mode: str = "threading",
+    ) -> None:
+        self.name = server
+        cmd = [
+            sys.executable,
+            "-m",
+            "tests.functional.rpc_server_proc",
+            "--config-file",
+            config_file,
+            "--topic",
+            topic,
+            "--server",
+            server,
+            "--mode",
+            mode,
+        ]
+        if exchange:
+            cmd += ["--exchange", exchange]
+        env = dict(os.environ, PYTHONPATH=REPO)
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        if line != "READY":
+            self.kill()
+            raise AssertionError(f"server {server} did not start (said {line!r})")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Graceful stop (SIGTERM); asserts the server exits cleanly."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout)
+        assert self.proc.returncode == 0, f"server {self.name} exited {self.proc.returncode}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+def client(
+    transport,
+    topic: str,
+    server: str | None = None,
+    exchange: str | None = None,
+    fanout: bool = False,
+    **kwargs,
+):
+    target = oslo_messaging.Target(topic=topic, server=server, exchange=exchange, fanout=fanout)
+    return oslo_messaging.get_rpc_client(transport, target, **kwargs)

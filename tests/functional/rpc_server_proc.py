@@ -1,0 +1,88 @@
+"""An RPC server process for the functional tests.
+
+    python -m tests.functional.rpc_server_proc --config-file F --topic T --server S
+        [--exchange E] [--mode threading|eventlet]
+
+Prints "READY" once serving; stops gracefully on SIGTERM.
+"""
+
+import sys
+
+if "eventlet" in sys.argv:  # --mode eventlet: patch before anything imports threading
+    import eventlet
+
+    eventlet.monkey_patch()
+
+import argparse  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+warnings.simplefilter("ignore")
+
+import oslo_messaging  # noqa: E402
+from oslo_config import cfg  # noqa: E402
+
+from tests.functional import remote_errors  # noqa: E402
+
+
+class TestEndpoint:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.casts: list = []
+
+    def echo(self, ctxt, value):
+        return value
+
+    def whoami(self, ctxt):
+        return self.name
+
+    def context(self, ctxt):
+        return ctxt
+
+    def record(self, ctxt, tag):
+        self.casts.append(tag)
+
+    def recorded(self, ctxt, prefix=""):
+        return [tag for tag in self.casts if str(tag).startswith(prefix)]
+
+    def fail(self, ctxt, message):
+        raise ValueError(message)
+
+    def fail_custom(self, ctxt, message):
+        raise remote_errors.InventoryError(message)
+
+    def sleep(self, ctxt, seconds):
+        time.sleep(seconds)
+        return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--exchange")
+    parser.add_argument("--mode", default="threading", choices=["threading", "eventlet"])
+    args = parser.parse_args()
+
+    cfg.CONF(["--config-file", args.config_file])
+    transport = oslo_messaging.get_rpc_transport(cfg.CONF)
+    target = oslo_messaging.Target(topic=args.topic, server=args.server, exchange=args.exchange)
+    server = oslo_messaging.get_rpc_server(
+        transport, target, [TestEndpoint(args.server)], executor=args.mode
+    )
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    server.start()
+    print("READY", flush=True)
+    while not stopping:
+        time.sleep(0.05)
+    server.stop()
+    server.wait()
+    transport.cleanup()
+    print("STOPPED", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""RPC through oslo.messaging's public API, with servers in other processes.
+
+Every test runs on the embedded matchmaker (zmq://) and on Redis; the shared
+cluster runs its servers under the threading executor and under eventlet.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import subprocess
+import sys
+import time
+
+import oslo_messaging
+import pytest
+
+from tests.functional import helpers
+from tests.functional.helpers import client, unique, wait_until
+
+# -- a cluster shared by the tests of this module -------------------------------------
+
+
+class Cluster:
+    """Servers s1, s2 on exchange ex_a and s3 on ex_b, all on one topic."""
+
+    def __init__(self, deployment, mode: str) -> None:
+        self.deployment = deployment
+        self.mode = mode
+        self.topic = unique("topic")
+        self.servers = {}
+        try:
+            for name, exchange in (("s1", "ex_a"), ("s2", "ex_a"), ("s3", "ex_b")):
+                self.servers[name] = deployment.server(self.topic, name, exchange, mode)
+            self.transport = deployment.transport()
+        except BaseException:
+            self.kill()
+            raise
+
+    def client(self, server=None, exchange="ex_a", fanout=False, **kwargs):
+        kwargs.setdefault("timeout", 30)
+        return client(self.transport, self.topic, server, exchange, fanout, **kwargs)
+
+    def recorded(self, server: str, prefix: str) -> list:
+        exchange = "ex_b" if server == "s3" else "ex_a"
+        return self.client(server, exchange).call({}, "recorded", prefix=prefix)
+
+    def stop(self) -> None:
+        self.transport.cleanup()
+        for server in self.servers.values():
+            server.stop()
+
+    def kill(self) -> None:
+        for server in self.servers.values():
+            server.kill()
+
+
+@pytest.fixture(scope="module", params=["threading", "eventlet"])
+def cluster(request, shared_deployment):
+    cluster = Cluster(shared_deployment, request.param)
+    try:
+        yield cluster
+        cluster.stop()
+    finally:
+        cluster.kill()
+
+
+def test_call_returns_reply(cluster):
+    assert cluster.client().call({}, "echo", value={"a": [1, 2.5, "x"]}) == {"a": [1, 2.5, "x"]}
+
+
+def test_context_travels_with_the_call(cluster):
+    assert cluster.client().call({"user": "alice", "n": 3}, "context") == {"user": "alice", "n": 3}
+
+
+def test_builtin_remote_exception_is_reraised(cluster):
+    with pytest.raises(ValueError, match="negative balance"):
+        cluster.client().call({}, "fail", message="negative balance")
+
+
+def test_custom_remote_exception_needs_allowed_module(cluster):
+    with pytest.raises(oslo_messaging.RemoteError) as info:
+        cluster.client().call({}, "fail_custom", message="out of stock")
+    assert info.value.exc_type == "InventoryError"
+
+    allowed = cluster.deployment.transport(allowed_remote_exmods=["tests.functional.remote_errors"])
+    try:
+        from tests.functional.remote_errors import InventoryError
+
+        with pytest.raises(InventoryError, match="out of stock"):
+            client(allowed, cluster.topic, exchange="ex_a", timeout=30).call(
+                {}, "fail_custom", message="out of stock"
+            )
+    finally:
+        allowed.cleanup()
+
+
+def test_slow_call_times_out_at_the_callers_float_timeout(cluster):
+    started = time.monotonic()
+    with pytest.raises(oslo_messaging.MessagingTimeout):
+        cluster.client(timeout=0.5).call({}, "sleep", seconds=3)
+    assert time.monotonic() - started >= 0.5
+
+
+def test_calls_are_shared_by_the_servers_of_a_topic(cluster):
+    answers = [cluster.client().call({}, "whoami") for _ in range(10)]
+    assert set(answers) == {"s1", "s2"}
+
+
+def test_casts_are_shared_and_all_arrive(cluster):
+    tag = unique("cast")
+    caster = cluster.client()
+    for i in range(20):
+        caster.cast({}, "record", tag=f"{tag}-{i}")
+
+    def all_arrived():
+        got = [cluster.recorded(s, tag) for s in ("s1", "s2")]
+        return got if sum(map(len, got)) == 20 else None
+
+    s1, s2 = wait_until(all_arrived, what="20 casts")
+    assert s1 and s2, "both servers of the topic take casts"
+    assert sorted(s1 + s2) == sorted(f"{tag}-{i}" for i in range(20))
+    assert cluster.recorded("s3", tag) == []
+
+
+def test_directed_call_and_cast_reach_only_the_named_server(cluster):
+    direct = cluster.client(server="s2")
+    assert {direct.call({}, "whoami") for _ in range(6)} == {"s2"}
+    tag = unique("direct")
+    direct.cast({}, "record", tag=tag)
+    wait_until(lambda: cluster.recorded("s2", tag), what="directed cast")
+    assert cluster.recorded("s1", tag) == []
+
+
+def test_fanout_reaches_every_server_of_the_exchange(cluster):
+    tag = unique("fanout")
+    cluster.client(fanout=True).cast({}, "record", tag=tag)
+    for server in ("s1", "s2"):
+        wait_until(lambda s=server: cluster.recorded(s, tag), what=f"fanout at {server}")
+    assert cluster.recorded("s3", tag) == []
+
+
+def test_exchanges_isolate_servers_of_the_same_topic(cluster):
+    assert {cluster.client(exchange="ex_b").call({}, "whoami") for _ in range(4)} == {"s3"}
+    with pytest.raises(oslo_messaging.MessagingTimeout):
+        cluster.client(exchange="ex_c", timeout=0.5).call({}, "whoami")
+
+
+def test_many_threads_share_one_transport(cluster):
+    caller = cluster.client()
+
+    def work(thread: int) -> list:
+        return [caller.call({}, "echo", value=f"{thread}-{i}") for i in range(25)]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(8)))
+    assert results == [[f"{t}-{i}" for i in range(25)] for t in range(8)]
+
+
+def test_eventlet_client_process(cluster):
+    env = dict(os.environ, PYTHONPATH=helpers.REPO)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.functional.rpc_client_proc",
+            "--config-file",
+            cluster.deployment.config_file,
+            "--topic",
+            cluster.topic,
+            "--exchange",
+            "ex_a",
+            "eventlet",
+        ],
+        cwd=helpers.REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "OK", done.stderr[-3000:]
+
+
+# -- tests that need their own servers ------------------------------------------------
+
+
+def test_call_without_server_times_out_naming_the_target(deployment):
+    transport = deployment.transport()
+    try:
+        topic = unique("nobody")
+        started = time.monotonic()
+        with pytest.raises(oslo_messaging.MessagingTimeout, match=topic):
+            client(transport, topic, timeout=0.3).call({}, "echo", value=1)
+        assert time.monotonic() - started >= 0.3
+    finally:
+        transport.cleanup()
+
+
+def test_cast_without_server_fails_after_the_bounded_wait(deployment):
+    transport = deployment.transport(deployment.conf(zmq_cast_wait_for_server=0.3))
+    try:
+        topic = unique("nobody")
+        with pytest.raises(oslo_messaging.MessageDeliveryFailure, match=topic):
+            client(transport, topic).cast({}, "record", tag="lost?")
+    finally:
+        transport.cleanup()
+
+
+def test_mandatory_call_without_server_is_undeliverable(deployment):
+    transport = deployment.transport()
+    try:
+        options = oslo_messaging.TransportOptions(at_least_once=True)
+        caller = client(transport, unique("nobody"), timeout=60, transport_options=options)
+        with pytest.raises(oslo_messaging.MessageUndeliverable):
+            caller.call({}, "echo", value=1)
+    finally:
+        transport.cleanup()
+
+
+def test_server_started_after_the_client_is_found(deployment):
+    topic = unique("late")
+    transport = deployment.transport()
+    server = None
+    try:
+        caller = client(transport, topic, timeout=60)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(caller.call, {}, "whoami")
+            server = deployment.server(topic, "late-server")
+            assert pending.result(60) == "late-server"
+    finally:
+        transport.cleanup()
+        if server:
+            server.stop()
+
+
+def test_stopped_server_leaves_traffic_to_the_others(deployment):
+    topic = unique("rolling")
+    first = deployment.server(topic, "first")
+    second = deployment.server(topic, "second")
+    transport = deployment.transport()
+    try:
+        caller = client(transport, topic, timeout=30)
+        assert {caller.call({}, "whoami") for _ in range(6)} == {"first", "second"}
+        first.stop()
+        assert {caller.call({}, "whoami") for _ in range(10)} == {"second"}
+    finally:
+        transport.cleanup()
+        second.stop()
+        first.kill()
+
+
+def test_call_monitor_keeps_long_calls_alive_and_fails_frozen_servers_fast(deployment):
+    topic = unique("monitor")
+    server = deployment.server(topic, "slow")
+    transport = deployment.transport()
+    try:
+        caller = client(transport, topic, timeout=120, call_monitor_timeout=2)
+        assert caller.call({}, "sleep", seconds=4) == 4
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(caller.call, {}, "sleep", seconds=30)
+            time.sleep(0.5)  # let the call reach the server before freezing it
+            os.kill(server.proc.pid, 19)  # SIGSTOP: alive but silent
+            try:
+                with pytest.raises(oslo_messaging.MessagingTimeout, match="heartbeat"):
+                    pending.result(60)
+            finally:
+                os.kill(server.proc.pid, 18)  # SIGCONT
+    finally:
+        transport.cleanup()
+        server.kill()
+
+
+def test_listener_restarts_in_process_with_several_clients_and_servers(deployment):
+    topic = unique("inproc")
+
+    class Endpoint:
+        def __init__(self, name):
+            self.name = name
+
+        def whoami(self, ctxt):
+            return self.name
+
+    server_transports = [deployment.transport() for _ in range(2)]
+    client_transports = [deployment.transport() for _ in range(2)]
+    servers = [
+        oslo_messaging.get_rpc_server(
+            transport, oslo_messaging.Target(topic=topic, server=f"p{i}"), [Endpoint(f"p{i}")]
+        )
+        for i, transport in enumerate(server_transports)
+    ]
+    try:
+        for server in servers:
+            server.start()
+        callers = [client(t, topic, timeout=30) for t in client_transports]
+        assert {c.call({}, "whoami") for c in callers for _ in range(4)} == {"p0", "p1"}
+
+        servers[0].stop()
+        servers[0].wait()
+        assert {callers[0].call({}, "whoami") for _ in range(4)} == {"p1"}
+        servers[0].start()  # a stopped server can be started again
+        direct = client(client_transports[1], topic, server="p0", timeout=30)
+        assert direct.call({}, "whoami") == "p0"
+    finally:
+        for server in servers:
+            server.stop()
+            server.wait()
+        for transport in server_transports + client_transports:
+            transport.cleanup()
