@@ -69,8 +69,8 @@ zmq_opts = [
         "rpc_zmq_serialization",
         default="json",
         choices=("json", "msgpack"),
-        help="Encoding of message bodies on the wire. Every process of a deployment must use "
-        "the same value.",
+        help="Encoding of the message bodies this process sends. Receivers decode whatever "
+        "the message header names, so processes with different settings interoperate.",
     ),
     cfg.IntOpt(
         "zmq_linger",
