@@ -307,3 +307,20 @@ def test_listener_restarts_in_process_with_several_clients_and_servers(deploymen
             server.wait()
         for transport in server_transports + client_transports:
             transport.cleanup()
+
+
+def test_killed_server_is_skipped(deployment):
+    topic = unique("killed")
+    victim = deployment.server(topic, "victim")
+    survivor = deployment.server(topic, "survivor")
+    transport = deployment.transport()
+    try:
+        caller = client(transport, topic, timeout=30)
+        assert {caller.call({}, "whoami") for _ in range(6)} == {"victim", "survivor"}
+        victim.kill()  # SIGKILL: no chance to unregister
+        # zmq:// notices the dead process at once; Redis keeps its record until
+        # expiry, and the unacknowledged call moves to the survivor.
+        assert {caller.call({}, "whoami") for _ in range(6)} == {"survivor"}
+    finally:
+        transport.cleanup()
+        survivor.stop()

@@ -4,6 +4,12 @@
 the same file (under the user's runtime directory by default) and SQLite's
 file locking keeps them consistent. The directory is created private (0700)
 and the file readable only by its owner.
+
+Each record also remembers the process that registered it. All its readers
+are on the same host, so a lookup can tell that a server was killed without
+unregistering and drop its records at once instead of at expiry. The check
+applies only within one PID namespace (containers sharing the file see
+foreign PIDs and rely on expiry).
 """
 
 from __future__ import annotations
@@ -16,14 +22,36 @@ import time
 
 from zmqdriver.matchmaker.base import MatchMaker, MatchMakerUnavailable
 
+# Bump when the table changes: the store holds only soft state, so an old
+# table is simply dropped (servers re-register within zmq_target_update).
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     key TEXT NOT NULL,
     record TEXT NOT NULL,
     expires REAL,
+    pid INTEGER NOT NULL,
+    pidns TEXT NOT NULL,
     PRIMARY KEY (key, record)
 ) WITHOUT ROWID
 """
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "unknown"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 def default_path() -> str:
@@ -46,8 +74,21 @@ def _ensure_private_dir(path: str) -> None:
         )
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version != _SCHEMA_VERSION:
+            conn.execute("DROP TABLE IF EXISTS records")
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        conn.execute(_SCHEMA)
+
+
 class LocalMatchMaker(MatchMaker):
-    """Records in a SQLite table ``(key, record, expires)``; ``expires`` NULL = never."""
+    """Records in a SQLite table ``(key, record, expires, pid, pidns)``.
+
+    ``expires`` NULL means never; ``pid``/``pidns`` name the registering process.
+    """
 
     def __init__(self, conf, url) -> None:
         super().__init__(conf, url)
@@ -55,6 +96,7 @@ class LocalMatchMaker(MatchMaker):
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._pidns = _pid_namespace()
 
     def _connection(self) -> sqlite3.Connection:
         # A connection must not cross fork(): a child opens its own.
@@ -72,7 +114,7 @@ class LocalMatchMaker(MatchMaker):
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
+            _migrate(conn)
         except (OSError, sqlite3.Error) as exc:
             raise MatchMakerUnavailable(
                 f"Cannot open the embedded matchmaker store {self.path}: {exc}"
@@ -92,8 +134,9 @@ class LocalMatchMaker(MatchMaker):
         now = time.time()
         expires = now + expire if expire > 0 else None
         self._execute(
-            "INSERT OR REPLACE INTO records (key, record, expires) VALUES (?, ?, ?)",
-            (key, record, expires),
+            "INSERT OR REPLACE INTO records (key, record, expires, pid, pidns) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (key, record, expires, os.getpid(), self._pidns),
         )
         # Keep the table small: records of crashed processes are purged here.
         self._execute("DELETE FROM records WHERE expires < ?", (now,))
@@ -103,11 +146,17 @@ class LocalMatchMaker(MatchMaker):
 
     def lookup(self, key: str) -> list[str]:
         rows = self._execute(
-            "SELECT record FROM records WHERE key = ? AND (expires IS NULL OR expires > ?) "
-            "ORDER BY record",
+            "SELECT record, pid, pidns FROM records "
+            "WHERE key = ? AND (expires IS NULL OR expires > ?) ORDER BY record",
             (key, time.time()),
         )
-        return [row[0] for row in rows]
+        live = []
+        for record, pid, pidns in rows:
+            if pidns == self._pidns and not _process_alive(pid):
+                self.unregister(key, record)  # its server died without unregistering
+            else:
+                live.append(record)
+        return live
 
     def close(self) -> None:
         with self._lock:
