@@ -1,0 +1,228 @@
+"""The Redis matchmaker: ``zmq+redis://[user:password@]host:port[,host2:port2][/db]``.
+
+Each key is a Redis sorted set: member = record, score = the record's expiry
+in milliseconds on the *Redis server's* clock (``+inf`` for never), so hosts
+with skewed clocks still agree on what is live. Registration and lookup run
+as small Lua scripts that read ``TIME`` on the server, which also makes each
+of them atomic. The key itself carries a Redis expiry equal to its
+longest-lived member, so the sets of servers that died without unregistering
+disappear on their own.
+
+Several hosts may be listed: the first reachable one is used until it fails,
+then the next one (for a primary and its promoted replicas, say).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+from oslo_messaging import TransportHost
+from redis import exceptions as redis_exc
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from zmqdriver.matchmaker.base import MatchMaker, MatchMakerError, MatchMakerUnavailable
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 6379
+
+T = TypeVar("T")
+
+# Shared head of every script: ``now`` in ms on the server's clock.
+# replicate_commands() lets Redis < 5 accept writes after TIME; it is a no-op
+# on newer servers, which always replicate a script's effects.
+_NOW = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function expire_key(key)
+    -- The key lives as long as its longest-lived member.
+    local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    if top[2] == nil then return end
+    if top[2] == 'inf' then
+        redis.call('PERSIST', key)
+    else
+        redis.call('PEXPIREAT', key, top[2])
+    end
+end
+"""
+
+# KEYS[1] = key, ARGV[1] = record, ARGV[2] = time to live in ms (0 = never).
+_REGISTER = (
+    _NOW
+    + """
+local ttl = tonumber(ARGV[2])
+local score = 'inf'
+if ttl > 0 then score = now + ttl end
+redis.call('ZADD', KEYS[1], score, ARGV[1])
+-- Purge here too, so keys that are never looked up stay small.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+expire_key(KEYS[1])
+return 1
+"""
+)
+
+# KEYS[1] = key, ARGV[1] = record.
+_UNREGISTER = (
+    _NOW
+    + """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+-- The removed record may have been the longest-lived one.
+expire_key(KEYS[1])
+return 1
+"""
+)
+
+# KEYS[1] = key. A record is live while its score is greater than now.
+_LOOKUP = (
+    _NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+)
+
+
+def _format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _parse_db(virtual_host: str | None) -> int:
+    if not virtual_host:
+        return 0
+    try:
+        db = int(virtual_host)
+    except ValueError:
+        db = -1
+    if db < 0:
+        raise MatchMakerError(
+            f"Invalid Redis database {virtual_host!r} in the transport URL path: "
+            "expected a database number such as /0"
+        )
+    return db
+
+
+class _Backend:
+    """One Redis host of the URL: its client, scripts and credentials."""
+
+    def __init__(self, transport_host, db: int, timeout: float) -> None:
+        self.host = transport_host.hostname or DEFAULT_HOST
+        self.port = transport_host.port or DEFAULT_PORT
+        self.address = _format_address(self.host, self.port)
+        # oslo parses ":secret@host" as username "" - that is Redis' default user.
+        self.username = transport_host.username or None
+        self.password = transport_host.password
+        if self.username and self.password is None:
+            raise MatchMakerError(
+                f"Redis matchmaker at {self.address}: user {self.username!r} given without a "
+                "password; write user:password@host, or :password@host for the default user"
+            )
+        self.client = redis.Redis(
+            host=self.host,
+            port=self.port,
+            db=db,
+            username=self.username,
+            password=self.password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # One immediate retry replaces a pooled connection that went stale
+            # (Redis restarted); anything more is our own failover's job, and
+            # timeouts are not retried so a call stays near ``timeout`` per host.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis_exc.ConnectionError,)),
+            decode_responses=True,
+        )
+        # Script objects fall back from EVALSHA to loading the script when a
+        # restarted server has lost its script cache.
+        self.register = self.client.register_script(_REGISTER)
+        self.unregister = self.client.register_script(_UNREGISTER)
+        self.lookup = self.client.register_script(_LOOKUP)
+
+    @property
+    def user(self) -> str:
+        return self.username or "default"
+
+
+class RedisMatchMaker(MatchMaker):
+    """Records in Redis sorted sets, one per key; see the module docstring."""
+
+    def __init__(self, conf, url) -> None:
+        super().__init__(conf, url)
+        self.db = _parse_db(url.virtual_host)
+        timeout = conf.oslo_messaging_zmq.zmq_matchmaker_timeout
+        hosts = list(url.hosts) or [TransportHost(hostname=DEFAULT_HOST)]
+        self._backends = [_Backend(host, self.db, timeout) for host in hosts]
+        # Index of the backend that answered last. Reads and writes of an int
+        # are atomic, and two threads racing to fail over just pick a host each.
+        self._current = 0
+
+    def register(self, key: str, record: str, expire: float) -> None:
+        # Round up so a tiny positive expire never turns into "never" (0 ms).
+        ttl_ms = math.ceil(expire * 1000) if expire > 0 else 0
+        self._call("register", lambda b: b.register(keys=[key], args=[record, ttl_ms]))
+
+    def unregister(self, key: str, record: str) -> None:
+        self._call("unregister", lambda b: b.unregister(keys=[key], args=[record]))
+
+    def lookup(self, key: str) -> list[str]:
+        # The set is ordered by expiry; the contract wants records sorted.
+        return sorted(self._call("lookup", lambda b: b.lookup(keys=[key])))
+
+    def close(self) -> None:
+        for backend in self._backends:
+            backend.client.close()
+
+    def _call(self, what: str, operation: Callable[[_Backend], T]) -> T:
+        """Run ``operation`` on the current backend, failing over to the next ones."""
+        failures: list[tuple[_Backend, Exception]] = []
+        start = self._current
+        for step in range(len(self._backends)):
+            index = (start + step) % len(self._backends)
+            backend = self._backends[index]
+            try:
+                result = operation(backend)
+            except (redis_exc.AuthenticationError, redis_exc.AuthorizationError) as exc:
+                # Before ConnectionError: these subclass it, but another host
+                # would not fix a wrong password, and the user must be told.
+                raise MatchMakerError(self._auth_message(backend, exc)) from exc
+            except (redis_exc.ConnectionError, redis_exc.TimeoutError) as exc:
+                failures.append((backend, exc))
+                continue
+            except redis_exc.ReadOnlyError as exc:
+                # A replica listed in the URL: a later host may be the primary.
+                failures.append((backend, exc))
+                continue
+            except redis_exc.RedisError as exc:
+                raise MatchMakerError(self._refused_message(backend, what, exc)) from exc
+            self._current = index
+            return result
+        raise MatchMakerUnavailable(self._unreachable_message(failures))
+
+    def _auth_message(self, backend: _Backend, exc: Exception) -> str:
+        if backend.password is None:
+            return (
+                f"Redis matchmaker at {backend.address} requires authentication ({exc}); "
+                "give user:password@ or :password@ in the transport URL"
+            )
+        return (
+            f"Redis matchmaker at {backend.address} rejected the credentials of user "
+            f"{backend.user!r}: {exc}"
+        )
+
+    def _refused_message(self, backend: _Backend, what: str, exc: Exception) -> str:
+        return (
+            f"Redis matchmaker at {backend.address} (db {self.db}, user {backend.user!r}) "
+            f"failed to {what}: {exc}"
+        )
+
+    @staticmethod
+    def _unreachable_message(failures: list[tuple[_Backend, Exception]]) -> str:
+        if len(failures) == 1:
+            backend, exc = failures[0]
+            return f"Redis matchmaker at {backend.address} unreachable: {exc}"
+        addresses = ", ".join(backend.address for backend, _ in failures)
+        details = "; ".join(f"{backend.address}: {exc}" for backend, exc in failures)
+        return f"Redis matchmaker at {addresses} unreachable: {details}"
