@@ -117,26 +117,36 @@ class RpcSender:
             )
             raise exceptions.MessageUndeliverable(reason, exchange, request.key, message)
 
-    def _choose(self, request: _Request, tried: set[Endpoint], deadline: float) -> Endpoint:
-        """An endpoint of the target not yet tried; waits for one until ``deadline``."""
+    def _lookups(self, key: str, deadline: float):
+        """Yield the endpoints of ``key`` until the caller is satisfied or ``deadline``.
+
+        The first answer may come from the cache, later ones are fresh, with
+        a growing pause between them; at the deadline NoServer is raised.
+        """
         fresh, poll, error = False, _POLL_MIN, None
         while True:
             try:
-                endpoints = self._directory.endpoints(request.key, fresh=fresh)
+                yield self._directory.endpoints(key, fresh=fresh)
             except MatchMakerError as exc:
-                endpoints, error = [], exc
+                error = exc
+                yield []
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NoServer(f" (matchmaker: {error})" if error else "")
+            time.sleep(min(poll, remaining))
+            fresh, poll = True, min(poll * 2, _POLL_MAX)
+
+    def _choose(self, request: _Request, tried: set[Endpoint], deadline: float) -> Endpoint:
+        """An endpoint of the target not yet tried; waits for one until ``deadline``."""
+        for lookup, endpoints in enumerate(self._lookups(request.key, deadline)):
             candidates = [e for e in endpoints if e not in tried]
             if candidates:
                 counter = self._round_robin.setdefault(request.key, itertools.count())
                 return candidates[next(counter) % len(candidates)]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise NoServer(f" (matchmaker: {error})" if error else "")
-            if fresh and endpoints:
+            if lookup and endpoints:
                 # Every server was tried once: give them another chance.
                 tried.clear()
-            time.sleep(min(poll, remaining))
-            fresh, poll = True, min(poll * 2, _POLL_MAX)
+        raise AssertionError("unreachable: _lookups ends by raising NoServer")
 
     # -- handing over ------------------------------------------------------------
 
@@ -274,19 +284,10 @@ class RpcSender:
             )
 
     def _wait_for_endpoints(self, key: str, deadline: float) -> list[Endpoint]:
-        fresh, poll, error = False, _POLL_MIN, None
-        while True:
-            try:
-                endpoints = self._directory.endpoints(key, fresh=fresh)
-            except MatchMakerError as exc:
-                endpoints, error = [], exc
+        for endpoints in self._lookups(key, deadline):
             if endpoints:
                 return endpoints
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise NoServer(f" (matchmaker: {error})" if error else "")
-            time.sleep(min(poll, remaining))
-            fresh, poll = True, min(poll * 2, _POLL_MAX)
+        raise AssertionError("unreachable: _lookups ends by raising NoServer")
 
     def _collect_acks(self, waiter: queue.Queue, pending: set[Endpoint]) -> set[Endpoint]:
         deadline = time.monotonic() + self._ack_timeout
