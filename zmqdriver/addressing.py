@@ -33,6 +33,24 @@ def rpc_key(prefix: str, exchange: str, topic: str, server: str | None = None) -
     return "/".join(parts)
 
 
+def notification_stream(prefix: str, exchange: str, topic_priority: str) -> str:
+    """The store stream of the notifications of one ``topic.priority``.
+
+    >>> notification_stream("zmqdriver", "openstack", "notifications.info")
+    'zmqdriver/notify/openstack/notifications.info'
+    """
+    return "/".join([prefix, "notify", _part(exchange), _part(topic_priority)])
+
+
+def notification_group(pool: str | None) -> str:
+    """The consumer group of a listener pool; listeners without a pool share one.
+
+    >>> notification_group(None), notification_group("metering")
+    ('nopool', 'pool/metering')
+    """
+    return f"pool/{_part(pool)}" if pool else "nopool"
+
+
 def target_exchange(target, default_exchange: str | None) -> str:
     """The exchange a target addresses: its own, the transport's, or 'openstack'."""
     return target.exchange or default_exchange or DEFAULT_EXCHANGE

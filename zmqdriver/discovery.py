@@ -44,6 +44,8 @@ class Directory:
         except MatchMakerError as exc:
             if cached:
                 LOG.warning("Matchmaker lookup of %s failed (%s); using the last answer", key, exc)
+                # Ask again only after another ttl, not on every message.
+                self._cache[key] = (now, cached[1])
                 return cached[1]
             raise
         endpoints = sorted(set(_valid_endpoints(key, records)))
@@ -101,6 +103,13 @@ class Registrar:
             except MatchMakerError as exc:
                 LOG.warning("Cannot unregister %s (%s); it expires in %ss", key, exc, self._expire)
 
+    def _undo_if_removed(self, key: str, record: str) -> None:
+        # remove() may have run while we were registering: it must win.
+        with self._lock:
+            removed = (key, record) not in self._records
+        if removed:
+            self._matchmaker.unregister(key, record)
+
     def stop(self) -> None:
         self._stopped = True
         self._wakeup.set()
@@ -122,7 +131,8 @@ class Registrar:
         try:
             for key, record in records:
                 self._matchmaker.register(key, record, self._expire)
-        except MatchMakerError as exc:
+                self._undo_if_removed(key, record)
+        except Exception as exc:  # the thread must survive anything a plugin raises
             backoff = min(max(1.0, delay * 2 if delay < self._update else 1.0), _MAX_BACKOFF)
             LOG.error("Matchmaker refresh failed (%s); retrying in %.0fs", exc, backoff)
             return backoff

@@ -11,14 +11,21 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 import threading
+import time
+import uuid
 
 import zmq
+from oslo_messaging import exceptions
 from oslo_messaging._drivers import base
 
 from zmqdriver import addressing, matchmaker, options, protocol
 from zmqdriver.discovery import Directory, Registrar
 from zmqdriver.eventloop import IoLoop, runtime_for_process
+from zmqdriver.matchmaker import MatchMakerError
+from zmqdriver.notify.listener import NotificationListener, encode_notification
+from zmqdriver.notify.store import NotificationStore, Retention
 from zmqdriver.rpc.client import RpcSender
 from zmqdriver.rpc.outbox import Outbox
 from zmqdriver.rpc.server import BindSettings, Inbox, RpcListener, default_host
@@ -77,6 +84,7 @@ class ZmqDriver(base.BaseDriver):
         self.embedded = matchmaker.name_from_url(url.transport or "zmq") == matchmaker.DEFAULT
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
+        self._store: NotificationStore | None = None
 
     @property
     def default_exchange(self) -> str | None:
@@ -121,8 +129,26 @@ class ZmqDriver(base.BaseDriver):
             transport_options=transport_options,
         )
 
+    def require_features(self, requeue=False):
+        """Every feature is supported: notifications can be requeued."""
+
     def send_notification(self, target, ctxt, message, version, retry=None):
-        raise NotImplementedError("zmqdriver does not deliver notifications yet")
+        zconf = self.conf[options.GROUP]
+        exchange = addressing.target_exchange(target, self._default_exchange)
+        stream = addressing.notification_stream(zconf.zmq_matchmaker_prefix, exchange, target.topic)
+        payload = encode_notification(ctxt, message, version)
+        store = self._notification_store()
+        dropped = self._with_retry(retry, lambda: store.append(stream, payload))
+        for group, count in dropped.items():
+            LOG.warning(
+                "Notification retention dropped %d unread notifications of %s for %s "
+                "(zmq_notification_retention_count=%d, zmq_notification_retention_age=%s)",
+                count,
+                stream,
+                group,
+                zconf.zmq_notification_retention_count,
+                zconf.zmq_notification_retention_age,
+            )
 
     def listen(self, target, batch_size, batch_timeout):
         engine = self._get_engine()
@@ -150,16 +176,60 @@ class ZmqDriver(base.BaseDriver):
         return listener
 
     def listen_for_notifications(self, targets_and_priorities, pool, batch_size, batch_timeout):
-        raise NotImplementedError("zmqdriver does not deliver notifications yet")
+        prefix = self.conf[options.GROUP].zmq_matchmaker_prefix
+        streams = sorted(
+            {
+                addressing.notification_stream(
+                    prefix,
+                    addressing.target_exchange(target, self._default_exchange),
+                    f"{target.topic}.{priority}",
+                )
+                for target, priority in targets_and_priorities
+            }
+        )
+        consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        listener = NotificationListener(
+            self._notification_store(), streams, addressing.notification_group(pool), consumer
+        )
+        return base.PollStyleListenerAdapter(listener, batch_size, batch_timeout)
 
     def cleanup(self) -> None:
         with self._engine_lock:
             engine, self._engine = self._engine, None
         if engine is not None and engine.pid == os.getpid():
             engine.close()
+        if self._store is not None:
+            self._store.close()
         self.matchmaker.close()
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _notification_store(self) -> NotificationStore:
+        if self._store is None:
+            zconf = self.conf[options.GROUP]
+            retention = Retention(
+                zconf.zmq_notification_retention_count, zconf.zmq_notification_retention_age
+            )
+            self._store = self.matchmaker.notification_store(
+                retention, zconf.zmq_notification_redelivery
+            )
+        return self._store
+
+    @staticmethod
+    def _with_retry(retry, operation):
+        """Run ``operation``, retrying store outages ``retry`` times (None/-1: for ever)."""
+        attempt, delay = 0, 0.1
+        while True:
+            try:
+                return operation()
+            except MatchMakerError as exc:
+                if retry is not None and 0 <= retry <= attempt:
+                    raise exceptions.MessageDeliveryFailure(
+                        f"Notification not stored after {attempt + 1} attempts: {exc}"
+                    ) from exc
+                LOG.warning("Storing a notification failed (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                attempt, delay = attempt + 1, min(delay * 2, 10.0)
 
     def _bind_settings(self) -> BindSettings:
         zconf = self.conf[options.GROUP]

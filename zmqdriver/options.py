@@ -19,20 +19,28 @@ GROUP = "oslo_messaging_zmq"
 zmq_opts = [
     cfg.StrOpt(
         "rpc_zmq_bind_address",
+        deprecated_group="DEFAULT",
         help="Address the RPC servers of this process bind to: an IP address or '*' for all "
         "interfaces. Default: 127.0.0.1 with the embedded matchmaker (zmq://), '*' with "
         "a network matchmaker (zmq+redis://).",
     ),
     cfg.StrOpt(
         "rpc_zmq_host",
+        deprecated_group="DEFAULT",
         sample_default="<hostname>",
         help="Host name or IP address other processes use to reach this one; it is what "
         "servers publish in the matchmaker. Default: 127.0.0.1 with the embedded "
         "matchmaker, otherwise the IP the bind address names, or this machine's host name.",
     ),
-    cfg.PortOpt("rpc_zmq_min_port", default=49153, help="Lowest port a server may bind."),
+    cfg.PortOpt(
+        "rpc_zmq_min_port",
+        deprecated_group="DEFAULT",
+        default=49153,
+        help="Lowest port a server may bind.",
+    ),
     cfg.IntOpt(
         "rpc_zmq_max_port",
+        deprecated_group="DEFAULT",
         min=1,
         max=65536,
         default=65536,
@@ -40,19 +48,23 @@ zmq_opts = [
     ),
     cfg.IntOpt(
         "rpc_zmq_bind_port_retries",
+        deprecated_group="DEFAULT",
         min=1,
         default=100,
         help="How many random ports of the range to try before a server fails to bind.",
     ),
     cfg.IntOpt(
         "zmq_target_expire",
-        min=1,
+        deprecated_group="DEFAULT",
+        min=-1,
         default=60,
         help="Seconds a server's matchmaker record stays valid without a refresh. A server "
-        "that dies without unregistering is dropped from lookups after this long.",
+        "that dies without unregistering is dropped from lookups after this long. A value "
+        "below 1 means records never expire (they are removed only when servers stop).",
     ),
     cfg.IntOpt(
         "zmq_target_update",
+        deprecated_group="DEFAULT",
         min=1,
         default=20,
         help="Seconds between refreshes of a running server's matchmaker records. Must be "
@@ -67,6 +79,7 @@ zmq_opts = [
     ),
     cfg.StrOpt(
         "rpc_zmq_serialization",
+        deprecated_group="DEFAULT",
         default="json",
         choices=("json", "msgpack"),
         help="Encoding of the message bodies this process sends. Receivers decode whatever "
@@ -74,6 +87,8 @@ zmq_opts = [
     ),
     cfg.IntOpt(
         "zmq_linger",
+        deprecated_group="DEFAULT",
+        deprecated_name="rpc_cast_timeout",
         default=1,
         min=-1,
         help="Seconds to keep trying to send pending messages when a socket closes; "
@@ -111,6 +126,28 @@ zmq_opts = [
         help="Seconds a single request to the matchmaker backend (Redis) may take.",
     ),
     cfg.IntOpt(
+        "zmq_notification_retention_count",
+        default=100000,
+        min=1,
+        help="Most notifications kept per topic and priority for listeners that have not "
+        "read them yet (and for pools that start later). Older ones are dropped, and the "
+        "sender logs how many each pool lost.",
+    ),
+    cfg.FloatOpt(
+        "zmq_notification_retention_age",
+        default=86400.0,
+        min=1.0,
+        help="Seconds a notification is kept at most; older ones are dropped as above.",
+    ),
+    cfg.FloatOpt(
+        "zmq_notification_redelivery",
+        default=30.0,
+        min=0.1,
+        help="Seconds a notification delivered to a listener may stay unacknowledged before "
+        "it is delivered to another listener of the same pool (the first one is presumed "
+        "dead). Requeued notifications are delivered again within about a second.",
+    ),
+    cfg.IntOpt(
         "zmq_dedup_window",
         default=100000,
         min=0,
@@ -121,13 +158,21 @@ zmq_opts = [
 # Options of the old in-tree driver that have no meaning here. They stay
 # registered so old config files load; a value set for one is logged once.
 legacy_ignored_opts = [
-    cfg.StrOpt("rpc_zmq_matchmaker", help="Ignored: the matchmaker comes from transport_url."),
-    cfg.IntOpt("rpc_zmq_contexts", help="Ignored."),
-    cfg.IntOpt("rpc_zmq_topic_backlog", help="Ignored."),
-    cfg.StrOpt("rpc_zmq_ipc_dir", help="Ignored: no IPC sockets are used."),
-    cfg.IntOpt("rpc_poll_timeout", help="Ignored."),
-    cfg.BoolOpt("use_pub_sub", help="Ignored: fanout is sent peer to peer."),
-    cfg.BoolOpt("use_router_proxy", help="Ignored: there is no proxy."),
+    cfg.StrOpt(
+        "rpc_zmq_matchmaker",
+        deprecated_group="DEFAULT",
+        help="Ignored: the matchmaker comes from transport_url.",
+    ),
+    cfg.IntOpt("rpc_zmq_contexts", deprecated_group="DEFAULT", help="Ignored."),
+    cfg.IntOpt("rpc_zmq_topic_backlog", deprecated_group="DEFAULT", help="Ignored."),
+    cfg.StrOpt(
+        "rpc_zmq_ipc_dir", deprecated_group="DEFAULT", help="Ignored: no IPC sockets are used."
+    ),
+    cfg.IntOpt("rpc_poll_timeout", deprecated_group="DEFAULT", help="Ignored."),
+    cfg.BoolOpt(
+        "use_pub_sub", deprecated_group="DEFAULT", help="Ignored: fanout is sent peer to peer."
+    ),
+    cfg.BoolOpt("use_router_proxy", deprecated_group="DEFAULT", help="Ignored: there is no proxy."),
     cfg.BoolOpt("use_dynamic_connections", help="Ignored."),
     cfg.IntOpt("zmq_failover_connections", help="Ignored."),
     cfg.BoolOpt("zmq_immediate", help="Ignored."),
@@ -162,7 +207,7 @@ def validate(conf: cfg.ConfigOpts) -> None:
             f"[{GROUP}] rpc_zmq_min_port ({zconf.rpc_zmq_min_port}) must be lower than "
             f"rpc_zmq_max_port ({zconf.rpc_zmq_max_port})"
         )
-    if zconf.zmq_target_update >= zconf.zmq_target_expire:
+    if 0 < zconf.zmq_target_expire <= zconf.zmq_target_update:
         raise cfg.Error(
             f"[{GROUP}] zmq_target_update ({zconf.zmq_target_update}) must be smaller than "
             f"zmq_target_expire ({zconf.zmq_target_expire}), or records expire between refreshes"

@@ -21,8 +21,10 @@ from zmqdriver.eventloop.runtime import Runtime
 
 LOG = logging.getLogger(__name__)
 
-# Pipes are written from green and native threads alike: always the real os.
+# Pipes and the task lock are used from green and native threads alike: always
+# the real os and the real (native) lock.
 _os = patcher.original("os")
+_threading = patcher.original("threading")
 
 # Messages read from one socket before other sockets get a turn.
 _READ_BATCH = 256
@@ -44,15 +46,19 @@ class IoLoop:
         self._readers: dict[zmq.Socket, Callable[[list], None]] = {}
         self._sleeping = False
         self._running = True
+        # Makes "still running?" and "queue the task" one step, so no task can
+        # be queued after the loop's last drain.
+        self._submit_lock = _threading.Lock()
         self._thread = runtime.start_native_thread(self._run, name)
 
     # -- called from any thread -------------------------------------------------
 
     def submit(self, fn: Callable, *args: Any) -> None:
         """Run ``fn(*args)`` in the loop thread, soon."""
-        if not self._running:
-            raise LoopStopped("zmqdriver I/O loop is stopped")
-        self._tasks.append((fn, args))
+        with self._submit_lock:
+            if not self._running:
+                raise LoopStopped("zmqdriver I/O loop is stopped")
+            self._tasks.append((fn, args))
         # The loop checks the deque after it sets _sleeping, so a task appended
         # before this read is either seen by the loop or woken here.
         if self._sleeping:
@@ -99,7 +105,8 @@ class IoLoop:
         for socket in list(self._readers):
             self.remove_reader(socket)
             socket.close()
-        self._running = False
+        with self._submit_lock:
+            self._running = False
 
     def _wake(self) -> None:
         try:
@@ -126,6 +133,8 @@ class IoLoop:
                     self._drain_wake_pipe()
                 else:
                     self._read(socket)
+        # Tasks queued just before the stop still run (their callers are waiting).
+        self._run_tasks()
 
     def _run_tasks(self) -> None:
         tasks = self._tasks

@@ -45,5 +45,13 @@ class MatchMaker(abc.ABC):
     def lookup(self, key: str) -> list[str]:
         """Return the live records under ``key``, sorted, without duplicates."""
 
+    def notification_store(self, retention, redelivery):
+        """The store that keeps notifications for this deployment (store-and-forward).
+
+        A plugin without one cannot carry notifications; the driver then
+        raises NotImplementedError for them.
+        """
+        raise NotImplementedError(f"matchmaker {type(self).__name__} has no notification store")
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold no resources
         """Release connections and files held by this matchmaker."""

@@ -158,6 +158,14 @@ class LocalMatchMaker(MatchMaker):
                 live.append(record)
         return live
 
+    def notification_store(self, retention, redelivery):
+        from zmqdriver.notify.sqlite_store import SQLiteNotificationStore
+
+        directory = os.path.dirname(self.path) or "."
+        _ensure_private_dir(directory)
+        path = os.path.join(directory, "notifications.sqlite")
+        return SQLiteNotificationStore(path, retention, redelivery)
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():

@@ -162,20 +162,25 @@ class RedisMatchMaker(MatchMaker):
     def register(self, key: str, record: str, expire: float) -> None:
         # Round up so a tiny positive expire never turns into "never" (0 ms).
         ttl_ms = math.ceil(expire * 1000) if expire > 0 else 0
-        self._call("register", lambda b: b.register(keys=[key], args=[record, ttl_ms]))
+        self.execute("register", lambda b: b.register(keys=[key], args=[record, ttl_ms]))
 
     def unregister(self, key: str, record: str) -> None:
-        self._call("unregister", lambda b: b.unregister(keys=[key], args=[record]))
+        self.execute("unregister", lambda b: b.unregister(keys=[key], args=[record]))
 
     def lookup(self, key: str) -> list[str]:
         # The set is ordered by expiry; the contract wants records sorted.
-        return sorted(self._call("lookup", lambda b: b.lookup(keys=[key])))
+        return sorted(self.execute("lookup", lambda b: b.lookup(keys=[key])))
+
+    def notification_store(self, retention, redelivery):
+        from zmqdriver.notify.redis_store import RedisNotificationStore
+
+        return RedisNotificationStore(self, retention, redelivery)
 
     def close(self) -> None:
         for backend in self._backends:
             backend.client.close()
 
-    def _call(self, what: str, operation: Callable[[_Backend], T]) -> T:
+    def execute(self, what: str, operation: Callable[[_Backend], T]) -> T:
         """Run ``operation`` on the current backend, failing over to the next ones."""
         failures: list[tuple[_Backend, Exception]] = []
         start = self._current

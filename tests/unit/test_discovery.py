@@ -1,0 +1,414 @@
+"""Directory (cached client lookups) and Registrar (keeping server records alive)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from oslo_config import cfg
+
+from zmqdriver import discovery, options
+from zmqdriver.addressing import Endpoint, encode_record
+from zmqdriver.discovery import Directory, Registrar
+from zmqdriver.matchmaker import MatchMaker, MatchMakerUnavailable
+from zmqdriver.matchmaker.local import LocalMatchMaker
+
+pytestmark = pytest.mark.timeout(60)
+
+KEY = "zmqdriver/rpc/openstack/compute"
+OTHER_KEY = "zmqdriver/rpc/openstack/compute/host-1"
+EP1 = Endpoint("10.0.0.1", 5001)
+EP2 = Endpoint("10.0.0.2", 5002)
+REC1 = encode_record(EP1)
+REC2 = encode_record(EP2)
+WAIT = 10.0  # generous: conditions are normally met in milliseconds
+
+
+class FakeMatchMaker(MatchMaker):
+    """An in-memory matchmaker that counts calls and fails on demand."""
+
+    def __init__(self) -> None:
+        super().__init__(conf=None, url=None)
+        self.store: dict[str, set[str]] = {}
+        self.lookups = 0
+        self.registers: Counter[tuple[str, str]] = Counter()
+        self.expires: list[float] = []
+        self.failures = 0
+        self.fail_next_registers = 0
+        self.fail_lookups = False
+        self.cond = threading.Condition()
+        # Make the next register of one record wait until ``release`` is set.
+        self.hold_record: str | None = None
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    def register(self, key: str, record: str, expire: float) -> None:
+        with self.cond:
+            if self.fail_next_registers:
+                self.fail_next_registers -= 1
+                self.failures += 1
+                self.cond.notify_all()
+                raise MatchMakerUnavailable("matchmaker is down (fake)")
+            hold = self.hold_record == record
+            if hold:
+                self.hold_record = None
+        if hold:
+            self.held.set()
+            assert self.release.wait(WAIT)
+        with self.cond:
+            self.store.setdefault(key, set()).add(record)
+            self.registers[key, record] += 1
+            self.expires.append(expire)
+            self.cond.notify_all()
+
+    def unregister(self, key: str, record: str) -> None:
+        with self.cond:
+            self.store.get(key, set()).discard(record)
+
+    def lookup(self, key: str) -> list[str]:
+        with self.cond:
+            self.lookups += 1
+            if self.fail_lookups:
+                raise MatchMakerUnavailable("matchmaker is down (fake)")
+            return sorted(self.store.get(key, ()))
+
+    def put(self, key: str, *records: str) -> None:
+        """Set what ``lookup(key)`` returns, bypassing the counters."""
+        with self.cond:
+            self.store[key] = set(records)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
+        with self.cond:
+            return self.cond.wait_for(predicate, timeout)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def mm() -> FakeMatchMaker:
+    return FakeMatchMaker()
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    # Directory reads time only through ``time.monotonic``: drive it by hand.
+    fake = FakeClock()
+    monkeypatch.setattr(discovery, "time", fake)
+    return fake
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch):
+    # Retries after a failure wait at least 1s; cap them so tests stay fast.
+    monkeypatch.setattr(discovery, "_MAX_BACKOFF", 0.02)
+
+
+@pytest.fixture
+def registrars():
+    """Registrars made by a test are stopped after it, even when it fails."""
+    made: list[Registrar] = []
+
+    def make(matchmaker, expire=60.0, update=0.02) -> Registrar:
+        registrar = Registrar(matchmaker, expire=expire, update=update)
+        made.append(registrar)
+        return registrar
+
+    yield make
+    for registrar in made:
+        registrar.stop()
+
+
+# -- Directory -------------------------------------------------------------------
+
+
+def test_directory_returns_decoded_sorted_unique_endpoints(mm):
+    same_as_ep1 = '{"v": 1, "port": 5001, "host": "10.0.0.1"}'  # other spelling
+    mm.put(KEY, REC2, REC1, same_as_ep1)
+    assert Directory(mm, ttl=1.0).endpoints(KEY) == [EP1, EP2]
+
+
+def test_directory_unknown_key_is_empty(mm):
+    assert Directory(mm, ttl=1.0).endpoints("nobody/home") == []
+
+
+def test_directory_caches_within_ttl(mm, clock):
+    mm.put(KEY, REC1)
+    directory = Directory(mm, ttl=1.0)
+    assert directory.endpoints(KEY) == [EP1]
+    mm.put(KEY, REC1, REC2)
+    clock.now += 0.99
+    assert directory.endpoints(KEY) == [EP1]
+    assert mm.lookups == 1
+    clock.now += 0.01
+    assert directory.endpoints(KEY) == [EP1, EP2]
+    assert mm.lookups == 2
+
+
+def test_directory_caches_each_key_separately(mm, clock):
+    mm.put(KEY, REC1)
+    mm.put(OTHER_KEY, REC2)
+    directory = Directory(mm, ttl=10.0)
+    assert directory.endpoints(KEY) == [EP1]
+    assert directory.endpoints(OTHER_KEY) == [EP2]
+    assert directory.endpoints(KEY) == [EP1]
+    assert directory.endpoints(OTHER_KEY) == [EP2]
+    assert mm.lookups == 2
+
+
+def test_directory_ttl_zero_always_asks(mm, clock):
+    mm.put(KEY, REC1)
+    directory = Directory(mm, ttl=0.0)
+    for _ in range(3):
+        assert directory.endpoints(KEY) == [EP1]
+    assert mm.lookups == 3
+
+
+def test_directory_fresh_bypasses_and_refills_the_cache(mm, clock):
+    mm.put(KEY, REC1)
+    directory = Directory(mm, ttl=60.0)
+    assert directory.endpoints(KEY) == [EP1]
+    mm.put(KEY, REC2)
+    assert directory.endpoints(KEY, fresh=True) == [EP2]
+    assert mm.lookups == 2
+    # The fresh answer is what the cache now holds.
+    assert directory.endpoints(KEY) == [EP2]
+    assert mm.lookups == 2
+
+
+def test_directory_invalidate_forgets_one_key(mm, clock):
+    mm.put(KEY, REC1)
+    mm.put(OTHER_KEY, REC1)
+    directory = Directory(mm, ttl=60.0)
+    directory.endpoints(KEY)
+    directory.endpoints(OTHER_KEY)
+    mm.put(KEY, REC2)
+    mm.put(OTHER_KEY, REC2)
+    directory.invalidate(KEY)
+    assert directory.endpoints(KEY) == [EP2]
+    assert directory.endpoints(OTHER_KEY) == [EP1]  # still cached
+    assert mm.lookups == 3
+    directory.invalidate("never/looked/up")  # no error
+
+
+def test_directory_skips_invalid_records_with_a_warning(mm, caplog):
+    mm.put(KEY, REC1, "not json", '{"v": 1, "host": "bad host", "port": 1}', REC2)
+    with caplog.at_level(logging.WARNING, logger=discovery.LOG.name):
+        assert Directory(mm, ttl=1.0).endpoints(KEY) == [EP1, EP2]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert all(KEY in message for message in warnings)
+    assert any("not JSON" in message for message in warnings)
+    assert any("invalid host 'bad host'" in message for message in warnings)
+
+
+def test_directory_uses_the_last_answer_while_the_matchmaker_is_down(mm, clock, caplog):
+    mm.put(KEY, REC1)
+    directory = Directory(mm, ttl=1.0)
+    assert directory.endpoints(KEY) == [EP1]
+    mm.fail_lookups = True
+    clock.now += 5
+    with caplog.at_level(logging.WARNING, logger=discovery.LOG.name):
+        assert directory.endpoints(KEY) == [EP1]
+        assert directory.endpoints(KEY, fresh=True) == [EP1]
+    assert any("using the last answer" in r.getMessage() for r in caplog.records)
+    # A failed lookup re-arms the cache, so a down matchmaker is asked once
+    # per ttl, not on every message; after that the new answer comes through.
+    mm.fail_lookups = False
+    mm.put(KEY, REC2)
+    assert directory.endpoints(KEY) == [EP1]
+    clock.now += 1.5
+    assert directory.endpoints(KEY) == [EP2]
+
+
+def test_directory_without_a_previous_answer_raises(mm):
+    mm.fail_lookups = True
+    directory = Directory(mm, ttl=1.0)
+    with pytest.raises(MatchMakerUnavailable):
+        directory.endpoints(KEY)
+    # The failure is not cached as an answer.
+    mm.fail_lookups = False
+    mm.put(KEY, REC1)
+    assert directory.endpoints(KEY) == [EP1]
+
+
+def test_directory_after_invalidate_a_failure_raises(mm):
+    mm.put(KEY, REC1)
+    directory = Directory(mm, ttl=60.0)
+    directory.endpoints(KEY)
+    directory.invalidate(KEY)
+    mm.fail_lookups = True
+    with pytest.raises(MatchMakerUnavailable):
+        directory.endpoints(KEY)
+
+
+# -- Registrar -------------------------------------------------------------------
+
+
+def _registrar_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "zmqdriver-registrar"}
+
+
+def test_add_registers_at_once_under_every_key(mm, registrars):
+    registrar = registrars(mm, expire=42.0, update=3600.0)
+    registrar.add([KEY, OTHER_KEY], REC1)
+    # No waiting: add() itself registered.
+    assert mm.store == {KEY: {REC1}, OTHER_KEY: {REC1}}
+    assert mm.registers == {(KEY, REC1): 1, (OTHER_KEY, REC1): 1}
+    assert mm.expires == [42.0, 42.0]
+
+
+def test_remove_unregisters_under_every_key(mm, registrars):
+    registrar = registrars(mm, update=3600.0)
+    registrar.add([KEY, OTHER_KEY], REC1)
+    registrar.add([KEY], REC2)
+    registrar.remove([KEY, OTHER_KEY], REC1)
+    assert mm.store == {KEY: {REC2}, OTHER_KEY: set()}
+
+
+def test_remove_tolerates_an_unreachable_matchmaker(registrars, caplog):
+    class Unreachable(FakeMatchMaker):
+        def unregister(self, key, record):
+            raise MatchMakerUnavailable("down (fake)")
+
+    unreachable = Unreachable()
+    registrar = registrars(unreachable, update=3600.0)
+    registrar.add([KEY], REC1)
+    with caplog.at_level(logging.WARNING, logger=discovery.LOG.name):
+        registrar.remove([KEY], REC1)
+    assert any("Cannot unregister" in r.getMessage() for r in caplog.records)
+
+
+def test_refresh_thread_re_registers_every_record(mm, registrars):
+    registrar = registrars(mm, expire=60.0, update=0.01)
+    registrar.add([KEY, OTHER_KEY], REC1)
+    registrar.add([KEY], REC2)
+    assert mm.wait_for(lambda: min(mm.registers.values()) >= 4)
+    assert set(mm.registers) == {(KEY, REC1), (OTHER_KEY, REC1), (KEY, REC2)}
+    assert set(mm.expires) == {60.0}
+
+
+def test_removed_records_are_no_longer_refreshed(mm, registrars):
+    registrar = registrars(mm, update=0.01)
+    registrar.add([KEY], REC1)
+    registrar.add([OTHER_KEY], REC2)  # a marker that keeps being refreshed
+    registrar.remove([KEY], REC1)
+    marker = mm.registers[OTHER_KEY, REC2]
+    # Two marker refreshes later, any refresh that began before remove() is over.
+    assert mm.wait_for(lambda: mm.registers[OTHER_KEY, REC2] >= marker + 2)
+    removed = mm.registers[KEY, REC1]
+    assert mm.wait_for(lambda: mm.registers[OTHER_KEY, REC2] >= marker + 4)
+    assert mm.registers[KEY, REC1] == removed
+
+
+def test_one_refresh_thread_per_registrar(mm, registrars):
+    before = _registrar_threads()
+    registrar = registrars(mm, update=3600.0)
+    registrar.add([KEY], REC1)
+    registrar.add([OTHER_KEY], REC2)
+    assert len(_registrar_threads() - before) == 1
+
+
+def test_add_while_the_matchmaker_is_down_registers_after_recovery(
+    mm, registrars, fast_backoff, caplog
+):
+    mm.fail_next_registers = 3  # add() and two retries fail
+    registrar = registrars(mm, update=3600.0)  # so only the retry path can register
+    with caplog.at_level(logging.ERROR, logger=discovery.LOG.name):
+        registrar.add([KEY], REC1)  # does not raise
+    assert mm.store == {}
+    assert any("Cannot register" in r.getMessage() for r in caplog.records)
+    assert mm.wait_for(lambda: mm.registers[KEY, REC1] >= 1)
+    assert mm.failures == 3
+    assert mm.store == {KEY: {REC1}}
+
+
+def test_refresh_recovers_after_the_matchmaker_fails(mm, registrars, fast_backoff):
+    registrar = registrars(mm, update=0.01)
+    registrar.add([KEY, OTHER_KEY], REC1)
+    assert mm.wait_for(lambda: mm.registers[KEY, REC1] >= 2)
+    # The matchmaker goes down (and forgets everything, as a restarted Redis would).
+    with mm.cond:
+        mm.store.clear()
+        before = mm.registers[KEY, REC1]
+        mm.fail_next_registers = 5
+    assert mm.wait_for(lambda: mm.failures == 5)
+    assert mm.wait_for(lambda: mm.registers[KEY, REC1] > before)
+    assert mm.wait_for(lambda: mm.store == {KEY: {REC1}, OTHER_KEY: {REC1}})
+
+
+def test_stop_ends_the_refresh_thread(mm):
+    before = _registrar_threads()
+    registrar = Registrar(mm, expire=60.0, update=3600.0)  # the thread sleeps long
+    registrar.add([KEY], REC1)
+    (thread,) = _registrar_threads() - before
+    assert thread.is_alive()
+    registrar.stop()  # must wake it, not wait an hour (or the 10s join limit)
+    assert not thread.is_alive()
+
+
+def test_stop_without_records_is_a_no_op(mm):
+    registrar = Registrar(mm, expire=60.0, update=1.0)
+    registrar.stop()
+    registrar.stop()
+    assert mm.registers == {}
+
+
+def test_stop_does_not_unregister(mm):
+    # Stopping the refresher is not removal: records expire on their own.
+    registrar = Registrar(mm, expire=60.0, update=3600.0)
+    registrar.add([KEY], REC1)
+    registrar.stop()
+    assert mm.store == {KEY: {REC1}}
+
+
+def test_remove_during_a_refresh_is_not_undone(mm, registrars):
+    registrar = registrars(mm, update=0.01)
+    registrar.add([KEY], REC1)
+    with mm.cond:
+        mm.hold_record = REC1  # the refresh thread's next register of REC1 waits
+    assert mm.held.wait(WAIT)
+    registered = mm.registers[KEY, REC1]
+    registrar.remove([KEY], REC1)
+    mm.release.set()
+    assert mm.wait_for(lambda: mm.registers[KEY, REC1] > registered)
+    assert REC1 not in mm.lookup(KEY)
+
+
+# -- with the real embedded matchmaker ---------------------------------------------
+
+
+@pytest.fixture
+def local_mm(tmp_path):
+    conf = cfg.ConfigOpts()
+    options.register(conf)
+    conf([])
+    conf.set_override("zmq_matchmaker_path", str(tmp_path / "mm.sqlite"), group=options.GROUP)
+    matchmaker = LocalMatchMaker(conf, None)
+    yield matchmaker
+    matchmaker.close()
+
+
+def test_registrar_and_directory_over_the_embedded_matchmaker(local_mm, registrars, caplog):
+    registrar = registrars(local_mm, update=3600.0)
+    directory = Directory(local_mm, ttl=60.0)
+    assert directory.endpoints(KEY) == []
+    registrar.add([KEY, OTHER_KEY], REC1)
+    registrar.add([KEY], REC2)
+    local_mm.register(KEY, "garbage", 60.0)  # e.g. written by a newer release
+    assert directory.endpoints(KEY) == []  # cached
+    with caplog.at_level(logging.WARNING, logger=discovery.LOG.name):
+        assert directory.endpoints(KEY, fresh=True) == [EP1, EP2]
+    assert any("Skipping matchmaker record" in r.getMessage() for r in caplog.records)
+    assert directory.endpoints(OTHER_KEY) == [EP1]
+    registrar.remove([KEY, OTHER_KEY], REC1)
+    assert directory.endpoints(KEY, fresh=True) == [EP2]
+    assert directory.endpoints(OTHER_KEY, fresh=True) == []

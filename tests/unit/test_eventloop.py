@@ -1,0 +1,429 @@
+"""The I/O loop: tasks, calls and socket readers, with native and green runtimes."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import zmq
+
+from zmqdriver.eventloop import IoLoop, runtime_for_process
+from zmqdriver.eventloop.loop import LoopStopped
+from zmqdriver.eventloop.native import NativeRuntime
+
+pytestmark = pytest.mark.timeout(60)
+
+WAIT = 10.0  # generous: conditions are normally met in milliseconds
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+def loop() -> Iterator[IoLoop]:
+    io_loop = IoLoop(NativeRuntime(), name="test-io")
+    yield io_loop
+    io_loop.stop()
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def _thread_named(name: str) -> threading.Thread:
+    (thread,) = [t for t in threading.enumerate() if t.name == name]
+    return thread
+
+
+def test_runtime_for_a_plain_process_is_native():
+    assert isinstance(runtime_for_process(), NativeRuntime)
+
+
+# -- call / submit -----------------------------------------------------------------
+
+
+def test_call_returns_the_result(loop):
+    assert loop.call(lambda a, b: a + b, 2, 3) == 5
+    result = {"x": [1]}
+    assert loop.call(lambda: result) is result
+
+
+def test_call_re_raises_the_exception_in_the_caller(loop):
+    error = Boom("from the loop")
+
+    def fail():
+        raise error
+
+    with pytest.raises(Boom) as info:
+        loop.call(fail)
+    assert info.value is error
+    # The loop survives a failing call.
+    assert loop.call(lambda: "still running") == "still running"
+
+
+def test_call_runs_in_the_loop_thread(loop):
+    loop_ident = loop.call(threading.get_ident)
+    assert loop_ident != threading.get_ident()
+    assert loop.call(threading.get_ident) == loop_ident
+    assert loop.call(lambda: threading.current_thread().name) == "test-io"
+
+
+def test_submit_runs_tasks_in_order_in_the_loop_thread(loop):
+    ran: list[tuple[int, int]] = []
+    for i in range(200):
+        loop.submit(lambda i=i: ran.append((i, threading.get_ident())))
+    loop_ident = loop.call(threading.get_ident)  # queued after the 200 tasks
+    assert [i for i, _ in ran] == list(range(200))
+    assert {ident for _, ident in ran} == {loop_ident}
+    assert loop_ident != threading.get_ident()
+
+
+def test_submit_passes_arguments(loop):
+    seen = []
+    loop.submit(seen.append, "arg")
+    loop.call(lambda: None)
+    assert seen == ["arg"]
+
+
+def test_a_failing_task_is_logged_and_the_loop_goes_on(loop, caplog):
+    def fail():
+        raise Boom("task failed")
+
+    with caplog.at_level(logging.ERROR):
+        loop.submit(fail)
+        assert loop.call(lambda: "next") == "next"
+    assert any("task failed" in r.getMessage() for r in caplog.records)
+
+
+def test_call_times_out_while_the_loop_is_busy(loop):
+    release = threading.Event()
+    loop.submit(release.wait, WAIT)
+    try:
+        with pytest.raises(concurrent.futures.TimeoutError):
+            loop.call(lambda: None, timeout=0.05)
+    finally:
+        release.set()
+    assert loop.call(lambda: "free again") == "free again"
+
+
+def test_calls_from_many_threads(loop):
+    # Every caller must wake the loop (a lost wake-up would hang a call).
+    def caller(n: int) -> list[int]:
+        return [loop.call(lambda i=i: i * n, timeout=WAIT) for i in range(100)]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(caller, range(8)))
+    assert results == [[i * n for i in range(100)] for n in range(8)]
+
+
+def test_tasks_submitted_by_a_task_run_too(loop):
+    ran = []
+    loop.submit(lambda: loop.submit(ran.append, "inner"))
+    assert wait_until(lambda: ran == ["inner"])
+
+
+# -- readers -------------------------------------------------------------------------
+
+
+def _pair(ctx: zmq.Context, name: str) -> tuple[zmq.Socket, zmq.Socket]:
+    """A connected PAIR of inproc sockets; call in the loop thread."""
+    receiver = ctx.socket(zmq.PAIR)
+    receiver.bind(f"inproc://{name}")
+    sender = ctx.socket(zmq.PAIR)
+    sender.connect(f"inproc://{name}")
+    return receiver, sender
+
+
+def test_add_reader_delivers_messages_in_the_loop_thread(loop, ctx):
+    received: list[tuple[list[bytes], int]] = []
+    receiver, sender = loop.call(_pair, ctx, "delivers")
+
+    def on_message(frames):
+        received.append((frames, threading.get_ident()))
+
+    loop.call(loop.add_reader, receiver, on_message)
+    for i in range(5):
+        loop.submit(sender.send_multipart, [b"header", f"body-{i}".encode()])
+    assert wait_until(lambda: len(received) == 5)
+    assert [frames for frames, _ in received] == [
+        [b"header", f"body-{i}".encode()] for i in range(5)
+    ]
+    assert {ident for _, ident in received} == {loop.call(threading.get_ident)}
+    loop.call(sender.close)
+
+
+def test_push_pull_over_tcp(loop, ctx):
+    received = []
+
+    def setup():
+        pull = ctx.socket(zmq.PULL)
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        push = ctx.socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{port}")
+        loop.add_reader(pull, received.append)
+        return push
+
+    push = loop.call(setup)
+    loop.submit(push.send_multipart, [b"a", b"b", b"c"])
+    assert wait_until(lambda: received == [[b"a", b"b", b"c"]])
+    loop.call(push.close, 0)
+
+
+def test_a_failing_reader_callback_does_not_stop_delivery(loop, ctx, caplog):
+    received = []
+    receiver, sender = loop.call(_pair, ctx, "failing-callback")
+
+    def on_message(frames):
+        received.append(frames)
+        if frames == [b"bad"]:
+            raise Boom("handler failed")
+
+    loop.call(loop.add_reader, receiver, on_message)
+    with caplog.at_level(logging.ERROR):
+        for body in (b"ok-1", b"bad", b"ok-2"):
+            loop.submit(sender.send_multipart, [body])
+        assert wait_until(lambda: len(received) == 3)
+    assert received == [[b"ok-1"], [b"bad"], [b"ok-2"]]
+    assert any("handler failed" in r.getMessage() for r in caplog.records)
+    loop.call(sender.close)
+
+
+def test_remove_reader_stops_delivery(loop, ctx):
+    received = []
+    receiver, sender = loop.call(_pair, ctx, "remove")
+    loop.call(loop.add_reader, receiver, received.append)
+    loop.submit(sender.send_multipart, [b"first"])
+    assert wait_until(lambda: received == [[b"first"]])
+
+    loop.call(loop.remove_reader, receiver)
+    loop.call(sender.send_multipart, [b"second"])
+    # The loop left it in the socket: reading it ourselves (in the loop thread) finds it.
+    assert loop.call(lambda: receiver.poll(WAIT * 1000) and receiver.recv_multipart()) == [
+        b"second"
+    ]
+    assert received == [[b"first"]]
+    loop.call(loop.remove_reader, receiver)  # removing twice is harmless
+    loop.call(receiver.close)
+    loop.call(sender.close)
+
+
+def test_a_busy_socket_does_not_starve_the_others(loop, ctx):
+    order: list[bytes] = []
+
+    def setup():
+        busy_rx, busy_tx = _pair(ctx, "busy")
+        quiet_rx, quiet_tx = _pair(ctx, "quiet")
+        busy_tx.set_hwm(0)
+        busy_rx.set_hwm(0)
+        for _ in range(1000):
+            busy_tx.send(b"busy")
+        quiet_tx.send(b"quiet")
+        # Both are readable before the loop polls them for the first time.
+        loop.add_reader(busy_rx, lambda frames: order.append(frames[0]))
+        loop.add_reader(quiet_rx, lambda frames: order.append(frames[0]))
+        return busy_tx, quiet_tx
+
+    senders = loop.call(setup)
+    assert wait_until(lambda: len(order) == 1001)
+    assert order.index(b"quiet") <= 256  # at most one batch of the busy socket first
+    for sender in senders:
+        loop.call(sender.close)
+
+
+# -- stop ------------------------------------------------------------------------------
+
+
+def test_stop_closes_registered_sockets_and_ends_the_thread(ctx):
+    loop = IoLoop(NativeRuntime(), name="test-io-stop")
+    thread = _thread_named("test-io-stop")
+    receiver, sender = loop.call(_pair, ctx, "stop")
+    other, other_sender = loop.call(_pair, ctx, "stop-other")
+    loop.call(loop.add_reader, receiver, lambda frames: None)
+    loop.call(loop.add_reader, other, lambda frames: None)
+    loop.call(sender.close)
+    loop.call(other_sender.close)
+    assert thread.is_alive()
+
+    loop.stop()
+
+    assert receiver.closed
+    assert other.closed
+    assert not thread.is_alive()
+    loop.stop()  # a second stop is a no-op
+
+
+def test_submit_and_call_after_stop_raise_loop_stopped():
+    loop = IoLoop(NativeRuntime(), name="test-io-stopped")
+    loop.stop()
+    with pytest.raises(LoopStopped):
+        loop.submit(lambda: None)
+    with pytest.raises(LoopStopped):
+        loop.call(lambda: None)
+
+
+def test_tasks_queued_before_stop_still_run():
+    loop = IoLoop(NativeRuntime(), name="test-io-drain")
+    ran = []
+    release = threading.Event()
+    loop.submit(release.wait, WAIT)  # hold the loop so the next tasks queue up
+    for i in range(10):
+        loop.submit(ran.append, i)
+    release.set()
+    loop.stop()
+    assert ran == list(range(10))
+
+
+def test_a_call_racing_with_stop_does_not_wait_for_its_timeout():
+    loop = IoLoop(NativeRuntime(), name="test-io-race")
+    passed_check, stopped = threading.Event(), threading.Event()
+
+    class RacingDeque(collections.deque):
+        # Widens the race window deterministically: the racer's append waits
+        # (after submit() saw the loop running) until stop() has returned.
+        def append(self, item):
+            if threading.current_thread().name == "racer":
+                passed_check.set()
+                stopped.wait(WAIT)
+            super().append(item)
+
+    loop.call(setattr, loop, "_tasks", RacingDeque())  # swapped in the loop thread
+    outcome: dict[str, object] = {}
+
+    def racer():
+        try:
+            outcome["result"] = loop.call(lambda: "ran", timeout=0.5)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=racer, name="racer")
+    thread.start()
+    assert passed_check.wait(WAIT)
+    loop.stop()
+    stopped.set()
+    thread.join(WAIT)
+    assert outcome.get("result") == "ran" or isinstance(outcome.get("error"), LoopStopped), outcome
+
+
+# -- green runtime (eventlet), in a process of its own ---------------------------------
+
+GREEN_SCRIPT = textwrap.dedent(
+    """
+    import eventlet
+
+    eventlet.monkey_patch()
+
+    import zmq
+    from eventlet import patcher, queue
+
+    from zmqdriver.eventloop import IoLoop, runtime_for_process
+    from zmqdriver.eventloop.green import GreenRuntime
+
+    real_time = patcher.original("time")
+    real_threading = patcher.original("threading")
+    WAIT = 10.0
+
+    runtime = runtime_for_process()
+    assert isinstance(runtime, GreenRuntime), runtime
+    loop = IoLoop(runtime, name="green-io")
+
+    ticks = [0]
+
+    def count():
+        while True:
+            ticks[0] += 1
+            eventlet.sleep(0.001)
+
+    counter = eventlet.spawn(count)
+
+    # call() returns results, and the loop is a real OS thread.
+    assert loop.call(lambda: 6 * 7) == 42
+    assert loop.call(real_threading.get_ident) != real_threading.get_ident()
+
+    # While a call waits for a task that blocks the loop thread natively, the
+    # hub keeps running other greenthreads: the counter advances meanwhile.
+    def block_loop_until_counter_moves():
+        start = ticks[0]
+        deadline = real_time.monotonic() + WAIT
+        while ticks[0] - start < 20 and real_time.monotonic() < deadline:
+            real_time.sleep(0.001)
+        return ticks[0] - start
+
+    assert loop.call(block_loop_until_counter_moves) >= 20
+
+    # Exceptions come back to the calling greenthread.
+    class Boom(Exception):
+        pass
+
+    def fail():
+        raise Boom("green")
+
+    try:
+        loop.call(fail)
+    except Boom as exc:
+        assert str(exc) == "green"
+    else:
+        raise AssertionError("call() did not raise")
+
+    # Many greenthreads calling at once all get their own answer.
+    pool = eventlet.GreenPool(50)
+    results = list(pool.imap(lambda i: loop.call(lambda: i * 2), range(200)))
+    assert results == [i * 2 for i in range(200)], results
+
+    # A reader hands messages to a green queue through the runtime.
+    ctx = zmq.Context()
+    inbox = queue.Queue()
+
+    def setup():
+        receiver = ctx.socket(zmq.PAIR)
+        receiver.bind("inproc://green")
+        sender = ctx.socket(zmq.PAIR)
+        sender.connect("inproc://green")
+        loop.add_reader(receiver, lambda frames: runtime.deliver(inbox.put, frames))
+        return sender
+
+    sender = loop.call(setup)
+    loop.submit(sender.send_multipart, [b"hello", b"green"])
+    assert inbox.get(timeout=WAIT) == [b"hello", b"green"]
+    loop.call(sender.close)
+
+    loop.stop()
+    runtime.close()
+    counter.kill()
+    ctx.term()
+    print("OK")
+    """
+)
+
+
+def test_green_runtime_keeps_the_hub_running():
+    result = subprocess.run(
+        [sys.executable, "-c", GREEN_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1:] == ["OK"], result.stdout + result.stderr

@@ -1,0 +1,200 @@
+"""Notifications in Redis Streams: one stream per topic, one consumer group per pool.
+
+Redis Streams implement the store contract directly: XADD appends,
+XREADGROUP delivers each message once per group, XACK settles it, and
+XAUTOCLAIM hands messages whose listener died (or that were requeued) to
+another listener of the group. Appends run as one Lua script that also
+enforces retention and counts, per group, the unread messages it dropped.
+Payloads are JSON text. Requests go through the matchmaker's connection
+handling (several hosts, failover, clear errors).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from redis import exceptions as redis_exc
+
+from zmqdriver.notify.store import NotificationStore, Retention, StoredNotification
+
+# KEYS[1] = stream; ARGV = payload, max_count, max_age_ms.
+# Returns {group1, dropped1, group2, dropped2, ...} for groups that lost unread messages.
+_APPEND = """
+local function parse(id)
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+    return tonumber(ms), tonumber(seq)
+end
+local function newer(a, b)  -- is stream id a > b ?
+    local am, as = parse(a)
+    local bm, bs = parse(b)
+    return am > bm or (am == bm and as > bs)
+end
+
+redis.call('XADD', KEYS[1], '*', 'p', ARGV[1])
+local max_count, max_age = tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local min_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - max_age
+
+local excess = redis.call('XLEN', KEYS[1]) - max_count
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if excess <= 0 and parse(oldest[1][1]) >= min_ms then
+    return {}
+end
+-- Victims: the oldest entries beyond max_count, plus any older than max_age.
+local victims = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', math.max(excess, 0) + 100)
+local last = nil
+for i, entry in ipairs(victims) do
+    if i <= excess or parse(entry[1]) < min_ms then last = entry[1] else break end
+end
+if last == nil then return {} end
+
+local dropped = {}
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+for _, info in ipairs(groups) do
+    local name, delivered
+    for j = 1, #info, 2 do
+        if info[j] == 'name' then name = info[j + 1] end
+        if info[j] == 'last-delivered-id' then delivered = info[j + 1] end
+    end
+    local unread = 0
+    for _, entry in ipairs(victims) do
+        if newer(entry[1], delivered) then unread = unread + 1 end
+        if entry[1] == last then break end
+    end
+    if unread > 0 then
+        table.insert(dropped, name)
+        table.insert(dropped, unread)
+        redis.call('XGROUP', 'SETID', KEYS[1], name, last)
+    end
+end
+local ms, seq = parse(last)
+redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. (seq + 1))
+return dropped
+"""
+
+# Longest block of one XREADGROUP: below the socket timeout, and short enough
+# that a stopping listener is not kept waiting.
+_BLOCK_SLICE = 0.25
+
+
+class RedisNotificationStore(NotificationStore):
+    def __init__(self, matchmaker, retention: Retention, redelivery: float) -> None:
+        super().__init__(retention, redelivery)
+        self._matchmaker = matchmaker
+        self._append_scripts: dict[int, object] = {}
+        self._last_claim: dict[tuple[str, str], float] = {}
+
+    def _script(self, backend):
+        script = self._append_scripts.get(id(backend))
+        if script is None:
+            script = backend.client.register_script(_APPEND)
+            self._append_scripts[id(backend)] = script
+        return script
+
+    def append(self, stream: str, payload: str) -> dict[str, int]:
+        args = [payload, self.retention.max_count, math.ceil(self.retention.max_age * 1000)]
+        result = self._matchmaker.execute(
+            "store a notification",
+            lambda backend: self._script(backend)(keys=[stream], args=args),
+        )
+        return {result[i]: int(result[i + 1]) for i in range(0, len(result), 2)}
+
+    def subscribe(self, streams: list[str], group: str) -> None:
+        for stream in streams:
+            self._matchmaker.execute(
+                "create a notification group", lambda b, s=stream: self._create_group(b, s, group)
+            )
+
+    @staticmethod
+    def _create_group(backend, stream: str, group: str) -> None:
+        try:
+            backend.client.xgroup_create(stream, group, id="0", mkstream=True)
+        except redis_exc.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(
+        self, streams: list[str], group: str, consumer: str, count: int, timeout: float
+    ) -> list[StoredNotification]:
+        messages = self._claim_due(streams, group, consumer, count)
+        deadline = time.monotonic() + timeout
+        while not messages:
+            remaining = deadline - time.monotonic()
+            block_ms = max(1, int(min(remaining, _BLOCK_SLICE) * 1000))
+            messages = self._read_new(streams, group, consumer, count, block_ms)
+            if messages or remaining <= _BLOCK_SLICE:
+                break
+        return messages
+
+    def _read_new(self, streams, group, consumer, count, block_ms) -> list[StoredNotification]:
+        def xreadgroup(backend):
+            try:
+                return backend.client.xreadgroup(
+                    group, consumer, {s: ">" for s in streams}, count=count, block=block_ms
+                )
+            except redis_exc.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis restarted empty: recreate the groups and read next time.
+                for stream in streams:
+                    self._create_group(backend, stream, group)
+                return []
+
+        replies = self._matchmaker.execute("read notifications", xreadgroup)
+        return [
+            StoredNotification(stream, entry_id, fields.get("p", ""))
+            for stream, entries in replies or []
+            for entry_id, fields in entries
+        ]
+
+    def _claim_due(self, streams, group, consumer, count) -> list[StoredNotification]:
+        """Messages requeued, or pending longer than ``redelivery`` (their listener died)."""
+        now = time.monotonic()
+        claimed: list[StoredNotification] = []
+        idle_ms = math.ceil(self.redelivery * 1000)
+        for stream in streams:
+            # Once a second per stream is enough: redelivery is not urgent.
+            if now - self._last_claim.get((stream, group), 0.0) < 1.0 or len(claimed) >= count:
+                continue
+            self._last_claim[(stream, group)] = now
+
+            want = count - len(claimed)
+            reply = self._matchmaker.execute(
+                "claim notifications",
+                lambda b, s=stream, n=want: self._autoclaim(b, s, group, consumer, idle_ms, n),
+            )
+            entries = reply[1] if reply else []
+            claimed += [
+                StoredNotification(stream, entry_id, fields.get("p", ""))
+                for entry_id, fields in entries
+                if fields is not None
+            ]
+        return claimed
+
+    @staticmethod
+    def _autoclaim(backend, stream, group, consumer, idle_ms, count):
+        try:
+            return backend.client.xautoclaim(stream, group, consumer, idle_ms, "0-0", count=count)
+        except redis_exc.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return None  # Redis restarted empty: the next read recreates the group
+
+    def ack(self, message: StoredNotification, group: str) -> None:
+        self._matchmaker.execute(
+            "acknowledge a notification",
+            lambda backend: backend.client.xack(message.stream, group, message.id),
+        )
+
+    def requeue(self, message: StoredNotification, group: str) -> None:
+        # Make the entry look idle for longer than ``redelivery`` so the next
+        # XAUTOCLAIM of any listener of the group takes it.
+        idle_ms = math.ceil(self.redelivery * 1000) + 1
+        self._matchmaker.execute(
+            "requeue a notification",
+            lambda backend: backend.client.xclaim(
+                message.stream, group, "requeued", 0, [message.id], idle=idle_ms, justid=True
+            ),
+        )
+        self._last_claim.pop((message.stream, group), None)

@@ -1,0 +1,71 @@
+"""The notification store contract: append-only streams read by consumer groups.
+
+A *stream* holds the notifications of one ``(exchange, topic.priority)`` in
+the order they were appended. A *group* (one per listener pool, plus one for
+listeners without a pool) reads every message of the stream once; the
+listeners of a group share its messages. A new group starts from the oldest
+retained message. A message delivered to a listener stays *pending* for its
+group until acknowledged: if it is requeued, or its listener dies and it is
+not acknowledged within ``redelivery`` seconds, it is delivered again to a
+listener of the same group (at-least-once).
+
+Retention is bounded by count and age per stream; messages dropped before a
+group read them are reported by ``append`` so the sender can log them.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StoredNotification:
+    stream: str
+    id: str  # the store's own id, opaque to callers
+    payload: str  # JSON text: {"ctxt": ..., "message": ...}
+
+
+@dataclass(frozen=True)
+class Retention:
+    max_count: int
+    max_age: float  # seconds
+
+
+class NotificationStore(abc.ABC):
+    def __init__(self, retention: Retention, redelivery: float) -> None:
+        self.retention = retention
+        self.redelivery = redelivery
+
+    @abc.abstractmethod
+    def append(self, stream: str, payload: str) -> dict[str, int]:
+        """Store ``payload`` durably at the end of ``stream``.
+
+        Returns, per group, how many unread messages retention dropped to make
+        room (an empty dict when nothing unread was dropped).
+        """
+
+    @abc.abstractmethod
+    def subscribe(self, streams: list[str], group: str) -> None:
+        """Create ``group`` on each stream (reading from the oldest retained message)."""
+
+    @abc.abstractmethod
+    def read(
+        self, streams: list[str], group: str, consumer: str, count: int, timeout: float
+    ) -> list[StoredNotification]:
+        """Up to ``count`` messages for ``consumer`` of ``group``.
+
+        Messages due for redelivery come first, then new ones in stream order.
+        Waits up to ``timeout`` seconds when there are none.
+        """
+
+    @abc.abstractmethod
+    def ack(self, message: StoredNotification, group: str) -> None:
+        """The group is done with ``message``; it is never delivered to it again."""
+
+    @abc.abstractmethod
+    def requeue(self, message: StoredNotification, group: str) -> None:
+        """Deliver ``message`` again, soon, to some listener of ``group``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and files."""
