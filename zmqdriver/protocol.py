@@ -98,6 +98,15 @@ def decode_body(frame: bytes, codec: Codec) -> dict:
     return body
 
 
+def context_dict(ctxt) -> dict:
+    """A request context as a plain map: dicts pass, RequestContext-likes use to_dict()."""
+    if ctxt is None:
+        return {}
+    if isinstance(ctxt, dict):
+        return ctxt
+    return ctxt.to_dict()
+
+
 def msg_id_str(msg_id: bytes) -> str:
     """A printable message id, as oslo's IncomingMessage.msg_id."""
     return str(uuid.UUID(bytes=msg_id))

@@ -4,7 +4,8 @@ The suite lives in the installed oslo.messaging package and monkey-patches
 eventlet on import, so it runs in a child pytest process (which also keeps
 it from patching this one). Its RPC cases (CallTestCase, CastTestCase) must
 pass with zero failures; the only skips allowed are the two the suite
-reserves for RabbitMQ, which our own tests cover (test_rpc.py).
+reserves for RabbitMQ, which our own tests cover (test_rpc.py). Its
+notification cases (NotifyTestCase) must pass with zero failures and no skips.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 RPC_CASES = "CallTestCase or CastTestCase"
+NOTIFY_CASES = "NotifyTestCase"
 RABBIT_ONLY = {"test_mandatory_call", "test_monitor_long_call"}
 
 
@@ -74,3 +76,11 @@ def test_rpc_conformance(kind, request, tmp_path):
     assert not failed, failed
     assert skipped <= RABBIT_ONLY, skipped
     assert len(passed) >= 11, outcomes
+
+
+@pytest.mark.parametrize("kind", ["zmq", "redis"])
+def test_notify_conformance(kind, request, tmp_path):
+    url = "zmq://" if kind == "zmq" else request.getfixturevalue("redis_server").url
+    outcomes = run_suite(url, NOTIFY_CASES, tmp_path)
+    assert len(outcomes) >= 7, outcomes
+    assert set(outcomes.values()) == {"passed"}, outcomes

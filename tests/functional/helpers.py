@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -111,3 +113,77 @@ def client(
 ):
     target = oslo_messaging.Target(topic=topic, server=server, exchange=exchange, fanout=fanout)
     return oslo_messaging.get_rpc_client(transport, target, **kwargs)
+
+
+class ListenerProcess:
+    """A notification listener (tests/functional/notify_listener_proc.py) in its own process.
+
+    ``records`` collects the JSON lines it prints, one per handled notification.
+    """
+
+    def __init__(self, config_file: str, topic: str, *options: str) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "tests.functional.notify_listener_proc",
+            "--config-file",
+            config_file,
+            "--topic",
+            topic,
+            *options,
+        ]
+        env = dict(os.environ, PYTHONPATH=REPO)
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+        self.records: list[dict] = []
+        line = self.proc.stdout.readline()
+        if not line or not json.loads(line).get("ready"):
+            self.kill()
+            raise AssertionError(f"listener did not start (said {line!r})")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.records.append(json.loads(line))
+
+    def handled(self) -> list[int]:
+        return [r["n"] for r in list(self.records) if "n" in r]
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout)
+        self._reader.join(timeout)
+        assert self.proc.returncode == 0, f"listener exited {self.proc.returncode}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+def send_notifications(
+    config_file: str, topic: str, count: int, start: int = 0, driver: str = "messagingv2"
+) -> None:
+    """Send ``count`` notifications from a process that exits afterwards."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.functional.notify_sender_proc",
+            "--config-file",
+            config_file,
+            "--topic",
+            topic,
+            "--count",
+            str(count),
+            "--start",
+            str(start),
+            "--driver",
+            driver,
+        ],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        check=True,
+        timeout=300,
+    )

@@ -15,6 +15,7 @@ from oslo_messaging._drivers import base
 from oslo_messaging._drivers import common as driver_common
 from oslo_serialization import jsonutils
 
+from zmqdriver import protocol
 from zmqdriver.matchmaker import MatchMakerError
 from zmqdriver.notify.store import NotificationStore, StoredNotification
 
@@ -28,7 +29,7 @@ def encode_notification(ctxt: dict, message: dict, version: float) -> str:
     """The stored payload; version 2.0 wraps the message in oslo's envelope."""
     if version >= 2.0:
         message = driver_common.serialize_msg(message)
-    return jsonutils.dumps({"ctxt": ctxt, "message": message})
+    return jsonutils.dumps({"ctxt": protocol.context_dict(ctxt), "message": message})
 
 
 def decode_notification(payload: str) -> tuple[dict, dict]:
@@ -89,7 +90,10 @@ class NotificationListener(base.PollStyleListener):
         self._group = group
         self._consumer = consumer
         self._stopped = False
-        store.subscribe(streams, group)
+        # A store may hand out more than asked (Redis counts per stream);
+        # the surplus is ours already and waits here for the next poll.
+        self._surplus: list[NotificationMessage] = []
+        store.subscribe(streams, group, consumer)
 
     def poll(self, timeout=None, batch_size=1, batch_timeout=None):
         if self._stopped:
@@ -106,6 +110,9 @@ class NotificationListener(base.PollStyleListener):
         return batch
 
     def _read(self, count: int, deadline: float | None) -> list[NotificationMessage]:
+        if self._surplus:
+            batch, self._surplus = self._surplus[:count], self._surplus[count:]
+            return batch
         while not self._stopped:
             wait = _WAIT_SLICE
             if deadline is not None:
@@ -120,7 +127,8 @@ class NotificationListener(base.PollStyleListener):
                 continue
             messages = [m for m in map(self._incoming, stored) if m is not None]
             if messages:
-                return messages
+                self._surplus = messages[count:]
+                return messages[:count]
         return []
 
     def _incoming(self, stored: StoredNotification) -> NotificationMessage | None:
@@ -134,3 +142,11 @@ class NotificationListener(base.PollStyleListener):
 
     def stop(self) -> None:
         self._stopped = True
+        try:
+            self._store.unsubscribe(self._streams, self._group, self._consumer)
+        except MatchMakerError as exc:
+            LOG.warning(
+                "Leaving the notification pool failed (%s); its messages move on "
+                "after zmq_notification_redelivery",
+                exc,
+            )

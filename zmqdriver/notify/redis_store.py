@@ -16,9 +16,14 @@ import time
 
 from redis import exceptions as redis_exc
 
-from zmqdriver.notify.store import NotificationStore, Retention, StoredNotification
+from zmqdriver.notify.store import (
+    NO_LISTENER_YET,
+    NotificationStore,
+    Retention,
+    StoredNotification,
+)
 
-# KEYS[1] = stream; ARGV = payload, max_count, max_age_ms.
+# KEYS[1] = stream; ARGV = payload, max_count, max_age_ms, name for "no group yet".
 # Returns {group1, dropped1, group2, dropped2, ...} for groups that lost unread messages.
 _APPEND = """
 local function parse(id)
@@ -51,6 +56,14 @@ if last == nil then return {} end
 
 local dropped = {}
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then
+    local count = 0
+    for _, entry in ipairs(victims) do
+        count = count + 1
+        if entry[1] == last then break end
+    end
+    dropped = {ARGV[4], count}
+end
 for _, info in ipairs(groups) do
     local name, delivered
     for j = 1, #info, 2 do
@@ -93,14 +106,20 @@ class RedisNotificationStore(NotificationStore):
         return script
 
     def append(self, stream: str, payload: str) -> dict[str, int]:
-        args = [payload, self.retention.max_count, math.ceil(self.retention.max_age * 1000)]
+        args = [
+            payload,
+            self.retention.max_count,
+            math.ceil(self.retention.max_age * 1000),
+            NO_LISTENER_YET,
+        ]
         result = self._matchmaker.execute(
             "store a notification",
             lambda backend: self._script(backend)(keys=[stream], args=args),
         )
         return {result[i]: int(result[i + 1]) for i in range(0, len(result), 2)}
 
-    def subscribe(self, streams: list[str], group: str) -> None:
+    def subscribe(self, streams: list[str], group: str, consumer: str) -> None:
+        # Redis adds the consumer on its first XREADGROUP.
         for stream in streams:
             self._matchmaker.execute(
                 "create a notification group", lambda b, s=stream: self._create_group(b, s, group)

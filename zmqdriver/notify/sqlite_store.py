@@ -1,7 +1,15 @@
 """The embedded notification store: SQLite tables next to the matchmaker file.
 
-Listeners poll (every 10 ms while busy, backing off to 100 ms when idle);
-the idle check is a read-only query, so it takes no write lock.
+Balance without a broker: listeners pull, so whoever polls first would take
+a whole burst. Instead ``append`` assigns each message, per group, to one of
+the group's live listeners in turn (round robin), and each listener reads
+its own assignments first. Assignments a listener does not pick up within
+``_ASSIGN_GRACE`` seconds (it died) go to any listener of the group, as do
+delivered messages not acknowledged within ``redelivery`` seconds.
+
+Listeners notice new data through ``PRAGMA data_version``, a counter SQLite
+bumps when another connection commits, so an idle listener costs a few
+microseconds per poll and takes no lock.
 """
 
 from __future__ import annotations
@@ -12,8 +20,14 @@ import threading
 import time
 
 from zmqdriver.matchmaker.base import MatchMakerUnavailable
-from zmqdriver.notify.store import NotificationStore, Retention, StoredNotification
+from zmqdriver.notify.store import (
+    NO_LISTENER_YET,
+    NotificationStore,
+    Retention,
+    StoredNotification,
+)
 
+_SCHEMA_VERSION = 1
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS messages (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -24,18 +38,29 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS groups (
         stream TEXT NOT NULL,
         grp TEXT NOT NULL,
-        last_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,  -- newest message handed out or assigned
+        rr INTEGER NOT NULL,        -- round-robin position among live consumers
         PRIMARY KEY (stream, grp)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS consumers (
+        stream TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        consumer TEXT NOT NULL,
+        seen_at REAL NOT NULL,
+        PRIMARY KEY (stream, grp, consumer)) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS pending (
         stream TEXT NOT NULL,
         grp TEXT NOT NULL,
         seq INTEGER NOT NULL,
         consumer TEXT NOT NULL,
-        visible_at REAL NOT NULL,
+        delivered INTEGER NOT NULL,  -- 0: assigned, not yet read
+        visible_at REAL NOT NULL,    -- from then on any consumer of the group may take it
         PRIMARY KEY (grp, stream, seq)) WITHOUT ROWID""",
 ]
 
-_POLL_MIN, _POLL_MAX = 0.01, 0.1
+_POLL_MIN, _POLL_MAX = 0.002, 0.02
+_LIVENESS = 3.0  # a consumer that has not polled for this long gets no new assignments
+_SEEN_EVERY = 1.0  # how often a polling consumer refreshes its seen_at
+_ASSIGN_GRACE = 5.0  # assigned but unread for this long: anyone of the group may take it
 
 
 class SQLiteNotificationStore(NotificationStore):
@@ -45,8 +70,11 @@ class SQLiteNotificationStore(NotificationStore):
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._local_commits = 0  # data_version does not count our own commits
+        self._seen: dict[tuple[str, str], float] = {}
+        self._due_checked: dict[tuple[str, str], float] = {}
 
-    # -- connection ----------------------------------------------------------------
+    # -- connection --------------------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
@@ -65,8 +93,14 @@ class SQLiteNotificationStore(NotificationStore):
             # Durable against a crashed process (the WAL is on disk); only a
             # power loss may lose the last transactions.
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+                for table in ("messages", "groups", "consumers", "pending"):
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
+                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            conn.execute("COMMIT")
         except (OSError, sqlite3.Error) as exc:
             raise MatchMakerUnavailable(
                 f"Cannot open the embedded notification store {self.path}: {exc}"
@@ -76,8 +110,8 @@ class SQLiteNotificationStore(NotificationStore):
     def _transaction(self, work):
         """Run ``work(conn)`` in a write transaction; SQLite errors become clear ones."""
         with self._lock:
-            conn = self._connection()
             try:
+                conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     result = work(conn)
@@ -85,24 +119,66 @@ class SQLiteNotificationStore(NotificationStore):
                     conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
+                self._local_commits += 1
                 return result
             except sqlite3.Error as exc:
                 raise MatchMakerUnavailable(
                     f"Embedded notification store {self.path} failed: {exc}"
                 ) from exc
 
-    # -- the contract ----------------------------------------------------------------
+    def _version(self) -> tuple[int, int]:
+        """Changes whenever anyone committed since the last call."""
+        with self._lock:
+            try:
+                (data_version,) = self._connection().execute("PRAGMA data_version").fetchone()
+            except sqlite3.Error as exc:
+                raise MatchMakerUnavailable(
+                    f"Embedded notification store {self.path} failed: {exc}"
+                ) from exc
+            return data_version, self._local_commits
+
+    # -- appending ----------------------------------------------------------------------
 
     def append(self, stream: str, payload: str) -> dict[str, int]:
         def work(conn: sqlite3.Connection) -> dict[str, int]:
             now = time.time()
-            conn.execute(
+            (previous,) = conn.execute(
+                "SELECT MAX(seq) FROM messages WHERE stream = ?", (stream,)
+            ).fetchone()
+            seq = conn.execute(
                 "INSERT INTO messages (stream, ts, payload) VALUES (?, ?, ?)",
                 (stream, now, payload),
-            )
+            ).lastrowid
+            self._assign(conn, stream, seq, previous or 0, now)
             return self._enforce_retention(conn, stream, now)
 
         return self._transaction(work)
+
+    def _assign(self, conn, stream: str, seq: int, previous: int, now: float) -> None:
+        groups = conn.execute(
+            "SELECT grp, last_seq, rr FROM groups WHERE stream = ?", (stream,)
+        ).fetchall()
+        for group, last_seq, rr in groups:
+            if last_seq < previous:
+                continue  # a backlog nobody has read yet: keep order, let readers take it
+            live = [
+                consumer
+                for (consumer,) in conn.execute(
+                    "SELECT consumer FROM consumers WHERE stream = ? AND grp = ? "
+                    "AND seen_at > ? ORDER BY consumer",
+                    (stream, group, now - _LIVENESS),
+                )
+            ]
+            if not live:
+                continue
+            conn.execute(
+                "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, 0, ?)",
+                (stream, group, seq, live[rr % len(live)], now + _ASSIGN_GRACE),
+            )
+            conn.execute(
+                "UPDATE groups SET last_seq = ?, rr = ? WHERE stream = ? AND grp = ?",
+                (seq, rr + 1, stream, group),
+            )
 
     def _enforce_retention(self, conn, stream: str, now: float) -> dict[str, int]:
         # The newest seq to drop: beyond max_count, or older than max_age.
@@ -110,117 +186,152 @@ class SQLiteNotificationStore(NotificationStore):
             "SELECT seq FROM messages WHERE stream = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
             (stream, self.retention.max_count),
         ).fetchone()
-        by_age = conn.execute(
+        (by_age,) = conn.execute(
             "SELECT MAX(seq) FROM messages WHERE stream = ? AND ts < ?",
             (stream, now - self.retention.max_age),
         ).fetchone()
-        cutoff = max(by_count[0] if by_count else 0, by_age[0] or 0)
+        cutoff = max(by_count[0] if by_count else 0, by_age or 0)
         if not cutoff:
             return {}
-        dropped = {}
-        for group, last_seq in conn.execute(
-            "SELECT grp, last_seq FROM groups WHERE stream = ?", (stream,)
-        ).fetchall():
+        groups = conn.execute("SELECT grp FROM groups WHERE stream = ?", (stream,)).fetchall()
+        if not groups:
             (unread,) = conn.execute(
-                "SELECT COUNT(*) FROM messages WHERE stream = ? AND seq > ? AND seq <= ?",
-                (stream, last_seq, cutoff),
+                "SELECT COUNT(*) FROM messages WHERE stream = ? AND seq <= ?", (stream, cutoff)
+            ).fetchone()
+            dropped = {NO_LISTENER_YET: unread}
+        else:
+            dropped = {}
+        for (group,) in groups:
+            (unread,) = conn.execute(
+                """SELECT COUNT(*) FROM messages m JOIN groups g
+                     ON g.stream = m.stream AND g.grp = ?
+                   WHERE m.stream = ? AND m.seq <= ?
+                     AND (m.seq > g.last_seq OR m.seq IN (
+                       SELECT seq FROM pending p
+                       WHERE p.stream = m.stream AND p.grp = g.grp))""",
+                (group, stream, cutoff),
             ).fetchone()
             if unread:
                 dropped[group] = unread
-                conn.execute(
-                    "UPDATE groups SET last_seq = ? WHERE stream = ? AND grp = ?",
-                    (cutoff, stream, group),
-                )
+        conn.execute(
+            "UPDATE groups SET last_seq = ? WHERE stream = ? AND last_seq < ?",
+            (cutoff, stream, cutoff),
+        )
         conn.execute("DELETE FROM messages WHERE stream = ? AND seq <= ?", (stream, cutoff))
         conn.execute("DELETE FROM pending WHERE stream = ? AND seq <= ?", (stream, cutoff))
         return dropped
 
-    def subscribe(self, streams: list[str], group: str) -> None:
+    # -- subscribing --------------------------------------------------------------------
+
+    def subscribe(self, streams: list[str], group: str, consumer: str) -> None:
         def work(conn: sqlite3.Connection) -> None:
+            now = time.time()
             conn.executemany(
-                "INSERT OR IGNORE INTO groups (stream, grp, last_seq) VALUES (?, ?, 0)",
+                "INSERT OR IGNORE INTO groups (stream, grp, last_seq, rr) VALUES (?, ?, 0, 0)",
                 [(stream, group) for stream in streams],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO consumers VALUES (?, ?, ?, ?)",
+                [(stream, group, consumer, now) for stream in streams],
             )
 
         self._transaction(work)
+        self._seen[(group, consumer)] = time.monotonic()
+
+    def unsubscribe(self, streams: list[str], group: str, consumer: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            marks = ",".join("?" * len(streams))
+            conn.execute(
+                f"DELETE FROM consumers WHERE grp = ? AND consumer = ? AND stream IN ({marks})",
+                (group, consumer, *streams),
+            )
+            # What was assigned to us but never read goes to the others at once.
+            conn.execute(
+                f"UPDATE pending SET consumer = '', visible_at = 0 WHERE grp = ? "
+                f"AND consumer = ? AND delivered = 0 AND stream IN ({marks})",
+                (group, consumer, *streams),
+            )
+
+        self._transaction(work)
+
+    # -- reading ------------------------------------------------------------------------
 
     def read(
         self, streams: list[str], group: str, consumer: str, count: int, timeout: float
     ) -> list[StoredNotification]:
         deadline = time.monotonic() + timeout
-        poll = _POLL_MIN
+        poll, seen_version = _POLL_MIN, None
         while True:
-            if self._has_work(streams, group):
+            version = self._version()
+            if version != seen_version or self._due_check(group, consumer):
+                seen_version = version
                 messages = self._transaction(
                     lambda conn: self._claim(conn, streams, group, consumer, count)
                 )
                 if messages:
                     return messages
+                poll = _POLL_MIN
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
             time.sleep(min(poll, remaining))
             poll = min(poll * 2, _POLL_MAX)
 
-    def _has_work(self, streams: list[str], group: str) -> bool:
-        """A cheap read-only check, so idle listeners take no write lock."""
-        marks = ",".join("?" * len(streams))
-        with self._lock:
-            try:
-                row = (
-                    self._connection()
-                    .execute(
-                        f"""SELECT EXISTS (
-                          SELECT 1 FROM groups g JOIN messages m
-                            ON m.stream = g.stream AND m.seq > g.last_seq
-                          WHERE g.grp = ? AND g.stream IN ({marks}))
-                        OR EXISTS (
-                          SELECT 1 FROM pending
-                          WHERE grp = ? AND stream IN ({marks}) AND visible_at <= ?)""",
-                        (group, *streams, group, *streams, time.time()),
-                    )
-                    .fetchone()
-                )
-            except sqlite3.Error as exc:
-                raise MatchMakerUnavailable(
-                    f"Embedded notification store {self.path} failed: {exc}"
-                ) from exc
-        return bool(row[0])
+    def _due_check(self, group: str, consumer: str) -> bool:
+        # Redeliveries become due by the clock, not by a commit: look once a second.
+        now = time.monotonic()
+        if now - self._due_checked.get((group, consumer), 0.0) >= _SEEN_EVERY:
+            self._due_checked[(group, consumer)] = now
+            return True
+        return False
 
     def _claim(self, conn, streams, group, consumer, count) -> list[StoredNotification]:
         now = time.time()
+        self._touch(conn, streams, group, consumer, now)
         marks = ",".join("?" * len(streams))
-        due = conn.execute(
-            f"""SELECT p.stream, p.seq, m.payload FROM pending p
-                JOIN messages m ON m.seq = p.seq
-                WHERE p.grp = ? AND p.stream IN ({marks}) AND p.visible_at <= ?
-                ORDER BY p.seq LIMIT ?""",
-            (group, *streams, now, count),
+        claimed = conn.execute(
+            f"""SELECT stream, seq FROM pending
+                WHERE grp = ? AND stream IN ({marks})
+                  AND ((consumer = ? AND delivered = 0) OR visible_at <= ?)
+                ORDER BY consumer != ?, seq LIMIT ?""",
+            (group, *streams, consumer, now, consumer, count),
         ).fetchall()
-        fresh = []
         for stream in streams:
-            if len(due) + len(fresh) >= count:
+            if len(claimed) >= count:
                 break
-            fresh += conn.execute(
-                """SELECT m.stream, m.seq, m.payload FROM messages m
+            backlog = conn.execute(
+                """SELECT m.stream, m.seq FROM messages m
                    JOIN groups g ON g.stream = m.stream AND g.grp = ?
                    WHERE m.stream = ? AND m.seq > g.last_seq ORDER BY m.seq LIMIT ?""",
-                (group, stream, count - len(due) - len(fresh)),
+                (group, stream, count - len(claimed)),
             ).fetchall()
-        visible_at = now + self.redelivery
+            if backlog:
+                conn.execute(
+                    "UPDATE groups SET last_seq = ? WHERE stream = ? AND grp = ?",
+                    (backlog[-1][1], stream, group),
+                )
+                claimed += backlog
         conn.executemany(
-            "INSERT OR REPLACE INTO pending (stream, grp, seq, consumer, visible_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(stream, group, seq, consumer, visible_at) for stream, seq, _ in due + fresh],
+            "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, 1, ?)",
+            [(stream, group, seq, consumer, now + self.redelivery) for stream, seq in claimed],
         )
-        for stream in {stream for stream, _, _ in fresh}:
-            conn.execute(
-                "UPDATE groups SET last_seq = ? WHERE stream = ? AND grp = ?",
-                (max(seq for s, seq, _ in fresh if s == stream), stream, group),
-            )
         return [
-            StoredNotification(stream, str(seq), payload) for stream, seq, payload in due + fresh
+            StoredNotification(stream, str(seq), payload)
+            for stream, seq in claimed
+            for (payload,) in conn.execute("SELECT payload FROM messages WHERE seq = ?", (seq,))
         ]
+
+    def _touch(self, conn, streams, group, consumer, now) -> None:
+        key = (group, consumer)
+        if time.monotonic() - self._seen.get(key, 0.0) < _SEEN_EVERY:
+            return
+        self._seen[key] = time.monotonic()
+        conn.executemany(
+            "INSERT OR REPLACE INTO consumers VALUES (?, ?, ?, ?)",
+            [(stream, group, consumer, now) for stream in streams],
+        )
+
+    # -- settling -----------------------------------------------------------------------
 
     def ack(self, message: StoredNotification, group: str) -> None:
         self._transaction(
@@ -233,7 +344,8 @@ class SQLiteNotificationStore(NotificationStore):
     def requeue(self, message: StoredNotification, group: str) -> None:
         self._transaction(
             lambda conn: conn.execute(
-                "UPDATE pending SET visible_at = 0 WHERE grp = ? AND stream = ? AND seq = ?",
+                "UPDATE pending SET consumer = '', visible_at = 0 "
+                "WHERE grp = ? AND stream = ? AND seq = ?",
                 (group, message.stream, int(message.id)),
             )
         )

@@ -18,6 +18,9 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
+# What ``append`` reports for messages dropped before any group existed.
+NO_LISTENER_YET = "(no listener yet)"
+
 
 @dataclass(frozen=True)
 class StoredNotification:
@@ -46,8 +49,15 @@ class NotificationStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def subscribe(self, streams: list[str], group: str) -> None:
-        """Create ``group`` on each stream (reading from the oldest retained message)."""
+    def subscribe(self, streams: list[str], group: str, consumer: str) -> None:
+        """Join ``consumer`` to ``group`` on each stream.
+
+        A group that does not exist yet is created reading from the oldest
+        retained message.
+        """
+
+    def unsubscribe(self, streams: list[str], group: str, consumer: str) -> None:  # noqa: B027
+        """``consumer`` leaves: what was meant for it goes to the rest of the group."""
 
     @abc.abstractmethod
     def read(

@@ -73,7 +73,7 @@ class RpcSender:
             "topic": target.topic,
             "server": target.server,
             "fanout": bool(target.fanout),
-            "ctxt": ctxt,
+            "ctxt": protocol.context_dict(ctxt),
             "message": message,
         }
         if wait_for_reply and call_monitor_timeout:

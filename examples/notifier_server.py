@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""A notification listener using only oslo.messaging's public API.
+
+    examples/notifier_server.py --config-file config/driver_zmq.conf [--pool P] [--run-for S]
+
+Prints every info notification of --topic until interrupted (or for --run-for seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+# isort: off
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import load_config  # noqa: E402  (first: it quiets dependency warnings)
+
+import oslo_messaging  # noqa: E402
+from oslo_config import cfg  # noqa: E402
+# isort: on
+
+
+class PrintingEndpoint:
+    def info(self, ctxt, publisher_id, event_type, payload, metadata):
+        print(f"{publisher_id} {event_type} {payload}", flush=True)
+
+
+def main() -> None:
+    conf = load_config(
+        [
+            cfg.StrOpt("pool", help="Listener pool: each pool gets every notification once."),
+            cfg.FloatOpt("run-for", help="Stop after this many seconds."),
+        ]
+    )
+    transport = oslo_messaging.get_notification_transport(conf)
+    listener = oslo_messaging.get_notification_listener(
+        transport, [oslo_messaging.Target(topic=conf.topic)], [PrintingEndpoint()], pool=conf.pool
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    listener.start()
+    stop.wait(conf.run_for)
+    listener.stop()
+    listener.wait()
+    transport.cleanup()
+
+
+if __name__ == "__main__":
+    main()
