@@ -38,12 +38,11 @@ def test_readme_roundtrip_on_the_embedded_default(private_env):
     assert "hello (from server1)" in out
 
 
-def test_examples_with_the_redis_config(deployment, private_env):
-    if deployment.kind != "redis":
-        pytest.skip("covered by the embedded roundtrip test")  # parametrized fixture
-    out = run_example(
-        ["examples/roundtrip.py", "--config-file", deployment.config_file], private_env
+def test_roundtrip_with_a_redis_config(redis_server, tmp_path, private_env):
+    config = helpers.write_config(
+        str(tmp_path / "redis.conf"), redis_server.url, zmq_matchmaker_prefix=unique("ex")
     )
+    out = run_example(["examples/roundtrip.py", "--config-file", config], private_env)
     assert "hello (from server1)" in out
 
 
