@@ -27,7 +27,7 @@ from zmqdriver.matchmaker import MatchMakerError
 from zmqdriver.notify.listener import NotificationListener, encode_notification
 from zmqdriver.notify.store import NotificationStore, Retention
 from zmqdriver.rpc.client import RpcSender
-from zmqdriver.rpc.outbox import Outbox
+from zmqdriver.rpc.outbox import Heartbeats, Outbox
 from zmqdriver.rpc.server import BindSettings, Inbox, RpcListener, default_host
 
 LOG = logging.getLogger(__name__)
@@ -45,7 +45,10 @@ class Engine:
         self.context = zmq.Context()
         self.linger_ms = zconf.zmq_linger * 1000 if zconf.zmq_linger >= 0 else -1
         self.loop = IoLoop(self.runtime)
-        self.outbox = Outbox(self.loop, self.context, self.linger_ms)
+        heartbeats = Heartbeats(
+            int(zconf.zmq_heartbeat_interval * 1000), int(zconf.zmq_heartbeat_timeout * 1000)
+        )
+        self.outbox = Outbox(self.loop, self.context, self.linger_ms, heartbeats)
         self.directory = Directory(driver.matchmaker, zconf.zmq_target_cache_ttl)
         self.registrar = Registrar(
             driver.matchmaker, zconf.zmq_target_expire, zconf.zmq_target_update

@@ -102,6 +102,21 @@ zmq_opts = [
         "before it resends the message to another server of the target.",
     ),
     cfg.FloatOpt(
+        "zmq_heartbeat_interval",
+        default=1.0,
+        min=0.0,
+        help="Seconds between ZeroMQ heartbeats on each client connection; 0 disables them. "
+        "A server that stops answering them is treated as lost: calls waiting on it fail at "
+        "once and new requests go to other servers.",
+    ),
+    cfg.FloatOpt(
+        "zmq_heartbeat_timeout",
+        default=3.0,
+        min=0.1,
+        help="Seconds without any traffic or heartbeat answer after which a server's "
+        "connection is considered lost.",
+    ),
+    cfg.FloatOpt(
         "zmq_cast_wait_for_server",
         default=10.0,
         min=0.0,

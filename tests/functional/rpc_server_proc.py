@@ -30,6 +30,7 @@ class TestEndpoint:
     def __init__(self, name: str) -> None:
         self.name = name
         self.casts: list = []
+        self.sleepers = 0
 
     def echo(self, ctxt, value):
         return value
@@ -53,8 +54,13 @@ class TestEndpoint:
         raise remote_errors.InventoryError(message)
 
     def sleep(self, ctxt, seconds):
+        self.sleepers += 1
         time.sleep(seconds)
         return seconds
+
+    def sleeping(self, ctxt):
+        """How many sleep calls have started: lets a test know a call arrived."""
+        return self.sleepers
 
 
 def main() -> None:

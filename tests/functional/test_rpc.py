@@ -17,6 +17,7 @@ import pytest
 
 from tests.functional import helpers
 from tests.functional.helpers import client, unique, wait_until
+from zmqdriver.rpc.client import ServerLost
 
 # -- a cluster shared by the tests of this module -------------------------------------
 
@@ -263,7 +264,7 @@ def test_call_monitor_keeps_long_calls_alive_and_fails_frozen_servers_fast(deplo
 
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             pending = pool.submit(caller.call, {}, "sleep", seconds=30)
-            time.sleep(0.5)  # let the call reach the server before freezing it
+            wait_until(lambda: caller.call({}, "sleeping") == 2, what="the call to arrive")
             os.kill(server.proc.pid, 19)  # SIGSTOP: alive but silent
             try:
                 with pytest.raises(oslo_messaging.MessagingTimeout, match="heartbeat"):
@@ -311,3 +312,27 @@ def test_listener_restarts_in_process_with_several_clients_and_servers(deploymen
             server.wait()
         for transport in server_transports + client_transports:
             transport.cleanup()
+
+
+@pytest.mark.parametrize("fault", ["kill", "freeze"])
+def test_call_to_a_server_that_dies_fails_fast_with_server_lost(deployment, fault):
+    topic = unique(fault)
+    server = deployment.server(topic, "doomed")
+    transport = deployment.transport()
+    try:
+        caller = client(transport, topic, timeout=120)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(caller.call, {}, "sleep", seconds=100)
+            wait_until(lambda: caller.call({}, "sleeping") == 1, what="the call to arrive")
+            # kill: the connection drops at once; freeze (SIGSTOP): ZeroMQ
+            # heartbeats stop being answered. Either way no call monitor is set,
+            # so only the lost connection can end the call before 120 s.
+            os.kill(server.proc.pid, 9 if fault == "kill" else 19)
+            try:
+                with pytest.raises(ServerLost, match="was lost before it replied"):
+                    pending.result(100)
+            finally:
+                os.kill(server.proc.pid, 18)  # SIGCONT (harmless after a kill)
+    finally:
+        transport.cleanup()
+        server.kill()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import logging
 import os
@@ -295,35 +294,36 @@ def test_tasks_queued_before_stop_still_run():
     assert ran == list(range(10))
 
 
-def test_a_call_racing_with_stop_does_not_wait_for_its_timeout():
+def test_calls_racing_with_stop_run_or_raise_loop_stopped_never_time_out():
+    # Many callers keep calling while the loop stops: each call must either
+    # run or fail with LoopStopped, never sit in the queue until its timeout.
     loop = IoLoop(NativeRuntime(), name="test-io-race")
-    passed_check, stopped = threading.Event(), threading.Event()
+    outcomes: list[object] = []
+    start = threading.Barrier(9)
 
-    class RacingDeque(collections.deque):
-        # Widens the race window deterministically: the racer's append waits
-        # (after submit() saw the loop running) until stop() has returned.
-        def append(self, item):
-            if threading.current_thread().name == "racer":
-                passed_check.set()
-                stopped.wait(WAIT)
-            super().append(item)
+    def caller():
+        start.wait(WAIT)
+        while True:
+            try:
+                outcomes.append(loop.call(lambda: "ran", timeout=5))
+            except LoopStopped as exc:
+                outcomes.append(exc)
+                return
+            except Exception as exc:  # TimeoutError would mean a lost task
+                outcomes.append(exc)
+                return
 
-    loop.call(setattr, loop, "_tasks", RacingDeque())  # swapped in the loop thread
-    outcome: dict[str, object] = {}
-
-    def racer():
-        try:
-            outcome["result"] = loop.call(lambda: "ran", timeout=0.5)
-        except Exception as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=racer, name="racer")
-    thread.start()
-    assert passed_check.wait(WAIT)
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    start.wait(WAIT)
     loop.stop()
-    stopped.set()
-    thread.join(WAIT)
-    assert outcome.get("result") == "ran" or isinstance(outcome.get("error"), LoopStopped), outcome
+    for thread in threads:
+        thread.join(WAIT)
+    assert not any(thread.is_alive() for thread in threads)
+    bad = [o for o in outcomes if o != "ran" and not isinstance(o, LoopStopped)]
+    assert not bad, bad
+    assert sum(isinstance(o, LoopStopped) for o in outcomes) == 8
 
 
 # -- green runtime (eventlet), in a process of its own ---------------------------------

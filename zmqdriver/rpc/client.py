@@ -20,7 +20,7 @@ from zmqdriver import addressing, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Directory
 from zmqdriver.matchmaker import MatchMakerError
-from zmqdriver.rpc.outbox import Outbox, Response
+from zmqdriver.rpc.outbox import PEER_LOST, Outbox, Response
 
 LOG = logging.getLogger(__name__)
 
@@ -29,6 +29,14 @@ _POLL_MIN, _POLL_MAX = 0.05, 0.5
 
 class NoServer(Exception):
     """No server of the target could be found in time (internal)."""
+
+
+class ServerLost(exceptions.MessagingTimeout):
+    """The server that accepted a call went away before replying.
+
+    A MessagingTimeout, so callers that handle timeouts handle this too, but
+    raised as soon as the connection is known lost instead of at the timeout.
+    """
 
 
 class RpcSender:
@@ -94,9 +102,9 @@ class RpcSender:
             self._check_deliverable(request, exchange, message)
         waiter = self._outbox.expect(msg_id)
         try:
-            early = self._deliver(request, waiter)
+            server, early = self._deliver(request, waiter)
             if wait_for_reply:
-                return self._await_reply(request, waiter, early, call_monitor_timeout)
+                return self._await_reply(request, waiter, server, early, call_monitor_timeout)
             return None
         finally:
             self._outbox.forget(msg_id)
@@ -140,6 +148,10 @@ class RpcSender:
         """An endpoint of the target not yet tried; waits for one until ``deadline``."""
         for lookup, endpoints in enumerate(self._lookups(request.key, deadline)):
             candidates = [e for e in endpoints if e not in tried]
+            # Servers that recently failed us are the last resort, not avoided
+            # for ever: they may be back.
+            healthy = [e for e in candidates if not self._outbox.is_suspect(e)]
+            candidates = healthy or candidates
             if candidates:
                 counter = self._round_robin.setdefault(request.key, itertools.count())
                 return candidates[next(counter) % len(candidates)]
@@ -150,8 +162,12 @@ class RpcSender:
 
     # -- handing over ------------------------------------------------------------
 
-    def _deliver(self, request: _Request, waiter: queue.Queue) -> Response | None:
-        """Send until a server acknowledges; returns a response that came with the ACK."""
+    def _deliver(self, request: _Request, waiter: queue.Queue) -> tuple[Endpoint, Response | None]:
+        """Send until a server acknowledges.
+
+        Returns the server that took the request, and a response that came
+        right behind its ACK (if any).
+        """
         tried: set[Endpoint] = set()
         attempts = 0
         while True:
@@ -159,21 +175,22 @@ class RpcSender:
                 endpoint = self._choose(request, tried, request.lookup_deadline)
             except NoServer as exc:
                 raise request.no_server_error(str(exc)) from None
-            self._outbox.send(endpoint, request.frames)
+            self._outbox.send(endpoint, request.msg_id, request.frames)
             attempts += 1
-            acked, early = self._await_ack(
-                waiter, endpoint, request.ack_deadline(self._ack_timeout)
-            )
-            if acked:
-                return early
+            deadline = request.ack_deadline(self._ack_timeout)
+            acked_by, response = self._await_ack(waiter, endpoint, deadline)
+            if acked_by is not None:
+                return acked_by, response
             tried.add(endpoint)
             self._directory.invalidate(request.key)
-            if early is None:  # silence, not a REJECT: the connection may be stuck
+            if response is None or response.kind == PEER_LOST:
+                # Silence or a lost connection: the copy may still sit in the
+                # socket and must not reach the server after we resend elsewhere.
                 LOG.warning(
-                    "No acknowledgement from %s for %s within %.1fs; trying another server",
+                    "%s did not acknowledge %s (%s); trying another server",
                     endpoint,
                     _describe(request.target),
-                    self._ack_timeout,
+                    "connection lost" if response else f"nothing within {self._ack_timeout}s",
                 )
                 self._outbox.drop(endpoint)
             if request.retry is not None and request.retry >= 0 and attempts > request.retry:
@@ -183,24 +200,28 @@ class RpcSender:
 
     def _await_ack(
         self, waiter: queue.Queue, endpoint: Endpoint, deadline: float
-    ) -> tuple[bool, Response | None]:
-        """(True, response-after-ack or None) on ACK; (False, REJECT or None) otherwise."""
+    ) -> tuple[Endpoint | None, Response | None]:
+        """Wait for a server to take the request.
+
+        Returns (server, response-after-the-ACK or None) once one did, or
+        (None, the REJECT/PEER_LOST of ``endpoint``, or None on silence).
+        """
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False, None
+                return None, None
             try:
                 response = waiter.get(timeout=remaining)
             except queue.Empty:
-                return False, None
+                return None, None
             if response.kind == protocol.Kind.ACK:
-                return True, None
-            if response.kind == protocol.Kind.REJECT:
+                return response.endpoint, None
+            if response.kind in (protocol.Kind.REJECT, PEER_LOST):
                 if response.endpoint == endpoint:
-                    return False, response
-                continue  # a stale REJECT from a server tried before
+                    return None, response
+                continue  # stale news about a server tried before
             # A REPLY or HEARTBEAT implies its ACK (e.g. a late one from a slow server).
-            return True, response
+            return response.endpoint, response
 
     # -- awaiting the reply --------------------------------------------------------
 
@@ -208,6 +229,7 @@ class RpcSender:
         self,
         request: _Request,
         waiter: queue.Queue,
+        server: Endpoint,
         early: Response | None,
         cm_timeout: float | None,
     ):
@@ -227,6 +249,12 @@ class RpcSender:
                 return self._result(response)
             if response.kind == protocol.Kind.HEARTBEAT and cm_timeout:
                 cm_deadline = time.monotonic() + cm_timeout
+            if response.kind == PEER_LOST and response.endpoint == server:
+                raise ServerLost(
+                    f"Connection to {server}, which accepted the call to "
+                    f"{_describe(request.target)}, was lost before it replied; the call may "
+                    f"or may not have run (message {protocol.msg_id_str(request.msg_id)})"
+                )
             response = None
 
     def _timeout_error(self, request, cm_timeout, cm_deadline) -> exceptions.MessagingTimeout:
@@ -267,7 +295,7 @@ class RpcSender:
         waiter = self._outbox.expect(msg_id)
         try:
             for endpoint in endpoints:
-                self._outbox.send(endpoint, frames)
+                self._outbox.send(endpoint, msg_id, frames)
             missing = self._collect_acks(waiter, set(endpoints))
         finally:
             self._outbox.forget(msg_id)
@@ -299,7 +327,8 @@ class RpcSender:
                 response = waiter.get(timeout=remaining)
             except queue.Empty:
                 break
-            pending.discard(response.endpoint)
+            if response.kind in (protocol.Kind.ACK, protocol.Kind.REJECT):
+                pending.discard(response.endpoint)
         return pending
 
 

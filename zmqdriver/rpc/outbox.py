@@ -3,15 +3,22 @@
 Requests leave through the DEALER connected to the chosen server; that
 server's ACK, HEARTBEAT, REPLY and REJECT frames come back on the same
 socket and are routed to the waiting caller by message id.
+
+The outbox also watches each connection (ZeroMQ heartbeats and socket
+monitor events): when a connection is refused or lost, every request still
+waiting on that server gets a ``PEER_LOST`` response at once, and the
+server is *suspect* for a while, so senders prefer other servers.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import time
 from dataclasses import dataclass
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from zmqdriver import protocol
 from zmqdriver.addressing import Endpoint
@@ -19,25 +26,49 @@ from zmqdriver.eventloop import IoLoop
 
 LOG = logging.getLogger(__name__)
 
+# Not a wire kind: the outbox's own news that the connection to a server is gone.
+PEER_LOST = "peer-lost"
+
+# How long a server that failed us is avoided when others are available.
+SUSPECT_FOR = 10.0
+
+_DEAD_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+_ALIVE_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED
+
 
 @dataclass(frozen=True)
 class Response:
-    """One frame a server sent back about a request."""
+    """One frame a server sent back about a request (or PEER_LOST)."""
 
-    kind: protocol.Kind
+    kind: protocol.Kind | str
     endpoint: Endpoint
     codec: protocol.Codec
     body: bytes | None
 
 
+@dataclass(frozen=True)
+class Heartbeats:
+    """ZeroMQ connection heartbeats, in milliseconds (0 disables them)."""
+
+    interval_ms: int
+    timeout_ms: int
+
+
 class Outbox:
-    def __init__(self, loop: IoLoop, context: zmq.Context, linger_ms: int) -> None:
+    def __init__(
+        self, loop: IoLoop, context: zmq.Context, linger_ms: int, heartbeats: Heartbeats
+    ) -> None:
         self._loop = loop
         self._context = context
         self._linger_ms = linger_ms
+        self._heartbeats = heartbeats
         # Written by caller threads, read by the loop; dict operations are atomic.
         self._waiters: dict[bytes, queue.Queue] = {}
-        self._dealers: dict[Endpoint, zmq.Socket] = {}  # loop thread only
+        self._suspects: dict[Endpoint, float] = {}
+        # Loop thread only.
+        self._dealers: dict[Endpoint, zmq.Socket] = {}
+        self._monitors: dict[Endpoint, zmq.Socket] = {}
+        self._inflight: dict[Endpoint, set[bytes]] = {}
 
     # -- caller threads ----------------------------------------------------------
 
@@ -50,8 +81,8 @@ class Outbox:
     def forget(self, msg_id: bytes) -> None:
         self._waiters.pop(msg_id, None)
 
-    def send(self, endpoint: Endpoint, frames: list[bytes]) -> None:
-        self._loop.submit(self._send, endpoint, frames)
+    def send(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> None:
+        self._loop.submit(self._send, endpoint, msg_id, frames)
 
     def drop(self, endpoint: Endpoint) -> None:
         """Close the connection to ``endpoint``, discarding what it has queued.
@@ -59,7 +90,15 @@ class Outbox:
         Used when a server did not acknowledge in time: a request stuck in the
         socket must not reach the server later, after it was sent elsewhere.
         """
+        self.suspect(endpoint)
         self._loop.submit(self._drop, endpoint)
+
+    def suspect(self, endpoint: Endpoint) -> None:
+        self._suspects[endpoint] = time.monotonic() + SUSPECT_FOR
+
+    def is_suspect(self, endpoint: Endpoint) -> bool:
+        until = self._suspects.get(endpoint)
+        return until is not None and until > time.monotonic()
 
     # -- loop thread ---------------------------------------------------------------
 
@@ -68,25 +107,68 @@ class Outbox:
         if dealer is None:
             dealer = self._context.socket(zmq.DEALER)
             dealer.setsockopt(zmq.LINGER, self._linger_ms)
+            if self._heartbeats.interval_ms:
+                dealer.setsockopt(zmq.HEARTBEAT_IVL, self._heartbeats.interval_ms)
+                dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, self._heartbeats.timeout_ms)
+            monitor = dealer.get_monitor_socket(_DEAD_EVENTS | _ALIVE_EVENTS)
             dealer.connect(endpoint.uri)
             self._dealers[endpoint] = dealer
+            self._monitors[endpoint] = monitor
             self._loop.add_reader(dealer, lambda frames: self._on_response(endpoint, frames))
+            self._loop.add_reader(monitor, lambda frames: self._on_event(endpoint, frames))
         return dealer
 
-    def _send(self, endpoint: Endpoint, frames: list[bytes]) -> None:
+    def _send(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> None:
         try:
             self._dealer(endpoint).send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
-            # Not sent: the caller gets no ACK and resends elsewhere.
             self._loop.runtime.log(
                 logging.WARNING, "zmqdriver: send to %s failed: %s", endpoint, exc
             )
+            self._lost(endpoint, [msg_id])
+            return
+        inflight = self._inflight.setdefault(endpoint, set())
+        inflight.add(msg_id)
+        if len(inflight) > 1024:  # callers that timed out never said goodbye
+            inflight.intersection_update(self._waiters)
 
     def _drop(self, endpoint: Endpoint) -> None:
         dealer = self._dealers.pop(endpoint, None)
+        monitor = self._monitors.pop(endpoint, None)
+        self._inflight.pop(endpoint, None)
+        for socket in (dealer, monitor):
+            if socket is not None:
+                self._loop.remove_reader(socket)
         if dealer is not None:
-            self._loop.remove_reader(dealer)
+            dealer.disable_monitor()
             dealer.close(linger=0)
+        if monitor is not None:
+            monitor.close(linger=0)
+
+    def _on_event(self, endpoint: Endpoint, frames: list[bytes]) -> None:
+        event = parse_monitor_message(frames)["event"]
+        if event & _ALIVE_EVENTS:
+            self._suspects.pop(endpoint, None)
+            return
+        self._suspects[endpoint] = time.monotonic() + SUSPECT_FOR
+        lost = self._inflight.pop(endpoint, set())
+        if lost:
+            self._loop.runtime.log(
+                logging.WARNING,
+                "zmqdriver: connection to %s lost (%s) with %d requests in flight",
+                endpoint,
+                zmq.Event(event).name,
+                len(lost),
+            )
+        self._lost(endpoint, lost)
+
+    def _lost(self, endpoint: Endpoint, msg_ids) -> None:
+        for msg_id in msg_ids:
+            waiter = self._waiters.get(msg_id)
+            if waiter is not None:
+                self._loop.runtime.deliver(
+                    waiter.put, Response(PEER_LOST, endpoint, protocol.Codec.JSON, None)
+                )
 
     def _on_response(self, endpoint: Endpoint, frames: list[bytes]) -> None:
         if len(frames) not in (1, 2):
@@ -104,6 +186,8 @@ class Outbox:
                 logging.WARNING, "zmqdriver: dropped response from %s: %s", endpoint, exc
             )
             return
+        if header.kind == protocol.Kind.REPLY or header.kind == protocol.Kind.REJECT:
+            self._inflight.get(endpoint, set()).discard(header.msg_id)
         waiter = self._waiters.get(header.msg_id)
         if waiter is None:
             return  # the caller gave up (timeout) or it is a duplicate ACK
@@ -113,6 +197,13 @@ class Outbox:
     def close(self) -> None:
         """Close every DEALER; runs in the loop thread."""
         for endpoint in list(self._dealers):
-            dealer = self._dealers.pop(endpoint)
-            self._loop.remove_reader(dealer)
-            dealer.close()
+            self._drop_gracefully(endpoint)
+
+    def _drop_gracefully(self, endpoint: Endpoint) -> None:
+        dealer = self._dealers.pop(endpoint)
+        monitor = self._monitors.pop(endpoint)
+        self._loop.remove_reader(dealer)
+        self._loop.remove_reader(monitor)
+        dealer.disable_monitor()
+        monitor.close(linger=0)
+        dealer.close()
