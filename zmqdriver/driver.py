@@ -243,6 +243,7 @@ class ZmqDriver(base.BaseDriver):
             min_port=zconf.rpc_zmq_min_port,
             max_port=zconf.rpc_zmq_max_port,
             retries=zconf.rpc_zmq_bind_port_retries,
+            max_message_size=zconf.zmq_max_message_size,
         )
 
     def _default_host(self, bind_address: str) -> str:

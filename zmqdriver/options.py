@@ -163,6 +163,13 @@ zmq_opts = [
         "dead). Requeued notifications are delivered again within about a second.",
     ),
     cfg.IntOpt(
+        "zmq_max_message_size",
+        default=64 * 1024 * 1024,
+        min=-1,
+        help="Largest message in bytes a server accepts (libzmq's MAXMSGSIZE); a peer sending "
+        "a larger one is disconnected. -1 means no limit.",
+    ),
+    cfg.IntOpt(
         "zmq_dedup_window",
         default=100000,
         min=0,

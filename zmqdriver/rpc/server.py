@@ -28,14 +28,23 @@ _LOG_EVERY = 10.0  # seconds between two log lines about bad input from peers
 
 
 class BindSettings:
-    """Where servers bind and what address they publish."""
+    """Where servers bind, what address they publish, what they accept."""
 
-    def __init__(self, bind_address: str, host: str, min_port: int, max_port: int, retries: int):
+    def __init__(
+        self,
+        bind_address: str,
+        host: str,
+        min_port: int,
+        max_port: int,
+        retries: int,
+        max_message_size: int = -1,
+    ):
         self.bind_address = bind_address
         self.host = host
         self.min_port = min_port
         self.max_port = max_port
         self.retries = retries
+        self.max_message_size = max_message_size
 
 
 class Inbox:
@@ -60,6 +69,7 @@ class Inbox:
         self.listener: RpcListener | None = None
         self._router = context.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, linger_ms)
+        self._router.setsockopt(zmq.MAXMSGSIZE, settings.max_message_size)
         self.endpoint = self._bind(settings)
         loop.add_reader(self._router, self._on_request)
 
