@@ -1,3 +1,8 @@
 """Shared fixtures; each family lives in its own module and is imported here."""
 
 from tests.redis_fixture import redis_server, redis_url  # noqa: F401 - pytest fixtures
+from tests.sentinel_fixture import (  # noqa: F401 - pytest fixtures
+    sentinel_cluster,
+    sentinel_cluster_factory,
+    sentinel_url,
+)

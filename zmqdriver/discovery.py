@@ -19,6 +19,7 @@ from zmqdriver.matchmaker import MatchMaker, MatchMakerError
 LOG = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 30.0
+_WATCH_EVERY = 1.0  # seconds between checks that the matchmaker still has our records
 
 
 class Directory:
@@ -67,10 +68,18 @@ def _valid_endpoints(key: str, records: list[str]):
 class Registrar:
     """Keeps this process's server records registered until they are removed."""
 
-    def __init__(self, matchmaker: MatchMaker, expire: float, update: float) -> None:
+    def __init__(
+        self,
+        matchmaker: MatchMaker,
+        expire: float,
+        update: float,
+        generation_key: str | None = None,
+    ) -> None:
         self._matchmaker = matchmaker
         self._expire = expire
         self._update = update
+        self._generation_key = generation_key
+        self._generation: str | None = None
         self._records: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
@@ -118,12 +127,29 @@ class Registrar:
 
     def _run(self) -> None:
         delay = self._update
+        next_refresh = time.monotonic() + delay
         while not self._stopped:
-            self._wakeup.wait(delay)
+            woken = self._wakeup.wait(min(_WATCH_EVERY, max(0.0, next_refresh - time.monotonic())))
             self._wakeup.clear()
             if self._stopped:
                 return
-            delay = self._refresh_all(delay)
+            if woken or time.monotonic() >= next_refresh or self._backend_was_reset():
+                delay = self._refresh_all(delay)
+                next_refresh = time.monotonic() + delay
+
+    def _backend_was_reset(self) -> bool:
+        """True when the matchmaker lost its data since we last looked (Redis restart)."""
+        if self._generation_key is None or not self._records:
+            return False
+        try:
+            generation = self._matchmaker.generation(self._generation_key)
+        except Exception:
+            return False  # an outage: the refresh loop's backoff deals with it
+        previous, self._generation = self._generation, generation
+        if previous is not None and generation != previous:
+            LOG.warning("The matchmaker lost its records (restarted?); registering again")
+            return True
+        return False
 
     def _refresh_all(self, delay: float) -> float:
         with self._lock:

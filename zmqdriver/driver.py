@@ -27,6 +27,7 @@ from zmqdriver.matchmaker import MatchMakerError
 from zmqdriver.notify.listener import NotificationListener, encode_notification
 from zmqdriver.notify.store import NotificationStore, Retention
 from zmqdriver.rpc.client import RpcSender
+from zmqdriver.rpc.keeper import CastKeeper, Limits
 from zmqdriver.rpc.outbox import Heartbeats, Outbox
 from zmqdriver.rpc.server import BindSettings, Inbox, RpcListener, default_host
 
@@ -51,7 +52,14 @@ class Engine:
         self.outbox = Outbox(self.loop, self.context, self.linger_ms, heartbeats)
         self.directory = Directory(driver.matchmaker, zconf.zmq_target_cache_ttl)
         self.registrar = Registrar(
-            driver.matchmaker, zconf.zmq_target_expire, zconf.zmq_target_update
+            driver.matchmaker,
+            zconf.zmq_target_expire,
+            zconf.zmq_target_update,
+            generation_key=f"{zconf.zmq_matchmaker_prefix}/generation",
+        )
+        self.keeper = CastKeeper(
+            self.outbox,
+            Limits(zconf.zmq_cast_hold_time, zconf.zmq_cast_hold_max, zconf.zmq_cast_track_max),
         )
         self.sender = RpcSender(
             directory=self.directory,
@@ -61,11 +69,12 @@ class Engine:
             allowed_remote_exmods=driver.allowed_remote_exmods,
             codec=protocol.CODEC_BY_NAME[zconf.rpc_zmq_serialization],
             ack_timeout=zconf.rpc_ack_timeout_base,
-            cast_wait=zconf.zmq_cast_wait_for_server,
+            keeper=self.keeper,
         )
         self.listeners: list[RpcListener] = []
 
     def close(self) -> None:
+        self.keeper.close()
         for listener in self.listeners:
             listener.cleanup()
         self.registrar.stop()

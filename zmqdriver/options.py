@@ -117,11 +117,26 @@ zmq_opts = [
         "connection is considered lost.",
     ),
     cfg.FloatOpt(
-        "zmq_cast_wait_for_server",
-        default=10.0,
+        "zmq_cast_hold_time",
+        default=300.0,
         min=0.0,
-        help="Seconds a cast to a target with no registered server waits for one to appear "
-        "before it fails with MessageDeliveryFailure.",
+        help="Seconds a cast to a target without any server is held by the sender, waiting "
+        "for one to register. Casts still waiting then are dropped and logged with a count.",
+    ),
+    cfg.IntOpt(
+        "zmq_cast_hold_max",
+        default=10000,
+        min=0,
+        help="Most casts a process holds while their targets have no server; a cast beyond "
+        "that fails with MessageDeliveryFailure.",
+    ),
+    cfg.IntOpt(
+        "zmq_cast_track_max",
+        default=10000,
+        min=0,
+        help="Most acknowledged casts a process watches until their server reports them done "
+        "(to resend them elsewhere if that server is lost first); beyond that new casts are "
+        "not watched.",
     ),
     cfg.StrOpt(
         "zmq_matchmaker_path",

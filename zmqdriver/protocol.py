@@ -33,6 +33,7 @@ class Kind(enum.IntEnum):
     ACK = 4  # the server took the request; do not send it elsewhere
     HEARTBEAT = 5  # a CALL is still running (call_monitor_timeout)
     REJECT = 6  # the server is stopping; send the request elsewhere
+    DONE = 7  # a CAST has run; the sender may forget it
 
 
 REQUEST_KINDS = frozenset({Kind.CALL, Kind.CAST})

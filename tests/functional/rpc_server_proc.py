@@ -44,6 +44,10 @@ class TestEndpoint:
     def record(self, ctxt, tag):
         self.casts.append(tag)
 
+    def slow_record(self, ctxt, tag, seconds):
+        time.sleep(seconds)
+        self.casts.append(tag)
+
     def recorded(self, ctxt, prefix=""):
         return [tag for tag in self.casts if str(tag).startswith(prefix)]
 

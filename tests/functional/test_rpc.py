@@ -7,6 +7,7 @@ cluster runs its servers under the threading executor and under eventlet.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import subprocess
 import sys
@@ -197,14 +198,74 @@ def test_call_without_server_times_out_naming_the_target(deployment):
         transport.cleanup()
 
 
-def test_cast_without_server_fails_after_the_bounded_wait(deployment):
-    transport = deployment.transport(deployment.conf(zmq_cast_wait_for_server=0.3))
+def test_casts_sent_before_any_server_are_delivered_in_order_when_one_starts(deployment):
+    topic = unique("early")
+    transport = deployment.transport()
+    server = None
     try:
-        topic = unique("nobody")
-        with pytest.raises(oslo_messaging.MessageDeliveryFailure, match=topic):
-            client(transport, topic).cast({}, "record", tag="lost?")
+        caster = client(transport, topic)
+        for i in range(5):
+            caster.cast({}, "record", tag=f"early-{i}")  # returns at once: held
+        server = deployment.server(topic, "late")
+        direct = client(transport, topic, server="late", timeout=30)
+        wait_until(
+            lambda: len(direct.call({}, "recorded", prefix="early-")) == 5, what="the held casts"
+        )
+        assert direct.call({}, "recorded", prefix="early-") == [f"early-{i}" for i in range(5)]
     finally:
         transport.cleanup()
+        if server:
+            server.stop()
+
+
+def test_casts_beyond_the_hold_limit_fail_clearly(deployment):
+    transport = deployment.transport(deployment.conf(zmq_cast_hold_max=2))
+    try:
+        caster = client(transport, unique("nobody"))
+        caster.cast({}, "record", tag=1)
+        caster.cast({}, "record", tag=2)
+        with pytest.raises(oslo_messaging.MessageDeliveryFailure, match="zmq_cast_hold_max"):
+            caster.cast({}, "record", tag=3)
+    finally:
+        transport.cleanup()
+
+
+def test_held_casts_past_the_hold_time_are_dropped_with_a_count(deployment, caplog):
+    transport = deployment.transport(deployment.conf(zmq_cast_hold_time=0.2))
+    try:
+        caster = client(transport, unique("nobody"))
+        with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.keeper"):
+            for i in range(3):
+                caster.cast({}, "record", tag=i)
+            wait_until(
+                lambda: any("Dropped 3 casts" in r.getMessage() for r in caplog.records),
+                what="the drop to be logged",
+            )
+    finally:
+        transport.cleanup()
+
+
+def test_casts_accepted_by_a_server_killed_before_running_them_run_elsewhere(deployment):
+    topic = unique("orphans")
+    doomed = deployment.server(topic, "doomed")
+    survivor = deployment.server(topic, "survivor")
+    transport = deployment.transport()
+    try:
+        caster = client(transport, topic)
+        tags = [f"orphan-{i}" for i in range(20)]
+        for tag in tags:  # shared by both servers; each takes 2 s to run
+            caster.cast({}, "slow_record", tag=tag, seconds=2)
+        doomed.kill()  # its casts were acknowledged but have not run
+        direct = client(transport, topic, server="survivor", timeout=30)
+        wait_until(
+            lambda: len(direct.call({}, "recorded", prefix="orphan-")) == 20,
+            timeout=60,
+            what="every cast to run at the survivor",
+        )
+        assert sorted(direct.call({}, "recorded", prefix="orphan-")) == sorted(tags)
+    finally:
+        transport.cleanup()
+        survivor.stop()
 
 
 def test_mandatory_call_without_server_is_undeliverable(deployment):

@@ -45,6 +45,14 @@ class MatchMaker(abc.ABC):
     def lookup(self, key: str) -> list[str]:
         """Return the live records under ``key``, sorted, without duplicates."""
 
+    def generation(self, key: str) -> str | None:
+        """A token that changes when the backend lost its data (e.g. Redis restarted empty).
+
+        Servers watch it to register again at once instead of at their next
+        refresh. None means the backend cannot tell (nothing is watched).
+        """
+        return None
+
     def notification_store(self, retention, redelivery):
         """The store that keeps notifications for this deployment (store-and-forward).
 

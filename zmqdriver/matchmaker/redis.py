@@ -15,6 +15,7 @@ then the next one (for a primary and its promoted replicas, say).
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -77,6 +78,18 @@ return 1
 """
 )
 
+# KEYS[1] = marker key, ARGV[1] = a fresh random token. A restarted (empty)
+# Redis has no marker: the first caller sets a new one, and every server sees
+# the token change.
+_GENERATION = """
+local token = redis.call('GET', KEYS[1])
+if not token then
+    token = ARGV[1]
+    redis.call('SET', KEYS[1], token)
+end
+return token
+"""
+
 # KEYS[1] = key. A record is live while its score is greater than now.
 _LOOKUP = (
     _NOW
@@ -135,11 +148,15 @@ class _Backend:
             retry=Retry(NoBackoff(), 1, supported_errors=(redis_exc.ConnectionError,)),
             decode_responses=True,
         )
+        self._load_scripts()
+
+    def _load_scripts(self) -> None:
         # Script objects fall back from EVALSHA to loading the script when a
         # restarted server has lost its script cache.
         self.register = self.client.register_script(_REGISTER)
         self.unregister = self.client.register_script(_UNREGISTER)
         self.lookup = self.client.register_script(_LOOKUP)
+        self.generation = self.client.register_script(_GENERATION)
 
     @property
     def user(self) -> str:
@@ -151,13 +168,20 @@ class RedisMatchMaker(MatchMaker):
 
     def __init__(self, conf, url) -> None:
         super().__init__(conf, url)
-        self.db = _parse_db(url.virtual_host)
         timeout = conf.oslo_messaging_zmq.zmq_matchmaker_timeout
-        hosts = list(url.hosts) or [TransportHost(hostname=DEFAULT_HOST)]
-        self._backends = [_Backend(host, self.db, timeout) for host in hosts]
+        self.db, self._backends = self._open_backends(url, timeout)
         # Index of the backend that answered last. Reads and writes of an int
         # are atomic, and two threads racing to fail over just pick a host each.
         self._current = 0
+
+    def _open_backends(self, url, timeout: float) -> tuple[int, list[_Backend]]:
+        """The database number and the hosts to fail over between, from ``url``.
+
+        A seam for subclasses that reach Redis another way (Sentinel).
+        """
+        db = _parse_db(url.virtual_host)
+        hosts = list(url.hosts) or [TransportHost(hostname=DEFAULT_HOST)]
+        return db, [_Backend(host, db, timeout) for host in hosts]
 
     def register(self, key: str, record: str, expire: float) -> None:
         # Round up so a tiny positive expire never turns into "never" (0 ms).
@@ -170,6 +194,10 @@ class RedisMatchMaker(MatchMaker):
     def lookup(self, key: str) -> list[str]:
         # The set is ordered by expiry; the contract wants records sorted.
         return sorted(self.execute("lookup", lambda b: b.lookup(keys=[key])))
+
+    def generation(self, key: str) -> str | None:
+        token = uuid.uuid4().hex
+        return self.execute("read the generation", lambda b: b.generation(keys=[key], args=[token]))
 
     def notification_store(self, retention, redelivery):
         from zmqdriver.notify.redis_store import RedisNotificationStore

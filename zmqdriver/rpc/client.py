@@ -20,7 +20,8 @@ from zmqdriver import addressing, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Directory
 from zmqdriver.matchmaker import MatchMakerError
-from zmqdriver.rpc.outbox import PEER_LOST, Outbox, Response
+from zmqdriver.rpc.keeper import CastKeeper
+from zmqdriver.rpc.outbox import PEER_LOST, Outbox, Response, Waiter
 
 LOG = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class RpcSender:
         allowed_remote_exmods: list[str],
         codec: protocol.Codec,
         ack_timeout: float,
-        cast_wait: float,
+        keeper: CastKeeper,
     ) -> None:
         self._directory = directory
         self._outbox = outbox
@@ -59,7 +60,8 @@ class RpcSender:
         self._allowed_remote_exmods = allowed_remote_exmods
         self._codec = codec
         self._ack_timeout = ack_timeout
-        self._cast_wait = cast_wait
+        self._keeper = keeper
+        keeper.start(self._resend_cast)
         self._round_robin: dict[str, itertools.count] = {}
 
     def send(
@@ -94,20 +96,63 @@ class RpcSender:
             key = addressing.rpc_key(self._prefix, exchange, target.topic)
             return self._fanout(key, frames, msg_id, target)
         key = addressing.rpc_key(self._prefix, exchange, target.topic, target.server)
-        request = _Request(
-            target, key, msg_id, frames, wait_for_reply, timeout, retry, self._cast_wait
-        )
+        request = _Request(target, key, msg_id, frames, wait_for_reply, timeout, retry)
         mandatory = bool(getattr(transport_options, "at_least_once", False))
         if mandatory:
             self._check_deliverable(request, exchange, message)
+        if not wait_for_reply:
+            return self._cast(request)
         waiter = self._outbox.expect(msg_id)
         try:
-            server, early = self._deliver(request, waiter)
-            if wait_for_reply:
-                return self._await_reply(request, waiter, server, early, call_monitor_timeout)
-            return None
+            try:
+                server, early = self._deliver(request, waiter)
+            except NoServer as exc:
+                raise exceptions.MessagingTimeout(
+                    f"No server for {_describe(target)} became available within {timeout}s{exc}"
+                ) from None
+            return self._await_reply(request, waiter, server, early, call_monitor_timeout)
         finally:
             self._outbox.forget(msg_id)
+
+    # -- casts -----------------------------------------------------------------------
+
+    def _cast(self, request: _Request) -> None:
+        """Hand the cast to a server (returns on its ACK), or hold it until one exists."""
+        if self._keeper.holding(request.key):
+            self._hold(request, raise_when_full=True)  # behind earlier casts to the target
+        else:
+            self._send_cast(request, raise_when_full=True)
+
+    def _resend_cast(self, request: _Request) -> None:
+        """The keeper's way to send a cast again (held, or its server was lost)."""
+        self._send_cast(request, raise_when_full=False)
+
+    def _send_cast(self, request: _Request, raise_when_full: bool) -> None:
+        """Deliver a cast once and watch it until DONE; held when no server takes it."""
+        request.lookup_deadline = time.monotonic()  # look up once, never wait here
+        waiter = self._outbox.expect(request.msg_id)
+        try:
+            server, _ = self._deliver(request, waiter)
+        except NoServer:
+            self._outbox.forget(request.msg_id)
+            self._hold(request, raise_when_full)
+            return
+        except BaseException:
+            self._outbox.forget(request.msg_id)
+            raise
+        self._keeper.track(request, server, waiter)
+
+    def _hold(self, request: _Request, raise_when_full: bool) -> None:
+        if self._keeper.hold(request):
+            LOG.debug("No server for %s yet: cast held", _describe(request.target))
+            return
+        error = exceptions.MessageDeliveryFailure(
+            f"Cast to {_describe(request.target)} not delivered: no server is available and "
+            "zmq_cast_hold_max casts are already waiting for one"
+        )
+        if raise_when_full:
+            raise error
+        LOG.error("%s", error)
 
     # -- finding servers ---------------------------------------------------------
 
@@ -140,6 +185,9 @@ class RpcSender:
                 yield []
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if not fresh:  # the cache may be behind: one fresh look first
+                    fresh = True
+                    continue
                 raise NoServer(f" (matchmaker: {error})" if error else "")
             time.sleep(min(poll, remaining))
             fresh, poll = True, min(poll * 2, _POLL_MAX)
@@ -162,7 +210,7 @@ class RpcSender:
 
     # -- handing over ------------------------------------------------------------
 
-    def _deliver(self, request: _Request, waiter: queue.Queue) -> tuple[Endpoint, Response | None]:
+    def _deliver(self, request: _Request, waiter: Waiter) -> tuple[Endpoint, Response | None]:
         """Send until a server acknowledges.
 
         Returns the server that took the request, and a response that came
@@ -171,10 +219,7 @@ class RpcSender:
         tried: set[Endpoint] = set()
         attempts = 0
         while True:
-            try:
-                endpoint = self._choose(request, tried, request.lookup_deadline)
-            except NoServer as exc:
-                raise request.no_server_error(str(exc)) from None
+            endpoint = self._choose(request, tried, request.lookup_deadline)
             self._outbox.send(endpoint, request.msg_id, request.frames)
             attempts += 1
             deadline = request.ack_deadline(self._ack_timeout)
@@ -199,7 +244,7 @@ class RpcSender:
                 )
 
     def _await_ack(
-        self, waiter: queue.Queue, endpoint: Endpoint, deadline: float
+        self, waiter: Waiter, endpoint: Endpoint, deadline: float
     ) -> tuple[Endpoint | None, Response | None]:
         """Wait for a server to take the request.
 
@@ -228,7 +273,7 @@ class RpcSender:
     def _await_reply(
         self,
         request: _Request,
-        waiter: queue.Queue,
+        waiter: Waiter,
         server: Endpoint,
         early: Response | None,
         cm_timeout: float | None,
@@ -284,14 +329,15 @@ class RpcSender:
     # -- fanout ----------------------------------------------------------------------
 
     def _fanout(self, key: str, frames: list[bytes], msg_id: bytes, target) -> None:
-        deadline = time.monotonic() + self._cast_wait
         try:
-            endpoints = self._wait_for_endpoints(key, deadline)
+            endpoints = self._wait_for_endpoints(key, time.monotonic())
         except NoServer as exc:
-            raise exceptions.MessageDeliveryFailure(
-                f"Fanout to {_describe(target)}: no server registered within "
-                f"{self._cast_wait}s{exc}"
-            ) from None
+            # Fanout goes to the servers that exist now; none is a valid answer
+            # (as a fanout exchange without queues), but not a silent one.
+            LOG.warning(
+                "Fanout to %s reached no server: none is registered%s", _describe(target), exc
+            )
+            return
         waiter = self._outbox.expect(msg_id)
         try:
             for endpoint in endpoints:
@@ -317,7 +363,7 @@ class RpcSender:
                 return endpoints
         raise AssertionError("unreachable: _lookups ends by raising NoServer")
 
-    def _collect_acks(self, waiter: queue.Queue, pending: set[Endpoint]) -> set[Endpoint]:
+    def _collect_acks(self, waiter: Waiter, pending: set[Endpoint]) -> set[Endpoint]:
         deadline = time.monotonic() + self._ack_timeout
         while pending:
             remaining = deadline - time.monotonic()
@@ -335,7 +381,7 @@ class RpcSender:
 class _Request:
     """One message on its way: its address, frames and time limits."""
 
-    def __init__(self, target, key, msg_id, frames, is_call, timeout, retry, cast_wait) -> None:
+    def __init__(self, target, key, msg_id, frames, is_call, timeout, retry) -> None:
         self.target = target
         self.key = key
         self.msg_id = msg_id
@@ -346,28 +392,17 @@ class _Request:
         self.started = time.monotonic()
         # A call without a timeout waits for ever, as with the other drivers.
         self.deadline = self.started + timeout if (is_call and timeout) else None
-        if self.is_call:
-            self.lookup_deadline = self.deadline if self.deadline is not None else float("inf")
-        else:
-            self.lookup_deadline = self.started + cast_wait
+        # How long to wait for a server to register: a call up to its
+        # deadline; a cast never waits (it is held instead).
+        self.lookup_deadline = self.deadline if self.deadline is not None else float("inf")
+        if not self.is_call:
+            self.lookup_deadline = self.started
 
     def ack_deadline(self, ack_timeout: float) -> float:
         ack_deadline = time.monotonic() + ack_timeout
         if self.deadline is not None:
             return min(ack_deadline, self.deadline)
         return ack_deadline
-
-    def no_server_error(self, detail: str) -> Exception:
-        if self.is_call:
-            return exceptions.MessagingTimeout(
-                f"No server for {_describe(self.target)} became available within "
-                f"{self.timeout}s{detail}"
-            )
-        waited = self.lookup_deadline - self.started
-        return exceptions.MessageDeliveryFailure(
-            f"Cast to {_describe(self.target)} not delivered: no server registered within "
-            f"{waited:.1f}s{detail}"
-        )
 
 
 def _describe(target) -> str:

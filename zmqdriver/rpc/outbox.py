@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
@@ -32,6 +34,9 @@ PEER_LOST = "peer-lost"
 # How long a server that failed us is avoided when others are available.
 SUSPECT_FOR = 10.0
 
+# Responses after which a server owes nothing more for a request.
+_FINAL_KINDS = frozenset({protocol.Kind.REPLY, protocol.Kind.REJECT, protocol.Kind.DONE})
+
 _DEAD_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 _ALIVE_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED
 
@@ -44,6 +49,42 @@ class Response:
     endpoint: Endpoint
     codec: protocol.Codec
     body: bytes | None
+
+
+class Waiter:
+    """Collects the responses to one request.
+
+    The caller reads them with ``get`` while it waits (ACK, REPLY, ...). A
+    cast outlives its caller: ``hand_over`` then passes every later
+    response, and any not read yet, to a handler, without losing one that
+    arrives during the switch.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._handler: Callable[[Response], None] | None = None
+
+    def put(self, response: Response) -> None:
+        with self._lock:
+            handler = self._handler
+            if handler is None:
+                self._queue.put(response)
+                return
+        handler(response)
+
+    def get(self, timeout: float | None = None) -> Response:
+        """The next response; raises queue.Empty after ``timeout`` seconds."""
+        return self._queue.get(timeout=timeout)
+
+    def hand_over(self, handler: Callable[[Response], None]) -> None:
+        with self._lock:
+            self._handler = handler
+            unread = []
+            while not self._queue.empty():
+                unread.append(self._queue.get_nowait())
+        for response in unread:
+            handler(response)
 
 
 @dataclass(frozen=True)
@@ -63,7 +104,7 @@ class Outbox:
         self._linger_ms = linger_ms
         self._heartbeats = heartbeats
         # Written by caller threads, read by the loop; dict operations are atomic.
-        self._waiters: dict[bytes, queue.Queue] = {}
+        self._waiters: dict[bytes, Waiter] = {}
         self._suspects: dict[Endpoint, float] = {}
         # Loop thread only.
         self._dealers: dict[Endpoint, zmq.Socket] = {}
@@ -72,9 +113,9 @@ class Outbox:
 
     # -- caller threads ----------------------------------------------------------
 
-    def expect(self, msg_id: bytes) -> queue.Queue:
+    def expect(self, msg_id: bytes) -> Waiter:
         """Start collecting responses to ``msg_id``; call ``forget`` when done."""
-        waiter: queue.Queue = queue.Queue()
+        waiter = Waiter()
         self._waiters[msg_id] = waiter
         return waiter
 
@@ -186,7 +227,7 @@ class Outbox:
                 logging.WARNING, "zmqdriver: dropped response from %s: %s", endpoint, exc
             )
             return
-        if header.kind == protocol.Kind.REPLY or header.kind == protocol.Kind.REJECT:
+        if header.kind in _FINAL_KINDS:
             self._inflight.get(endpoint, set()).discard(header.msg_id)
         waiter = self._waiters.get(header.msg_id)
         if waiter is None:

@@ -64,7 +64,8 @@ class Inbox:
         self._target = target
         self._exchange = exchange
         self._accepting = False
-        self._seen = RecentIds(dedup_window)
+        self._seen = RecentIds(dedup_window)  # requests taken
+        self._done = RecentIds(dedup_window)  # casts that have run
         self._last_complaint = 0.0
         self.listener: RpcListener | None = None
         self._router = context.socket(zmq.ROUTER)
@@ -103,6 +104,10 @@ class Inbox:
             self._router.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
             self._complain("reply to a client failed: %s", exc)
+
+    def cast_done(self, msg_id: bytes, frames: list[bytes]) -> None:
+        self._done.add(msg_id)
+        self.send(frames)
 
     def close(self) -> None:
         if not self._router.closed:
@@ -148,7 +153,12 @@ class Inbox:
             return
         self._respond(identity, protocol.Kind.ACK, header)
         if header.msg_id in self._seen:
-            return  # a resend of a message we already took
+            # A resend of a message we already took: do not run it again, but
+            # repeat DONE if it has run (the first one may have gone to a
+            # connection the sender has since replaced).
+            if header.msg_id in self._done:
+                self._respond(identity, protocol.Kind.DONE, header)
+            return
         self._seen.add(header.msg_id)
         try:
             request = self._decode_request(payload, header)
@@ -213,6 +223,10 @@ class ZmqIncomingMessage(base.RpcIncomingMessage):
 
     def reply(self, reply=None, failure=None) -> None:
         if not self._is_call:
+            # oslo's server "replies" to casts too, once the endpoint has run:
+            # tell the sender it may forget the cast.
+            frames = [self._identity, self._header_bytes(protocol.Kind.DONE)]
+            self._submit(self._inbox.cast_done, self._header.msg_id, frames)
             return
         if failure is not None:
             body = {"failure": driver_common.serialize_remote_exception(failure)}
@@ -229,17 +243,20 @@ class ZmqIncomingMessage(base.RpcIncomingMessage):
         if self._is_call:
             self._send(protocol.Kind.HEARTBEAT, None)
 
+    def _header_bytes(self, kind: protocol.Kind) -> bytes:
+        return protocol.encode_header(kind, self._header.msg_id, self._header.codec)
+
     def _send(self, kind: protocol.Kind, payload: bytes | None) -> None:
-        frames = [
-            self._identity,
-            protocol.encode_header(kind, self._header.msg_id, self._header.codec),
-        ]
+        frames = [self._identity, self._header_bytes(kind)]
         if payload is not None:
             frames.append(payload)
+        self._submit(self._inbox.send, frames)
+
+    def _submit(self, fn, *args) -> None:
         try:
-            self._loop.submit(self._inbox.send, frames)
+            self._loop.submit(fn, *args)
         except Exception as exc:
-            LOG.error("zmqdriver: cannot send %s for %s: %s", kind.name, self.msg_id, exc)
+            LOG.error("zmqdriver: cannot answer message %s: %s", self.msg_id, exc)
 
 
 class RpcListener(base.Listener):

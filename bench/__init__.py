@@ -1,0 +1,1 @@
+"""The zmqdriver benchmark: ``python bench/run.py`` (see doc/benchmarks.md)."""

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Benchmark zmqdriver against RabbitMQ and raw pyzmq, side by side, in one run.
+
+    python bench/run.py [--quick] [--only zmq,zmq+redis,rabbit,raw] [--json FILE]
+
+Columns: zmq:// (embedded matchmaker), zmq+redis:// (a private redis-server
+started here), rabbit:// (the local RabbitMQ, started if it is down; the
+column is "unavailable" if it cannot be reached) and raw pyzmq (the floor).
+All traffic stays on loopback; every process started here is stopped by PID.
+See doc/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import metadata
+
+warnings.simplefilter("ignore")  # eventlet's deprecation notice, imported by oslo libraries
+if __package__ in (None, ""):  # run as a script (python bench/run.py): import bench.* from here
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from oslo_config import cfg  # noqa: E402
+
+from bench import raw_zmq, rpc_bench  # noqa: E402
+from bench.measure import FULL, QUICK, Counts, Result  # noqa: E402
+from bench.procs import ProcessError, RabbitMQ, RedisServer  # noqa: E402
+
+DEFAULT_RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
+COLUMNS = {"zmq": "zmq://", "zmq+redis": "zmq+redis://", "rabbit": "rabbit://", "raw": "raw pyzmq"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str  # "ms" (lower is better) or "/s" (higher is better)
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.unit == "ms"
+
+
+def metrics(counts: Counts) -> list[Metric]:
+    return [
+        Metric("lat_small_p50", "call latency p50, 100 B", "ms"),
+        Metric("lat_small_p99", "call latency p99, 100 B", "ms"),
+        Metric("lat_large_p50", "call latency p50, 10 KiB", "ms"),
+        Metric("lat_large_p99", "call latency p99, 10 KiB", "ms"),
+        Metric("call_tput", f"calls/s, {counts.threads} threads, 1 transport (raw: †)", "/s"),
+        Metric("cast_tput", "casts/s until the server has all, 1 thread", "/s"),
+        Metric("fanout_tput", f"fanout deliveries/s, {counts.fanout_servers} servers", "/s"),
+    ]
+
+
+# -- running the columns -----------------------------------------------------------
+
+
+def write_config(directory: str) -> str:
+    """The config file of every oslo process of this run: loopback only, private matchmaker."""
+    path = os.path.join(directory, "bench.conf")
+    with open(path, "w") as handle:
+        handle.write(
+            "[oslo_messaging_zmq]\n"
+            "rpc_zmq_bind_address = 127.0.0.1\n"
+            "rpc_zmq_host = 127.0.0.1\n"
+            f"zmq_matchmaker_path = {os.path.join(directory, 'matchmaker.sqlite')}\n"
+        )
+    return path
+
+
+def run_columns(
+    selected: list[str], counts: Counts, rabbit_url: str, workdir: str
+) -> dict[str, Result]:
+    config_file = write_config(workdir)
+    cfg.CONF(["--config-file", config_file], project="zmqdriver-bench", default_config_files=[])
+    results: dict[str, Result] = {}
+    redis: RedisServer | None = None
+    rabbit = RabbitMQ(rabbit_url)
+    try:
+        for column in selected:
+            print(f"[{time.strftime('%H:%M:%S')}] measuring {COLUMNS[column]} ...", flush=True)
+            try:
+                if column == "zmq":
+                    results[column] = rpc_bench.run_column("zmq://", config_file, counts)
+                elif column == "zmq+redis":
+                    redis = RedisServer(tempfile.mkdtemp(prefix="redis-", dir=workdir))
+                    redis.start()
+                    results[column] = rpc_bench.run_column(redis.url, config_file, counts)
+                elif column == "rabbit":
+                    why = rabbit.ensure()
+                    if why:
+                        results[column] = Result(unavailable=why)
+                    else:
+                        results[column] = rpc_bench.run_column(rabbit_url, config_file, counts)
+                else:
+                    results[column] = raw_zmq.run(counts)
+            except ProcessError as exc:
+                results[column] = Result(unavailable=str(exc))
+            for note in results[column].notes:
+                print(f"    note: {note}", flush=True)
+    finally:
+        if redis is not None:
+            redis.stop()
+        rabbit.stop_if_started()
+    return results
+
+
+# -- the table ---------------------------------------------------------------------
+
+
+def fmt_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "ms":
+        return f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
+    return f"{value:,.0f}/s"
+
+
+def vs_rabbit(zmq: float | None, rabbit: float | None, metric: Metric) -> str:
+    """How much better (or worse) zmq:// is than rabbit:// on this row."""
+    if not zmq or not rabbit:
+        return "-"
+    factor = rabbit / zmq if metric.lower_is_better else zmq / rabbit
+    return f"{factor:.1f}x better" if factor >= 1 else f"{1 / factor:.1f}x worse"
+
+
+def vs_raw(zmq: float | None, raw: float | None, metric: Metric) -> str:
+    """zmq://'s time per operation as a multiple of the raw pyzmq floor's."""
+    if not zmq or not raw:
+        return "-"
+    factor = zmq / raw if metric.lower_is_better else raw / zmq
+    return f"{factor:.1f}x raw"
+
+
+def table(results: dict[str, Result], counts: Counts) -> str:
+    """A Markdown table (aligned, so it reads as plain text too) and its footnotes."""
+
+    def value(column: str, key: str) -> float | None:
+        result = results.get(column)
+        return result.values.get(key) if result else None
+
+    columns = [c for c in COLUMNS if c in results]  # the ones --only selected
+    header = ["metric"] + [COLUMNS[c] for c in columns] + ["zmq vs rabbit", "zmq vs raw"]
+    rows = []
+    for metric in metrics(counts):
+        cells = [metric.label]
+        for column in columns:
+            result = results[column]
+            if result.unavailable:
+                cells.append("unavailable")
+            else:
+                cells.append(fmt_value(value(column, metric.key), metric.unit))
+        zmq = value("zmq", metric.key)
+        cells.append(vs_rabbit(zmq, value("rabbit", metric.key), metric))
+        cells.append(vs_raw(zmq, value("raw", metric.key), metric))
+        rows.append(cells)
+
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" if i else "-" * (w + 2) for i, w in enumerate(widths))
+    lines = [line(header), rule + "|", *(line(row) for row in rows), ""]
+    lines.append(
+        f"† raw pyzmq: pipelined round trips/s, one thread, {counts.raw_window} in flight."
+    )
+    lines.append(
+        "zmq vs raw: zmq://'s time per operation as a multiple of raw pyzmq's (1.0x = the floor)."
+    )
+    for column, result in results.items():
+        if result.unavailable:
+            lines.append(f"{COLUMNS[column]} unavailable: {result.unavailable}")
+        for note in result.notes:
+            lines.append(f"{COLUMNS[column]}: {note}")
+    return "\n".join(lines)
+
+
+# -- machine facts -----------------------------------------------------------------
+
+
+def _first_line(command: list[str]) -> str:
+    """The first line ``command`` prints, or "" if it cannot run or prints nothing."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return next(iter(done.stdout.strip().splitlines()), "")
+
+
+def load_average() -> str:
+    """This machine's 1-minute load average: other work running next to the benchmark."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
+def zmqdriver_revision() -> str:
+    """The git commit the driver code comes from, and whether it has local changes."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = _first_line(["git", "-C", repo, "rev-parse", "--short", "HEAD"]) or "unknown"
+    changed = _first_line(["git", "-C", repo, "status", "--porcelain", "--", "zmqdriver"])
+    return f"commit {commit}" + (" + uncommitted changes" if changed else "")
+
+
+def machine_facts(selected: list[str]) -> dict[str, str]:
+    import zmq
+
+    facts = {
+        "nproc": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "oslo.messaging": metadata.version("oslo.messaging"),
+        "zmqdriver": f"{metadata.version('zmqdriver')} ({zmqdriver_revision()})",
+        "pyzmq": f"{zmq.pyzmq_version()} (libzmq {zmq.zmq_version()})",
+        "kombu": metadata.version("kombu"),
+    }
+    if "zmq+redis" in selected:
+        version = _first_line(["redis-server", "--version"])  # "Redis server v=7.0.15 ..."
+        facts["redis-server"] = version.split("v=")[-1].split()[0] if "v=" in version else "?"
+    if "rabbit" in selected:
+        facts["rabbitmq"] = _first_line(["rabbitmqctl", "version"]) or "?"
+    return facts
+
+
+# -- command line --------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
+    parser.add_argument(
+        "--only",
+        default=",".join(COLUMNS),
+        help=f"comma-separated columns to measure (default: {','.join(COLUMNS)})",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also save the raw results as JSON")
+    parser.add_argument(
+        "--rabbit-url", default=DEFAULT_RABBIT_URL, help=f"default: {DEFAULT_RABBIT_URL}"
+    )
+    args = parser.parse_args(argv)
+    args.selected = [c.strip() for c in args.only.split(",") if c.strip()]
+    unknown = [c for c in args.selected if c not in COLUMNS]
+    if unknown or not args.selected:
+        parser.error(f"--only: unknown column(s) {unknown}; choose from {','.join(COLUMNS)}")
+    args.selected = [c for c in COLUMNS if c in args.selected]  # the table's order
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C does: the finally blocks stop every process started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    counts = QUICK if args.quick else FULL
+    facts = machine_facts(args.selected)
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), flush=True)
+    load_before = load_average()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="zmqdriver-bench-") as workdir:
+        results = run_columns(args.selected, counts, args.rabbit_url, workdir)
+    elapsed = time.monotonic() - started
+    load_after = load_average()
+    print()
+    print(table(results, counts))
+    print(
+        f"\n{'quick' if args.quick else 'full'} run: {elapsed:.0f} s; "
+        f"1-minute load average {load_before} before, {load_after} after",
+        flush=True,
+    )
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(
+                {
+                    "machine": facts,
+                    "quick": args.quick,
+                    "counts": asdict(counts),
+                    "elapsed_s": elapsed,
+                    "load_average": [load_before, load_after],
+                    "results": {column: asdict(result) for column, result in results.items()},
+                },
+                handle,
+                indent=2,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
