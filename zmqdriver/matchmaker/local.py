@@ -15,12 +15,11 @@ foreign PIDs and rely on expiry).
 from __future__ import annotations
 
 import os
-import sqlite3
 import tempfile
-import threading
 import time
 
 from zmqdriver.matchmaker.base import MatchMaker, MatchMakerUnavailable
+from zmqdriver.matchmaker.sqlitefile import SQLiteFile
 
 # Bump when the table changes: the store holds only soft state, so an old
 # table is simply dropped (servers re-register within zmq_target_update).
@@ -74,16 +73,6 @@ def _ensure_private_dir(path: str) -> None:
         )
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    with conn:
-        conn.execute("BEGIN IMMEDIATE")
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version != _SCHEMA_VERSION:
-            conn.execute("DROP TABLE IF EXISTS records")
-            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-        conn.execute(_SCHEMA)
-
-
 class LocalMatchMaker(MatchMaker):
     """Records in a SQLite table ``(key, record, expires, pid, pidns)``.
 
@@ -93,42 +82,14 @@ class LocalMatchMaker(MatchMaker):
     def __init__(self, conf, url) -> None:
         super().__init__(conf, url)
         self.path = conf.oslo_messaging_zmq.zmq_matchmaker_path or default_path()
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid = 0
+        _ensure_private_dir(os.path.dirname(self.path) or ".")
+        self._db = SQLiteFile(
+            self.path, "embedded matchmaker store", _SCHEMA_VERSION, [_SCHEMA], ["records"]
+        )
         self._pidns = _pid_namespace()
 
-    def _connection(self) -> sqlite3.Connection:
-        # A connection must not cross fork(): a child opens its own.
-        if self._conn is None or self._pid != os.getpid():
-            self._conn = self._open()
-            self._pid = os.getpid()
-        return self._conn
-
-    def _open(self) -> sqlite3.Connection:
-        _ensure_private_dir(os.path.dirname(self.path) or ".")
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-            os.close(fd)
-            conn = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            _migrate(conn)
-        except (OSError, sqlite3.Error) as exc:
-            raise MatchMakerUnavailable(
-                f"Cannot open the embedded matchmaker store {self.path}: {exc}"
-            ) from exc
-        return conn
-
     def _execute(self, sql: str, args: tuple) -> list[tuple]:
-        with self._lock:
-            try:
-                return self._connection().execute(sql, args).fetchall()
-            except sqlite3.Error as exc:
-                raise MatchMakerUnavailable(
-                    f"Embedded matchmaker store {self.path} failed: {exc}"
-                ) from exc
+        return self._db.execute(sql, args)
 
     def register(self, key: str, record: str, expire: float) -> None:
         now = time.time()
@@ -167,7 +128,4 @@ class LocalMatchMaker(MatchMaker):
         return SQLiteNotificationStore(path, retention, redelivery)
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
+        self._db.close()

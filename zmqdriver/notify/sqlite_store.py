@@ -14,12 +14,10 @@ microseconds per poll and takes no lock.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
 import time
 
-from zmqdriver.matchmaker.base import MatchMakerUnavailable
+from zmqdriver.matchmaker.sqlitefile import SQLiteFile
 from zmqdriver.notify.store import (
     NO_LISTENER_YET,
     NotificationStore,
@@ -67,75 +65,15 @@ class SQLiteNotificationStore(NotificationStore):
     def __init__(self, path: str, retention: Retention, redelivery: float) -> None:
         super().__init__(retention, redelivery)
         self.path = path
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid = 0
-        self._local_commits = 0  # data_version does not count our own commits
+        self._db = SQLiteFile(
+            path,
+            "embedded notification store",
+            _SCHEMA_VERSION,
+            _SCHEMA,
+            ["messages", "groups", "consumers", "pending"],
+        )
         self._seen: dict[tuple[str, str], float] = {}
         self._due_checked: dict[tuple[str, str], float] = {}
-
-    # -- connection --------------------------------------------------------------------
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():
-            self._conn = self._open()
-            self._pid = os.getpid()
-        return self._conn
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-            os.close(fd)
-            conn = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            # Durable against a crashed process (the WAL is on disk); only a
-            # power loss may lose the last transactions.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("BEGIN IMMEDIATE")
-            if conn.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
-                for table in ("messages", "groups", "consumers", "pending"):
-                    conn.execute(f"DROP TABLE IF EXISTS {table}")
-                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute("COMMIT")
-        except (OSError, sqlite3.Error) as exc:
-            raise MatchMakerUnavailable(
-                f"Cannot open the embedded notification store {self.path}: {exc}"
-            ) from exc
-        return conn
-
-    def _transaction(self, work):
-        """Run ``work(conn)`` in a write transaction; SQLite errors become clear ones."""
-        with self._lock:
-            try:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                self._local_commits += 1
-                return result
-            except sqlite3.Error as exc:
-                raise MatchMakerUnavailable(
-                    f"Embedded notification store {self.path} failed: {exc}"
-                ) from exc
-
-    def _version(self) -> tuple[int, int]:
-        """Changes whenever anyone committed since the last call."""
-        with self._lock:
-            try:
-                (data_version,) = self._connection().execute("PRAGMA data_version").fetchone()
-            except sqlite3.Error as exc:
-                raise MatchMakerUnavailable(
-                    f"Embedded notification store {self.path} failed: {exc}"
-                ) from exc
-            return data_version, self._local_commits
 
     # -- appending ----------------------------------------------------------------------
 
@@ -152,7 +90,7 @@ class SQLiteNotificationStore(NotificationStore):
             self._assign(conn, stream, seq, previous or 0, now)
             return self._enforce_retention(conn, stream, now)
 
-        return self._transaction(work)
+        return self._db.transaction(work)
 
     def _assign(self, conn, stream: str, seq: int, previous: int, now: float) -> None:
         groups = conn.execute(
@@ -235,7 +173,7 @@ class SQLiteNotificationStore(NotificationStore):
                 [(stream, group, consumer, now) for stream in streams],
             )
 
-        self._transaction(work)
+        self._db.transaction(work)
         self._seen[(group, consumer)] = time.monotonic()
 
     def unsubscribe(self, streams: list[str], group: str, consumer: str) -> None:
@@ -252,7 +190,7 @@ class SQLiteNotificationStore(NotificationStore):
                 (group, consumer, *streams),
             )
 
-        self._transaction(work)
+        self._db.transaction(work)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -262,10 +200,10 @@ class SQLiteNotificationStore(NotificationStore):
         deadline = time.monotonic() + timeout
         poll, seen_version = _POLL_MIN, None
         while True:
-            version = self._version()
+            version = self._db.change_token()
             if version != seen_version or self._due_check(group, consumer):
                 seen_version = version
-                messages = self._transaction(
+                messages = self._db.transaction(
                     lambda conn: self._claim(conn, streams, group, consumer, count)
                 )
                 if messages:
@@ -334,7 +272,7 @@ class SQLiteNotificationStore(NotificationStore):
     # -- settling -----------------------------------------------------------------------
 
     def ack(self, message: StoredNotification, group: str) -> None:
-        self._transaction(
+        self._db.transaction(
             lambda conn: conn.execute(
                 "DELETE FROM pending WHERE grp = ? AND stream = ? AND seq = ?",
                 (group, message.stream, int(message.id)),
@@ -342,7 +280,7 @@ class SQLiteNotificationStore(NotificationStore):
         )
 
     def requeue(self, message: StoredNotification, group: str) -> None:
-        self._transaction(
+        self._db.transaction(
             lambda conn: conn.execute(
                 "UPDATE pending SET consumer = '', visible_at = 0 "
                 "WHERE grp = ? AND stream = ? AND seq = ?",
@@ -351,7 +289,4 @@ class SQLiteNotificationStore(NotificationStore):
         )
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
+        self._db.close()
