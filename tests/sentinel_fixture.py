@@ -100,13 +100,15 @@ class SentinelCluster:
         self.password = password
         self.sentinel_password = sentinel_password
         auth = ("--requirepass", password, "--masterauth", password) if password else ()
-        self.master = RedisServer(directory / "master", auth)
+        # Redis delays a full sync by 5 s by default, hoping for more replicas to share it.
+        args = ("--repl-diskless-sync-delay", "0", *auth)
+        self.master = RedisServer(directory / "master", args)
         # Every data node, by port: after a failover any of them may be the master.
         self.servers: dict[int, RedisServer] = {self.master.port: self.master}
         self.replicas: list[RedisServer] = []
         for index in range(replicas):
-            args = ("--replicaof", self.master.host, str(self.master.port), *auth)
-            replica = RedisServer(directory / f"replica{index}", args)
+            replica_args = ("--replicaof", self.master.host, str(self.master.port), *args)
+            replica = RedisServer(directory / f"replica{index}", replica_args)
             self.replicas.append(replica)
             self.servers[replica.port] = replica
         config = [

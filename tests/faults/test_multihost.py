@@ -69,7 +69,7 @@ def network() -> Iterator[netns.Network]:
 
 
 @pytest.fixture(scope="module")
-def deployment(network, tmp_path_factory) -> Deployment:
+def multihost(network, tmp_path_factory) -> Deployment:
     """Redis on host A (network cleanup kills it) and one config file per host."""
     tmpdir = tmp_path_factory.mktemp("multihost")
     a, b, _ = network.hosts
@@ -162,7 +162,10 @@ def tail(path: Path) -> str:
         return f"(no log: {exc})"
 
 
-def test_rpc_across_hosts(deployment):
+def test_rpc_across_hosts(multihost):
+    # Named apart from tests.functional's ``deployment`` fixture, which
+    # tests/faults/conftest.py brings into this directory.
+    deployment = multihost
     a, b, c = deployment.network.hosts
     topic = helpers.unique("topic")
     servers = [Server(deployment, host, topic, name) for host, name in zip((b, c), SERVERS)]

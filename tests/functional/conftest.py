@@ -32,9 +32,14 @@ class Deployment:
         return oslo_messaging.get_rpc_transport(conf or self.conf(), **kwargs)
 
     def server(
-        self, topic: str, server: str, exchange: str | None = None, mode: str = "threading"
+        self,
+        topic: str,
+        server: str,
+        exchange: str | None = None,
+        mode: str = "threading",
+        journal: str | None = None,
     ) -> helpers.ServerProcess:
-        return helpers.ServerProcess(self.config_file, topic, server, exchange, mode)
+        return helpers.ServerProcess(self.config_file, topic, server, exchange, mode, journal)
 
 
 def _deployment(kind: str, tmpdir: str, request) -> Deployment:
@@ -56,6 +61,12 @@ def _deployment(kind: str, tmpdir: str, request) -> Deployment:
 def deployment(request, tmp_path) -> Deployment:
     """A fresh deployment on the embedded matchmaker, then on Redis."""
     return _deployment(request.param, str(tmp_path), request)
+
+
+@pytest.fixture
+def redis_deployment(request, tmp_path) -> Deployment:
+    """A fresh deployment on the Redis matchmaker only (for Redis-specific faults)."""
+    return _deployment("redis", str(tmp_path), request)
 
 
 @pytest.fixture(scope="module", params=["zmq", "redis"])

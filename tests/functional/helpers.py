@@ -66,6 +66,7 @@ class ServerProcess:
         server: str,
         exchange: str | None = None,
         mode: str = "threading",
+        journal: str | None = None,
     ) -> None:
         self.name = server
         cmd = [
@@ -83,6 +84,8 @@ class ServerProcess:
         ]
         if exchange:
             cmd += ["--exchange", exchange]
+        if journal:
+            cmd += ["--journal", journal]
         env = dict(os.environ, PYTHONPATH=REPO)
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline().strip()

@@ -47,6 +47,12 @@ QUERY_OPTIONS = ("db", "sentinel_username", "sentinel_password")
 
 T = TypeVar("T")
 
+_AUTH_ERRORS = (
+    redis_exc.AuthenticationError,
+    redis_exc.AuthorizationError,
+    redis_exc.NoPermissionError,
+)
+
 
 class _NoMaster(MasterNotFoundError):
     """No sentinel gave a usable master; says what each sentinel answered.
@@ -91,14 +97,16 @@ class _Sentinel(Sentinel):
             address = _format_address(kwargs["host"], kwargs["port"])
             try:
                 masters = sentinel.sentinel_masters()
-            except (redis_exc.AuthenticationError, redis_exc.AuthorizationError) as exc:
-                # Before ConnectionError, which they subclass: a password problem.
+            except _AUTH_ERRORS as exc:
+                # Before ConnectionError, which some subclass: a password problem.
                 refused.append((address, exc))
                 continue
             except (redis_exc.ConnectionError, redis_exc.TimeoutError) as exc:
                 unreachable.append((address, exc))
                 continue
-            except redis_exc.ResponseError as exc:  # NOPERM for an ACL user, say
+            except redis_exc.RedisError as exc:
+                # Not a sentinel at all (a plain Redis, another protocol):
+                # a configuration error, but the next sentinel may still answer.
                 refused.append((address, exc))
                 continue
             state = masters.get(service_name)
@@ -242,15 +250,20 @@ class SentinelMatchMaker(RedisMatchMaker):
             # Some sentinel knows the master: an outage, perhaps a failover under way.
             reports = ", ".join(f"{address} reports {flags}" for address, flags in exc.down)
             return MatchMakerUnavailable(
-                f"{prefix}: master {exc.service!r} is down ({reports}); "
-                f"waiting for the sentinels to fail over{others}"
+                f"{prefix}: master {exc.service!r} is down ({reports}) until it returns or "
+                f"the sentinels promote a replica{others}"
             )
         if exc.refused:
             details = "; ".join(f"{address}: {error}" for address, error in exc.refused)
+            hint = ""
+            if any(isinstance(error, _AUTH_ERRORS) for _, error in exc.refused):
+                hint = (
+                    "; the sentinels' own credentials go in ?sentinel_username=...&"
+                    "sentinel_password=... of the transport URL (user:password@ are the master's)"
+                )
             return MatchMakerError(
-                f"{prefix}: sentinel(s) refused the request ({details}); the sentinels' own "
-                "credentials go in ?sentinel_username=...&sentinel_password=... of the "
-                f"transport URL (user:password@ are the master's){others}"
+                f"{prefix}: sentinel(s) refused to name master {exc.service!r} ({details})"
+                f"{hint}{others}"
             )
         if exc.unknown:
             addresses = ", ".join(address for address, _ in exc.unknown)
