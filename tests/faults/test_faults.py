@@ -144,13 +144,16 @@ def test_rolling_restart_of_three_servers_under_load(load):
             server.kill()
 
 
-def test_redis_restart_under_load(redis_deployment, redis_server, tmp_path):
+def test_redis_outage_and_restart_under_load(redis_deployment, redis_server, tmp_path):
     load = Load(redis_deployment, unique("faults"), tmp_path)
     servers = [load.server("s1"), load.server("s2")]
     try:
         load.start()
         assert load.halfway.wait(120)
         redis_server.stop()  # SIGKILL; it comes back empty (no persistence)
+        # While Redis is down, clients keep sending to the servers they know.
+        sent = load.casts_sent
+        wait_until(lambda: load.casts_sent >= sent + 200, what="casts while Redis is down")
         redis_server.start()
         load.finish()
         assert_none_lost(load.wait_for_every_cast())
