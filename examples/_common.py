@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import warnings
 
 # Our dependencies announce eventlet's deprecation on import; the examples
@@ -26,3 +28,17 @@ def load_config(extra_opts: list[cfg.Opt], argv: list[str] | None = None) -> cfg
     conf(sys.argv[1:] if argv is None else argv, project="zmqdriver-examples")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return conf
+
+
+def serve_until_stopped(server, transport, run_for: float | None, ready_message: str = "") -> None:
+    """Start an oslo server, run until SIGTERM/SIGINT (or ``run_for`` seconds), stop cleanly."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.start()
+    if ready_message:
+        print(ready_message, flush=True)
+    stop.wait(run_for)
+    server.stop()
+    server.wait()
+    transport.cleanup()

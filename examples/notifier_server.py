@@ -9,13 +9,11 @@ Prints every info notification of --topic until interrupted (or for --run-for se
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 
 # isort: off
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import load_config  # noqa: E402  (first: it quiets dependency warnings)
+from _common import load_config, serve_until_stopped  # noqa: E402  (first: it quiets dependency warnings)
 
 import oslo_messaging  # noqa: E402
 from oslo_config import cfg  # noqa: E402
@@ -38,14 +36,7 @@ def main() -> None:
     listener = oslo_messaging.get_notification_listener(
         transport, [oslo_messaging.Target(topic=conf.topic)], [PrintingEndpoint()], pool=conf.pool
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    listener.start()
-    stop.wait(conf.run_for)
-    listener.stop()
-    listener.wait()
-    transport.cleanup()
+    serve_until_stopped(listener, transport, conf.run_for)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,11 @@ Serves ``echo``, ``add`` and ``count`` until interrupted (or for --run-for secon
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 
 # isort: off
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import load_config  # noqa: E402  (first: it quiets dependency warnings)
+from _common import load_config, serve_until_stopped  # noqa: E402  (first: it quiets dependency warnings)
 
 import oslo_messaging  # noqa: E402
 from oslo_config import cfg  # noqa: E402
@@ -43,15 +41,8 @@ def main() -> None:
     transport = oslo_messaging.get_rpc_transport(conf)
     target = oslo_messaging.Target(topic=conf.topic, server=conf.server)
     server = oslo_messaging.get_rpc_server(transport, target, [DemoEndpoint(conf.server)])
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server.start()
-    print(f"server {conf.server} ready on topic {conf.topic}", flush=True)
-    stop.wait(conf.run_for)
-    server.stop()
-    server.wait()
-    transport.cleanup()
+    ready = f"server {conf.server} ready on topic {conf.topic}"
+    serve_until_stopped(server, transport, conf.run_for, ready)
 
 
 if __name__ == "__main__":

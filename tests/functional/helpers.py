@@ -56,7 +56,26 @@ def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-class ServerProcess:
+class ChildProcess:
+    """A test program in its own process: stopped gracefully or killed, by PID."""
+
+    name = "child"
+    proc: subprocess.Popen
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Graceful stop (SIGTERM); asserts the program exits cleanly."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout)
+        assert self.proc.returncode == 0, f"{self.name} exited {self.proc.returncode}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+class ServerProcess(ChildProcess):
     """An RPC server (tests/functional/rpc_server_proc.py) in its own process."""
 
     def __init__(
@@ -93,18 +112,6 @@ class ServerProcess:
             self.kill()
             raise AssertionError(f"server {server} did not start (said {line!r})")
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Graceful stop (SIGTERM); asserts the server exits cleanly."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout)
-        assert self.proc.returncode == 0, f"server {self.name} exited {self.proc.returncode}"
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-
 
 def client(
     transport,
@@ -118,7 +125,7 @@ def client(
     return oslo_messaging.get_rpc_client(transport, target, **kwargs)
 
 
-class ListenerProcess:
+class ListenerProcess(ChildProcess):
     """A notification listener (tests/functional/notify_listener_proc.py) in its own process.
 
     ``records`` collects the JSON lines it prints, one per handled notification.
@@ -152,17 +159,11 @@ class ListenerProcess:
     def handled(self) -> list[int]:
         return [r["n"] for r in list(self.records) if "n" in r]
 
-    def stop(self, timeout: float = 60.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout)
-        self._reader.join(timeout)
-        assert self.proc.returncode == 0, f"listener exited {self.proc.returncode}"
+    name = "listener"
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
+    def stop(self, timeout: float = 60.0) -> None:
+        super().stop(timeout)
+        self._reader.join(timeout)
 
 
 def send_notifications(

@@ -9,12 +9,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import zmq
 
+from tests.support import eventually
 from zmqdriver.eventloop import IoLoop, runtime_for_process
 from zmqdriver.eventloop.loop import LoopStopped
 from zmqdriver.eventloop.native import NativeRuntime
@@ -22,15 +22,6 @@ from zmqdriver.eventloop.native import NativeRuntime
 pytestmark = pytest.mark.timeout(60)
 
 WAIT = 10.0  # generous: conditions are normally met in milliseconds
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 class Boom(Exception):
@@ -140,7 +131,7 @@ def test_calls_from_many_threads(loop):
 def test_tasks_submitted_by_a_task_run_too(loop):
     ran = []
     loop.submit(lambda: loop.submit(ran.append, "inner"))
-    assert wait_until(lambda: ran == ["inner"])
+    assert eventually(lambda: ran == ["inner"], WAIT, poll=0.005)
 
 
 # -- readers -------------------------------------------------------------------------
@@ -165,7 +156,7 @@ def test_add_reader_delivers_messages_in_the_loop_thread(loop, ctx):
     loop.call(loop.add_reader, receiver, on_message)
     for i in range(5):
         loop.submit(sender.send_multipart, [b"header", f"body-{i}".encode()])
-    assert wait_until(lambda: len(received) == 5)
+    assert eventually(lambda: len(received) == 5, WAIT, poll=0.005)
     assert [frames for frames, _ in received] == [
         [b"header", f"body-{i}".encode()] for i in range(5)
     ]
@@ -186,7 +177,7 @@ def test_push_pull_over_tcp(loop, ctx):
 
     push = loop.call(setup)
     loop.submit(push.send_multipart, [b"a", b"b", b"c"])
-    assert wait_until(lambda: received == [[b"a", b"b", b"c"]])
+    assert eventually(lambda: received == [[b"a", b"b", b"c"]], WAIT, poll=0.005)
     loop.call(push.close, 0)
 
 
@@ -203,7 +194,7 @@ def test_a_failing_reader_callback_does_not_stop_delivery(loop, ctx, caplog):
     with caplog.at_level(logging.ERROR):
         for body in (b"ok-1", b"bad", b"ok-2"):
             loop.submit(sender.send_multipart, [body])
-        assert wait_until(lambda: len(received) == 3)
+        assert eventually(lambda: len(received) == 3, WAIT, poll=0.005)
     assert received == [[b"ok-1"], [b"bad"], [b"ok-2"]]
     assert any("handler failed" in r.getMessage() for r in caplog.records)
     loop.call(sender.close)
@@ -214,7 +205,7 @@ def test_remove_reader_stops_delivery(loop, ctx):
     receiver, sender = loop.call(_pair, ctx, "remove")
     loop.call(loop.add_reader, receiver, received.append)
     loop.submit(sender.send_multipart, [b"first"])
-    assert wait_until(lambda: received == [[b"first"]])
+    assert eventually(lambda: received == [[b"first"]], WAIT, poll=0.005)
 
     loop.call(loop.remove_reader, receiver)
     loop.call(sender.send_multipart, [b"second"])
@@ -245,7 +236,7 @@ def test_a_busy_socket_does_not_starve_the_others(loop, ctx):
         return busy_tx, quiet_tx
 
     senders = loop.call(setup)
-    assert wait_until(lambda: len(order) == 1001)
+    assert eventually(lambda: len(order) == 1001, WAIT, poll=0.005)
     assert order.index(b"quiet") <= 256  # at most one batch of the busy socket first
     for sender in senders:
         loop.call(sender.close)

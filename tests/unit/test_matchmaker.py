@@ -17,12 +17,11 @@ from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
-import oslo_messaging
 import pytest
-from oslo_config import cfg
 
 from tests.redis_fixture import RedisServer, free_port
-from zmqdriver import matchmaker, options
+from tests.support import eventually, make_conf, parse
+from zmqdriver import matchmaker
 from zmqdriver.matchmaker.local import LocalMatchMaker
 from zmqdriver.matchmaker.redis import RedisMatchMaker
 
@@ -31,29 +30,6 @@ KEY = "zmqdriver/exchange/topic"
 GONE_TIMEOUT = 10.0
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def make_conf(**overrides) -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    options.register(conf)
-    conf([])
-    for name, value in overrides.items():
-        conf.set_override(name, value, group=options.GROUP)
-    return conf
-
-
-def parse(conf: cfg.ConfigOpts, url: str) -> oslo_messaging.TransportURL:
-    return oslo_messaging.TransportURL.parse(conf, url)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = GONE_TIMEOUT) -> bool:
-    """Poll ``condition``; True as soon as it holds, False after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 @pytest.fixture
@@ -134,7 +110,7 @@ def test_reregister_refreshes(mm):
     mm.register(KEY, "a:1", 60)
     mm.register(KEY, "probe:1", 0.3)
     # Once the probe registered after the first expiry is gone, so would a:1 be.
-    assert wait_until(lambda: "probe:1" not in mm.lookup(KEY))
+    assert eventually(lambda: "probe:1" not in mm.lookup(KEY), GONE_TIMEOUT)
     assert mm.lookup(KEY) == ["a:1"]
 
 
@@ -169,13 +145,13 @@ def test_keys_are_independent(mm):
 def test_expiry(mm):
     mm.register(KEY, "a:1", 0.3)
     assert mm.lookup(KEY) == ["a:1"]
-    assert wait_until(lambda: mm.lookup(KEY) == []), "record did not expire"
+    assert eventually(lambda: mm.lookup(KEY) == [], GONE_TIMEOUT), "record did not expire"
 
 
 def test_never_expires(mm):
     mm.register(KEY, "forever:1", 0)
     mm.register(KEY, "short:2", 0.3)
-    assert wait_until(lambda: "short:2" not in mm.lookup(KEY))
+    assert eventually(lambda: "short:2" not in mm.lookup(KEY), GONE_TIMEOUT)
     assert mm.lookup(KEY) == ["forever:1"]
 
 
@@ -423,7 +399,7 @@ def test_redis_key_expiry_follows_longest_record(redis_mm, redis_server):
         # Records of a server that died: the key vanishes with no lookup at all.
         mm.register("zmqdriver/dead", "dead:1", 0.3)
         assert client.exists("zmqdriver/dead") == 1
-        assert wait_until(lambda: client.exists("zmqdriver/dead") == 0)
+        assert eventually(lambda: client.exists("zmqdriver/dead") == 0, GONE_TIMEOUT)
 
 
 def test_redis_no_prefix_added(redis_mm, redis_server):

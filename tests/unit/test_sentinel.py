@@ -7,17 +7,15 @@ reconfigure them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from importlib import metadata
 
-import oslo_messaging
 import pytest
-from oslo_config import cfg
 
 from tests.redis_fixture import free_port
 from tests.sentinel_fixture import SERVICE, SentinelCluster
-from zmqdriver import matchmaker, options
+from tests.support import eventually, make_conf, parse
+from zmqdriver import matchmaker
 from zmqdriver.matchmaker.redis import RedisMatchMaker
 from zmqdriver.matchmaker.sentinel import SentinelMatchMaker
 from zmqdriver.notify.store import Retention
@@ -28,29 +26,6 @@ GONE_TIMEOUT = 10.0
 FAILOVER_DEADLINE = 60.0
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(180)]
-
-
-def make_conf(**overrides) -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    options.register(conf)
-    conf([])
-    for name, value in overrides.items():
-        conf.set_override(name, value, group=options.GROUP)
-    return conf
-
-
-def parse(conf: cfg.ConfigOpts, url: str) -> oslo_messaging.TransportURL:
-    return oslo_messaging.TransportURL.parse(conf, url)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = GONE_TIMEOUT) -> bool:
-    """Poll ``condition``; True as soon as it holds, False after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 @pytest.fixture
@@ -92,7 +67,9 @@ def test_expiry(mm):
     mm.register(KEY, "forever:1", 0)
     mm.register(KEY, "short:2", 0.3)
     assert mm.lookup(KEY) == ["forever:1", "short:2"]
-    assert wait_until(lambda: "short:2" not in mm.lookup(KEY)), "record did not expire"
+    assert eventually(lambda: "short:2" not in mm.lookup(KEY), GONE_TIMEOUT), (
+        "record did not expire"
+    )
     assert mm.lookup(KEY) == ["forever:1"]
 
 
@@ -332,7 +309,7 @@ def test_failover_keeps_working_and_keeps_replicated_records(sentinel_cluster_fa
             failures.append(str(exc))
             return False
 
-    assert wait_until(register_and_lookup, FAILOVER_DEADLINE), failures[-3:]
+    assert eventually(register_and_lookup, FAILOVER_DEADLINE), failures[-3:]
     assert mm.lookup(KEY) == ["after:1", "before:1", "before:2"]
     with new.client(decode_responses=True) as client:
         assert sorted(client.zrange(KEY, 0, -1)) == ["after:1", "before:1", "before:2"]
