@@ -28,6 +28,8 @@ class Counts:
     fanout_servers: int
     fanout_casts: int  # each delivered to every server
     fanout_cap: float
+    notifications: int  # sent from one thread, received by one listener
+    notify_cap: float
     drain_cap: float  # wait for servers to receive what was sent
     raw_pipelined: int  # raw pyzmq round trips, ``raw_window`` in flight
     raw_window: int
@@ -47,6 +49,8 @@ FULL = Counts(
     fanout_servers=3,
     fanout_casts=4000,
     fanout_cap=15.0,
+    notifications=2000,
+    notify_cap=15.0,
     drain_cap=30.0,
     raw_pipelined=50000,
     raw_window=64,
@@ -66,6 +70,8 @@ QUICK = Counts(
     fanout_servers=3,
     fanout_casts=50,
     fanout_cap=2.0,
+    notifications=100,
+    notify_cap=2.0,
     drain_cap=5.0,
     raw_pipelined=2000,
     raw_window=64,

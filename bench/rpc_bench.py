@@ -2,7 +2,8 @@
 
 The client side runs in this process on ``cfg.CONF`` (parsed once by the
 caller); the RPC servers (bench/rpc_server.py) run in their own processes
-with the threading executor, on topics unique to this run.
+with the threading executor, on topics unique to this run, and so does the
+notification listener of bench/notify_bench.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import uuid
 import oslo_messaging
 from oslo_config import cfg
 
+from bench import notify_bench
 from bench.measure import LARGE, SMALL, Counts, Deadline, Result, latency_values
 from bench.procs import start_children, stop_all
 
@@ -31,7 +33,9 @@ def run_column(url: str, config_file: str, counts: Counts) -> Result:
         return "rpc_server", args, f"rpc server {server}"
 
     specs = [spec(topic, "single")] + [spec(fanout_topic, name) for name in fanout_names]
-    servers = start_children(specs, counts.start_cap)
+    listener_spec, notify_topic = notify_bench.listener_spec(url, config_file, counts)
+    servers = start_children(specs + [listener_spec], counts.start_cap)
+    listener = servers[-1]
     result = Result()
     transport = None
     try:
@@ -41,6 +45,10 @@ def run_column(url: str, config_file: str, counts: Counts) -> Result:
             ("call throughput", lambda: _call_throughput(transport, topic, counts, result)),
             ("cast throughput", lambda: _cast_throughput(transport, topic, counts, result)),
             ("fanout", lambda: _fanout(transport, fanout_topic, fanout_names, counts, result)),
+            (
+                "notifications",
+                lambda: notify_bench.measure(url, listener, notify_topic, counts, result),
+            ),
         ]
         for name, step in steps:
             try:

@@ -60,6 +60,7 @@ def metrics(counts: Counts) -> list[Metric]:
         Metric("call_tput", f"calls/s, {counts.threads} threads, 1 transport (raw: †)", "/s"),
         Metric("cast_tput", "casts/s until the server has all, 1 thread", "/s"),
         Metric("fanout_tput", f"fanout deliveries/s, {counts.fanout_servers} servers", "/s"),
+        Metric("notify_tput", "notifications/s until the listener has all", "/s"),
     ]
 
 

@@ -1,0 +1,94 @@
+"""The benchmark still runs: ``bench/run.py --quick --only zmq,raw`` prints its whole table.
+
+A smoke test of the benchmark's code, not of performance: no timing is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.functional import helpers
+
+pytestmark = pytest.mark.timeout(240)
+
+RUN_TIMEOUT = 180  # seconds; the quick run takes about 10 s on a 2-core machine
+
+# Every row of the table, with the quick counts (bench/measure.py QUICK).
+ROWS = [
+    "call latency p50, 100 B",
+    "call latency p99, 100 B",
+    "call latency p50, 10 KiB",
+    "call latency p99, 10 KiB",
+    "calls/s, 8 threads, 1 transport (raw: †)",
+    "casts/s until the server has all, 1 thread",
+    "fanout deliveries/s, 3 servers",
+    "notifications/s until the listener has all",
+]
+RAW_ROWS = ROWS[:5]  # the rows raw pyzmq has a number for
+
+
+def run_bench(args: list[str], env: dict) -> tuple[int, str]:
+    """Run bench/run.py; on timeout stop it by PID with SIGTERM, so it stops its own children."""
+    process = subprocess.Popen(
+        [sys.executable, "bench/run.py", *args],
+        cwd=helpers.REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        out, _ = process.communicate(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)  # its finally blocks stop what it started
+        try:
+            out, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, _ = process.communicate()
+        pytest.fail(f"bench/run.py did not finish within {RUN_TIMEOUT} s:\n{out}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, out
+
+
+def table_rows(out: str) -> dict[str, list[str]]:
+    """The printed table's rows: label -> the other cells."""
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith("| ") and not line.startswith("|--"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_quick_run_prints_every_row(tmp_path):
+    # The embedded matchmaker and notification store default to XDG_RUNTIME_DIR: keep them
+    # private to this run (the benchmark also points zmq_matchmaker_path into its temp dir).
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
+
+    code, out = run_bench(["--quick", "--only", "zmq,raw"], env)
+
+    assert code == 0, out
+    rows = table_rows(out)
+    assert rows.get("metric") == ["zmq://", "raw pyzmq", "zmq vs rabbit", "zmq vs raw"], out
+    for row in ROWS:
+        assert row in rows, f"row {row!r} missing:\n{out}"
+        zmq_cell = rows[row][0]
+        assert zmq_cell not in ("-", "unavailable"), f"no zmq:// value for {row!r}:\n{out}"
+    for row in RAW_ROWS:
+        assert rows[row][1] not in ("-", "unavailable"), f"no raw value for {row!r}:\n{out}"
+    notes = [line for line in out.splitlines() if line.startswith("    note: ")]
+    broken = [note for note in notes if "failed" in note or "LOST" in note]
+    assert not broken, out  # a row that raised, or messages that never arrived
+    assert "rabbit" not in out.split("\n| metric")[0], out  # no RabbitMQ looked up or started
