@@ -142,6 +142,10 @@ class NotificationListener(base.PollStyleListener):
 
     def stop(self) -> None:
         self._stopped = True
+        # Prefetched but never handed to the server: others may have them now.
+        surplus, self._surplus = self._surplus, []
+        for message in surplus:
+            message.requeue()
         try:
             self._store.unsubscribe(self._streams, self._group, self._consumer)
         except MatchMakerError as exc:

@@ -15,6 +15,7 @@ microseconds per poll and takes no lock.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 
 from zmqdriver.matchmaker.sqlitefile import SQLiteFile
@@ -25,7 +26,7 @@ from zmqdriver.notify.store import (
     StoredNotification,
 )
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS messages (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -33,6 +34,7 @@ _SCHEMA = [
         ts REAL NOT NULL,
         payload TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS messages_by_stream ON messages (stream, seq)",
+    "CREATE INDEX IF NOT EXISTS messages_by_age ON messages (stream, ts)",
     """CREATE TABLE IF NOT EXISTS groups (
         stream TEXT NOT NULL,
         grp TEXT NOT NULL,
@@ -59,6 +61,10 @@ _POLL_MIN, _POLL_MAX = 0.002, 0.02
 _LIVENESS = 3.0  # a consumer that has not polled for this long gets no new assignments
 _SEEN_EVERY = 1.0  # how often a polling consumer refreshes its seen_at
 _ASSIGN_GRACE = 5.0  # assigned but unread for this long: anyone of the group may take it
+_PREFETCH = 64  # a listener takes up to this many of its own assignments per transaction
+# Retention is checked every this many appends to a stream (or once a second):
+# checking on every append costs more as the stream grows.
+_RETENTION_EVERY = 64
 
 
 class SQLiteNotificationStore(NotificationStore):
@@ -74,6 +80,12 @@ class SQLiteNotificationStore(NotificationStore):
         )
         self._seen: dict[tuple[str, str], float] = {}
         self._due_checked: dict[tuple[str, str], float] = {}
+        self._appends: dict[str, tuple[int, float]] = {}  # stream -> (since check, when)
+        self._live: dict[tuple[str, str], tuple[float, list[str]]] = {}
+        # Acknowledgements are written in batches, with the next transaction
+        # anyway (a crash loses only acks: those messages come again).
+        self._acks: list[tuple[str, str, int]] = []
+        self._acks_lock = threading.Lock()
 
     # -- appending ----------------------------------------------------------------------
 
@@ -88,9 +100,38 @@ class SQLiteNotificationStore(NotificationStore):
                 (stream, now, payload),
             ).lastrowid
             self._assign(conn, stream, seq, previous or 0, now)
-            return self._enforce_retention(conn, stream, now)
+            if self._retention_due(stream):
+                return self._enforce_retention(conn, stream, now)
+            return {}
 
         return self._db.transaction(work)
+
+    def _retention_due(self, stream: str) -> bool:
+        count, when = self._appends.get(stream, (0, 0.0))
+        now = time.monotonic()
+        # Small limits are enforced on every append, large ones loosely (a few %).
+        every = min(_RETENTION_EVERY, max(1, self.retention.max_count // 16))
+        if count + 1 >= every or now - when >= 1.0:
+            self._appends[stream] = (0, now)
+            return True
+        self._appends[stream] = (count + 1, when)
+        return False
+
+    def _live_consumers(self, conn, stream: str, group: str, now: float) -> list[str]:
+        # Membership changes rarely: a second-old view is good enough to assign.
+        cached = self._live.get((stream, group))
+        if cached and now - cached[0] < 1.0:
+            return cached[1]
+        live = [
+            consumer
+            for (consumer,) in conn.execute(
+                "SELECT consumer FROM consumers WHERE stream = ? AND grp = ? "
+                "AND seen_at > ? ORDER BY consumer",
+                (stream, group, now - _LIVENESS),
+            )
+        ]
+        self._live[(stream, group)] = (now, live)
+        return live
 
     def _assign(self, conn, stream: str, seq: int, previous: int, now: float) -> None:
         groups = conn.execute(
@@ -99,14 +140,7 @@ class SQLiteNotificationStore(NotificationStore):
         for group, last_seq, rr in groups:
             if last_seq < previous:
                 continue  # a backlog nobody has read yet: keep order, let readers take it
-            live = [
-                consumer
-                for (consumer,) in conn.execute(
-                    "SELECT consumer FROM consumers WHERE stream = ? AND grp = ? "
-                    "AND seen_at > ? ORDER BY consumer",
-                    (stream, group, now - _LIVENESS),
-                )
-            ]
+            live = self._live_consumers(conn, stream, group, now)
             if not live:
                 continue
             conn.execute(
@@ -178,6 +212,7 @@ class SQLiteNotificationStore(NotificationStore):
 
     def unsubscribe(self, streams: list[str], group: str, consumer: str) -> None:
         def work(conn: sqlite3.Connection) -> None:
+            self._write_acks(conn)
             marks = ",".join("?" * len(streams))
             conn.execute(
                 f"DELETE FROM consumers WHERE grp = ? AND consumer = ? AND stream IN ({marks})",
@@ -209,6 +244,7 @@ class SQLiteNotificationStore(NotificationStore):
                 if messages:
                     return messages
                 poll = _POLL_MIN
+            self.flush()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
@@ -225,15 +261,25 @@ class SQLiteNotificationStore(NotificationStore):
 
     def _claim(self, conn, streams, group, consumer, count) -> list[StoredNotification]:
         now = time.time()
+        self._write_acks(conn)
         self._touch(conn, streams, group, consumer, now)
         marks = ",".join("?" * len(streams))
+        # Our own assignments in bulk (the listener keeps the surplus), then
+        # anything due for redelivery, then the unassigned backlog.
         claimed = conn.execute(
             f"""SELECT stream, seq FROM pending
-                WHERE grp = ? AND stream IN ({marks})
-                  AND ((consumer = ? AND delivered = 0) OR visible_at <= ?)
-                ORDER BY consumer != ?, seq LIMIT ?""",
-            (group, *streams, consumer, now, consumer, count),
+                WHERE grp = ? AND stream IN ({marks}) AND consumer = ? AND delivered = 0
+                ORDER BY seq LIMIT ?""",
+            (group, *streams, consumer, max(count, _PREFETCH)),
         ).fetchall()
+        if len(claimed) < count:
+            claimed += conn.execute(
+                f"""SELECT stream, seq FROM pending
+                    WHERE grp = ? AND stream IN ({marks}) AND visible_at <= ?
+                      AND NOT (consumer = ? AND delivered = 0)
+                    ORDER BY seq LIMIT ?""",
+                (group, *streams, now, consumer, count - len(claimed)),
+            ).fetchall()
         for stream in streams:
             if len(claimed) >= count:
                 break
@@ -253,10 +299,18 @@ class SQLiteNotificationStore(NotificationStore):
             "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, 1, ?)",
             [(stream, group, seq, consumer, now + self.redelivery) for stream, seq in claimed],
         )
+        if not claimed:
+            return []
+        payloads = dict(
+            conn.execute(
+                f"SELECT seq, payload FROM messages WHERE seq IN ({','.join('?' * len(claimed))})",
+                [seq for _, seq in claimed],
+            ).fetchall()
+        )
         return [
-            StoredNotification(stream, str(seq), payload)
+            StoredNotification(stream, str(seq), payloads[seq])
             for stream, seq in claimed
-            for (payload,) in conn.execute("SELECT payload FROM messages WHERE seq = ?", (seq,))
+            if seq in payloads
         ]
 
     def _touch(self, conn, streams, group, consumer, now) -> None:
@@ -272,12 +326,18 @@ class SQLiteNotificationStore(NotificationStore):
     # -- settling -----------------------------------------------------------------------
 
     def ack(self, message: StoredNotification, group: str) -> None:
-        self._db.transaction(
-            lambda conn: conn.execute(
-                "DELETE FROM pending WHERE grp = ? AND stream = ? AND seq = ?",
-                (group, message.stream, int(message.id)),
-            )
-        )
+        with self._acks_lock:
+            self._acks.append((group, message.stream, int(message.id)))
+
+    def _write_acks(self, conn) -> None:
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+        conn.executemany("DELETE FROM pending WHERE grp = ? AND stream = ? AND seq = ?", acks)
+
+    def flush(self) -> None:
+        """Write buffered acknowledgements now."""
+        if self._acks:
+            self._db.transaction(self._write_acks)
 
     def requeue(self, message: StoredNotification, group: str) -> None:
         self._db.transaction(
@@ -289,4 +349,5 @@ class SQLiteNotificationStore(NotificationStore):
         )
 
     def close(self) -> None:
+        self.flush()
         self._db.close()
