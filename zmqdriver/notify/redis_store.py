@@ -12,6 +12,7 @@ handling (several hosts, failover, clear errors).
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 from redis import exceptions as redis_exc
@@ -90,6 +91,10 @@ return dropped
 # that a stopping listener is not kept waiting.
 _BLOCK_SLICE = 0.25
 
+# A listener takes up to this many new messages per read (its listener keeps
+# the surplus): one round trip per message would cap a listener's rate.
+_PREFETCH = 16
+
 
 class RedisNotificationStore(NotificationStore):
     def __init__(self, matchmaker, retention: Retention, redelivery: float) -> None:
@@ -97,6 +102,10 @@ class RedisNotificationStore(NotificationStore):
         self._matchmaker = matchmaker
         self._append_scripts: dict[int, object] = {}
         self._last_claim: dict[tuple[str, str], float] = {}
+        # Acknowledgements go out in batches before the next read (a crash
+        # loses only acks: those messages are delivered again).
+        self._acks: dict[tuple[str, str], list[str]] = {}
+        self._acks_lock = threading.Lock()
 
     def _script(self, backend):
         script = self._append_scripts.get(id(backend))
@@ -136,14 +145,16 @@ class RedisNotificationStore(NotificationStore):
     def read(
         self, streams: list[str], group: str, consumer: str, count: int, timeout: float
     ) -> list[StoredNotification]:
+        self.flush()
         messages = self._claim_due(streams, group, consumer, count)
         deadline = time.monotonic() + timeout
         while not messages:
             remaining = deadline - time.monotonic()
             block_ms = max(1, int(min(remaining, _BLOCK_SLICE) * 1000))
-            messages = self._read_new(streams, group, consumer, count, block_ms)
+            messages = self._read_new(streams, group, consumer, max(count, _PREFETCH), block_ms)
             if messages or remaining <= _BLOCK_SLICE:
                 break
+            self.flush()
         return messages
 
     def _read_new(self, streams, group, consumer, count, block_ms) -> list[StoredNotification]:
@@ -201,10 +212,24 @@ class RedisNotificationStore(NotificationStore):
             return None  # Redis restarted empty: the next read recreates the group
 
     def ack(self, message: StoredNotification, group: str) -> None:
-        self._matchmaker.execute(
-            "acknowledge a notification",
-            lambda backend: backend.client.xack(message.stream, group, message.id),
-        )
+        with self._acks_lock:
+            self._acks.setdefault((message.stream, group), []).append(message.id)
+
+    def flush(self) -> None:
+        """Send buffered acknowledgements now (one XACK per stream and group)."""
+        with self._acks_lock:
+            acks, self._acks = self._acks, {}
+        for (stream, group), ids in acks.items():
+            self._matchmaker.execute(
+                "acknowledge notifications",
+                lambda backend, s=stream, g=group, i=ids: backend.client.xack(s, g, *i),
+            )
+
+    def unsubscribe(self, streams: list[str], group: str, consumer: str) -> None:
+        self.flush()
+
+    def close(self) -> None:
+        self.flush()
 
     def requeue(self, message: StoredNotification, group: str) -> None:
         # Make the entry look idle for longer than ``redelivery`` so the next
