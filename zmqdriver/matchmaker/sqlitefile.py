@@ -44,10 +44,12 @@ class SQLiteFile:
         """One statement in its own (autocommit) transaction."""
         with self._lock:
             try:
-                rows = self._connection().execute(sql, args).fetchall()
+                conn = self._connection()
+                changes = conn.total_changes
+                rows = conn.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
-            self._own_commits += 1
+            self._count_commit(conn, changes)
             return rows
 
     def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -55,6 +57,7 @@ class SQLiteFile:
         with self._lock:
             try:
                 conn = self._connection()
+                changes = conn.total_changes
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     result = work(conn)
@@ -64,8 +67,14 @@ class SQLiteFile:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
-            self._own_commits += 1
+            self._count_commit(conn, changes)
             return result
+
+    def _count_commit(self, conn: sqlite3.Connection, changes_before: int) -> None:
+        # Only commits that changed rows: counting empty ones would make every
+        # reader see "news" after each of its own empty polls.
+        if conn.total_changes != changes_before:
+            self._own_commits += 1
 
     def change_token(self) -> tuple[int, int]:
         """Differs from the previous call's whenever anyone has committed since."""
