@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 # isort: off
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -21,8 +22,12 @@ from oslo_config import cfg  # noqa: E402
 
 
 class PrintingEndpoint:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # notifications are handled by several threads
+
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        print(f"{publisher_id} {event_type} {payload}", flush=True)
+        with self._lock:
+            print(f"{publisher_id} {event_type} {payload}", flush=True)
 
 
 def main() -> None:

@@ -58,10 +58,17 @@ def target_exchange(target, default_exchange: str | None) -> str:
 
 @dataclass(frozen=True, order=True)
 class Endpoint:
-    """Where a server listens: a ZeroMQ TCP endpoint."""
+    """Where a server listens: a ZeroMQ TCP endpoint, and its CURVE public key if any.
+
+    The key takes part in equality: a server that restarts on the same port
+    with another key is another peer, so clients open a fresh connection
+    with the right key instead of reusing one that can never authenticate.
+    ``""`` (not None) means "no key", so endpoints always stay comparable.
+    """
 
     host: str
     port: int
+    key: str = ""
 
     @property
     def uri(self) -> str:
@@ -82,14 +89,41 @@ def _is_ipv6(host: str) -> bool:
 
 RECORD_VERSION = 1
 
+# ZeroMQ's Z85 alphabet (RFC 32); a CURVE public key is 32 bytes, 40 characters.
+Z85_ALPHABET = (
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+)
+_Z85_VALUE = {char: value for value, char in enumerate(Z85_ALPHABET)}
+Z85_KEY_LENGTH = 40
+
+
+def is_z85_key(key: object) -> bool:
+    """True for a Z85-encoded 32-byte key: 40 characters that decode without overflow."""
+    if not isinstance(key, str) or len(key) != Z85_KEY_LENGTH:
+        return False
+    if any(char not in _Z85_VALUE for char in key):
+        return False
+    # Every 5 characters encode 32 bits; some strings of the alphabet overflow.
+    for start in range(0, Z85_KEY_LENGTH, 5):
+        value = 0
+        for char in key[start : start + 5]:
+            value = value * 85 + _Z85_VALUE[char]
+        if value >= 1 << 32:
+            return False
+    return True
+
 
 def encode_record(endpoint: Endpoint) -> str:
-    """The matchmaker record a server publishes for ``endpoint``."""
-    return json.dumps(
-        {"v": RECORD_VERSION, "host": endpoint.host, "port": endpoint.port},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    """The matchmaker record a server publishes for ``endpoint``.
+
+    The ``key`` field is present only for CURVE servers, so a server without
+    CURVE publishes exactly what older versions published (v stays 1: older
+    readers ignore the extra field, newer ones accept its absence).
+    """
+    data: dict = {"v": RECORD_VERSION, "host": endpoint.host, "port": endpoint.port}
+    if endpoint.key:
+        data["key"] = endpoint.key
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def decode_record(record: str) -> Endpoint:
@@ -107,7 +141,10 @@ def decode_record(record: str) -> Endpoint:
         raise ValueError(f"matchmaker record has an invalid host {host!r}")
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ValueError(f"matchmaker record has an invalid port {port!r}")
-    return Endpoint(host, port)
+    key = data.get("key", "")
+    if "key" in data and not is_z85_key(key):
+        raise ValueError(f"matchmaker record has an invalid CURVE key {str(key)[:60]!r}")
+    return Endpoint(host, port, key)
 
 
 def _valid_host(host: str) -> bool:

@@ -23,12 +23,18 @@ _WATCH_EVERY = 1.0  # seconds between checks that the matchmaker still has our r
 
 
 class Directory:
-    """Cached ``key -> endpoints`` lookups for clients."""
+    """Cached ``key -> endpoints`` lookups for clients.
 
-    def __init__(self, matchmaker: MatchMaker, ttl: float) -> None:
+    With ``require_key`` (CURVE on) servers whose record has no CURVE key are
+    skipped: their traffic would not be encrypted, nor they authenticated.
+    """
+
+    def __init__(self, matchmaker: MatchMaker, ttl: float, require_key: bool = False) -> None:
         self._matchmaker = matchmaker
         self._ttl = ttl
+        self._require_key = require_key
         self._cache: dict[str, tuple[float, list[Endpoint]]] = {}
+        self._warned_keyless: set[Endpoint] = set()
 
     def endpoints(self, key: str, fresh: bool = False) -> list[Endpoint]:
         """Live endpoints for ``key``; ``fresh`` bypasses the cache.
@@ -50,8 +56,25 @@ class Directory:
                 return cached[1]
             raise
         endpoints = sorted(set(_valid_endpoints(key, records)))
+        if self._require_key:
+            endpoints = self._keyed(key, endpoints)
         self._cache[key] = (now, endpoints)
         return endpoints
+
+    def _keyed(self, key: str, endpoints: list[Endpoint]) -> list[Endpoint]:
+        keyed = [endpoint for endpoint in endpoints if endpoint.key]
+        for endpoint in endpoints:
+            if not endpoint.key and endpoint not in self._warned_keyless:
+                if len(self._warned_keyless) > 1024:
+                    self._warned_keyless.clear()
+                self._warned_keyless.add(endpoint)  # once per server, not per lookup
+                LOG.warning(
+                    "Skipping server %s under %s: its record has no CURVE key and "
+                    "zmq_curve_enabled is on here (the server runs without CURVE)",
+                    endpoint,
+                    key,
+                )
+        return keyed
 
     def invalidate(self, key: str) -> None:
         self._cache.pop(key, None)

@@ -20,7 +20,7 @@ import zmq
 from oslo_messaging import exceptions
 from oslo_messaging._drivers import base
 
-from zmqdriver import addressing, matchmaker, options, protocol
+from zmqdriver import addressing, matchmaker, options, protocol, security
 from zmqdriver.discovery import Directory, Registrar
 from zmqdriver.eventloop import IoLoop, runtime_for_process
 from zmqdriver.matchmaker import MatchMakerError
@@ -49,8 +49,13 @@ class Engine:
         heartbeats = Heartbeats(
             int(zconf.zmq_heartbeat_interval * 1000), int(zconf.zmq_heartbeat_timeout * 1000)
         )
-        self.outbox = Outbox(self.loop, self.context, self.linger_ms, heartbeats)
-        self.directory = Directory(driver.matchmaker, zconf.zmq_target_cache_ttl)
+        self.curve = driver.curve
+        self.zap: security.ZapHandler | None = None  # loop thread; bound by the first server
+        client_keys = self.curve.keys if self.curve else None
+        self.outbox = Outbox(self.loop, self.context, self.linger_ms, heartbeats, client_keys)
+        self.directory = Directory(
+            driver.matchmaker, zconf.zmq_target_cache_ttl, require_key=self.curve is not None
+        )
         self.registrar = Registrar(
             driver.matchmaker,
             zconf.zmq_target_expire,
@@ -73,6 +78,15 @@ class Engine:
         )
         self.listeners: list[RpcListener] = []
 
+    def open_inbox(self, settings: BindSettings, *args) -> Inbox:
+        """Bind a server socket (loop thread), with ZAP in place first when CURVE is on."""
+        if self.curve is not None and self.zap is None:
+            # Before any CURVE server binds: without a ZAP handler libzmq
+            # would let every client in.
+            allowed = security.require_allowed_keys_dir(self.curve)
+            self.zap = security.ZapHandler(self.loop, self.context, allowed)
+        return Inbox(self.loop, self.context, settings, *args)
+
     def close(self) -> None:
         self.keeper.close()
         for listener in self.listeners:
@@ -92,6 +106,8 @@ class ZmqDriver(base.BaseDriver):
         options.validate(conf)
         options.log_ignored(conf)
         super().__init__(conf, url, default_exchange, allowed_remote_exmods)
+        # Keys are read and checked now, so a bad file fails the service at startup.
+        self.curve = security.load_settings(conf)
         self.matchmaker = matchmaker.load(conf, url)
         self.embedded = matchmaker.name_from_url(url.transport or "zmq") == matchmaker.DEFAULT
         self._engine: Engine | None = None
@@ -163,13 +179,13 @@ class ZmqDriver(base.BaseDriver):
             )
 
     def listen(self, target, batch_size, batch_timeout):
+        if self.curve is not None:
+            security.require_allowed_keys_dir(self.curve)  # in the caller: a clear error
         engine = self._get_engine()
         zconf = self.conf[options.GROUP]
         exchange = addressing.target_exchange(target, self._default_exchange)
         inbox = engine.loop.call(
-            Inbox,
-            engine.loop,
-            engine.context,
+            engine.open_inbox,
             self._bind_settings(),
             target,
             exchange,
@@ -253,6 +269,7 @@ class ZmqDriver(base.BaseDriver):
             max_port=zconf.rpc_zmq_max_port,
             retries=zconf.rpc_zmq_bind_port_retries,
             max_message_size=zconf.zmq_max_message_size,
+            curve=self.curve.keys if self.curve else None,
         )
 
     def _default_host(self, bind_address: str) -> str:

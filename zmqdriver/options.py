@@ -190,6 +190,32 @@ zmq_opts = [
         min=0,
         help="How many recent message ids each server remembers to drop duplicates.",
     ),
+    cfg.BoolOpt(
+        "zmq_curve_enabled",
+        default=False,
+        help="Encrypt and authenticate every ZeroMQ connection of this process (RPC requests, "
+        "replies and acknowledgements) with CURVE. Servers accept only clients whose public key "
+        "is in zmq_curve_allowed_keys_dir and publish their own public key in the matchmaker; "
+        "clients only talk to servers whose record carries a key. All processes of a "
+        "deployment must agree: a client without CURVE cannot talk to a server with it, nor the "
+        "reverse. Notifications do not travel over ZeroMQ (they go through the matchmaker's "
+        "store) and are not covered. See doc/security.md.",
+    ),
+    cfg.StrOpt(
+        "zmq_curve_secret_key_file",
+        help="This process's CURVE key pair: a '.key_secret' file as written by "
+        "'zmqdriver-keys create' (or zmq.auth.create_certificates), which holds both the public "
+        "and the secret key. Required with zmq_curve_enabled, for clients and servers alike. "
+        "Keep it readable by the service's user only (mode 0600).",
+    ),
+    cfg.StrOpt(
+        "zmq_curve_allowed_keys_dir",
+        help="Directory of the public key files ('.key') of the clients this process's RPC "
+        "servers accept. Required with zmq_curve_enabled in processes that run RPC servers. "
+        "Keys added or removed take effect without a restart: the directory is checked again "
+        "when a client connects, at most every 2 seconds. A removed key refuses new "
+        "connections; a connection already made stays up until it closes.",
+    ),
 ]
 
 # Options of the old in-tree driver that have no meaning here. They stay
@@ -248,6 +274,11 @@ def validate(conf: cfg.ConfigOpts) -> None:
         raise cfg.Error(
             f"[{GROUP}] zmq_target_update ({zconf.zmq_target_update}) must be smaller than "
             f"zmq_target_expire ({zconf.zmq_target_expire}), or records expire between refreshes"
+        )
+    if zconf.zmq_curve_enabled and not zconf.zmq_curve_secret_key_file:
+        raise cfg.Error(
+            f"[{GROUP}] zmq_curve_enabled is true but zmq_curve_secret_key_file is not set: "
+            "every process needs a key pair (create one with 'zmqdriver-keys create DIR NAME')"
         )
 
 

@@ -86,7 +86,9 @@ class ServerProcess(ChildProcess):
         exchange: str | None = None,
         mode: str = "threading",
         journal: str | None = None,
+        log_file: str | None = None,
     ) -> None:
+        """``log_file``: where the server's stderr (its warnings) goes; default: inherited."""
         self.name = server
         cmd = [
             sys.executable,
@@ -106,7 +108,15 @@ class ServerProcess(ChildProcess):
         if journal:
             cmd += ["--journal", journal]
         env = dict(os.environ, PYTHONPATH=REPO)
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+        # The child gets its own copy of the descriptor; ours is closed below.
+        stderr = open(log_file, "a") if log_file else None
+        try:
+            self.proc = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
+            )
+        finally:
+            if stderr is not None:
+                stderr.close()
         line = self.proc.stdout.readline().strip()
         if line != "READY":
             self.kill()

@@ -52,7 +52,7 @@ def test_notifier_examples_store_and_forward(deployment, private_env):
     sent = run_example(["examples/notifier_client.py", *config, "--count", "3"], private_env)
     assert "sent 3 notifications" in sent
     out = run_example(["examples/notifier_server.py", *config, "--run-for", "3"], private_env)
-    assert [line.split(" ", 2)[2] for line in out.splitlines()] == [
+    assert sorted(line.split(" ", 2)[2] for line in out.splitlines()) == [
         "{'n': 0}",
         "{'n': 1}",
         "{'n': 2}",

@@ -218,8 +218,12 @@ class RpcSender:
         """
         tried: set[Endpoint] = set()
         attempts = 0
+        refusal = ""  # the last failed security handshake, for the final error
         while True:
-            endpoint = self._choose(request, tried, request.lookup_deadline)
+            try:
+                endpoint = self._choose(request, tried, request.lookup_deadline)
+            except NoServer as exc:
+                raise NoServer(f"{exc}{refusal}") from None
             self._outbox.send(endpoint, request.msg_id, request.frames)
             attempts += 1
             deadline = request.ack_deadline(self._ack_timeout)
@@ -228,7 +232,11 @@ class RpcSender:
                 return acked_by, response
             tried.add(endpoint)
             self._directory.invalidate(request.key)
-            if response is None or response.kind == PEER_LOST:
+            if response is not None and response.reason:
+                # The outbox logged it (rate-limited); the caller's error will say it.
+                refusal = f"; the handshake with {endpoint} failed: {response.reason}"
+                self._outbox.drop(endpoint)
+            elif response is None or response.kind == PEER_LOST:
                 # Silence or a lost connection: the copy may still sit in the
                 # socket and must not reach the server after we resend elsewhere.
                 LOG.warning(
@@ -240,7 +248,8 @@ class RpcSender:
                 self._outbox.drop(endpoint)
             if request.retry is not None and request.retry >= 0 and attempts > request.retry:
                 raise exceptions.MessageDeliveryFailure(
-                    f"{_describe(request.target)}: no server acknowledged after {attempts} attempts"
+                    f"{_describe(request.target)}: no server acknowledged after {attempts} "
+                    f"attempts{refusal}"
                 )
 
     def _await_ack(

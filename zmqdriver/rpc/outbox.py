@@ -25,6 +25,7 @@ from zmq.utils.monitor import parse_monitor_message
 from zmqdriver import protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.eventloop import IoLoop
+from zmqdriver.security import KeyPair
 
 LOG = logging.getLogger(__name__)
 
@@ -39,6 +40,17 @@ _FINAL_KINDS = frozenset({protocol.Kind.REPLY, protocol.Kind.REJECT, protocol.Ki
 
 _DEAD_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 _ALIVE_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED
+# The security handshake failed: CURVE on one side only, a key the server
+# refused, or a server key that does not match the record. libzmq reports the
+# disconnect right after; these say why.
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+# Seconds between two log lines about failed handshakes with one server.
+_LOG_HANDSHAKE_EVERY = 10.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,7 @@ class Response:
     endpoint: Endpoint
     codec: protocol.Codec
     body: bytes | None
+    reason: str | None = None  # PEER_LOST only: why, when it is not just a lost connection
 
 
 class Waiter:
@@ -97,12 +110,19 @@ class Heartbeats:
 
 class Outbox:
     def __init__(
-        self, loop: IoLoop, context: zmq.Context, linger_ms: int, heartbeats: Heartbeats
+        self,
+        loop: IoLoop,
+        context: zmq.Context,
+        linger_ms: int,
+        heartbeats: Heartbeats,
+        curve: KeyPair | None = None,
     ) -> None:
         self._loop = loop
         self._context = context
         self._linger_ms = linger_ms
         self._heartbeats = heartbeats
+        self._curve = curve  # this client's key pair when CURVE is on
+        self._handshake_logged: dict[Endpoint, float] = {}  # loop thread only
         # Written by caller threads, read by the loop; dict operations are atomic.
         self._waiters: dict[bytes, Waiter] = {}
         self._suspects: dict[Endpoint, float] = {}
@@ -147,17 +167,30 @@ class Outbox:
         dealer = self._dealers.get(endpoint)
         if dealer is None:
             dealer = self._context.socket(zmq.DEALER)
-            dealer.setsockopt(zmq.LINGER, self._linger_ms)
-            if self._heartbeats.interval_ms:
-                dealer.setsockopt(zmq.HEARTBEAT_IVL, self._heartbeats.interval_ms)
-                dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, self._heartbeats.timeout_ms)
-            monitor = dealer.get_monitor_socket(_DEAD_EVENTS | _ALIVE_EVENTS)
+            try:
+                self._configure(dealer, endpoint)
+            except zmq.ZMQError:
+                dealer.close(linger=0)
+                raise
+            monitor = dealer.get_monitor_socket(_DEAD_EVENTS | _ALIVE_EVENTS | _HANDSHAKE_FAILED)
             dealer.connect(endpoint.uri)
             self._dealers[endpoint] = dealer
             self._monitors[endpoint] = monitor
             self._loop.add_reader(dealer, lambda frames: self._on_response(endpoint, frames))
             self._loop.add_reader(monitor, lambda frames: self._on_event(endpoint, frames))
         return dealer
+
+    def _configure(self, dealer: zmq.Socket, endpoint: Endpoint) -> None:
+        dealer.setsockopt(zmq.LINGER, self._linger_ms)
+        if self._heartbeats.interval_ms:
+            dealer.setsockopt(zmq.HEARTBEAT_IVL, self._heartbeats.interval_ms)
+            dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, self._heartbeats.timeout_ms)
+        if self._curve is not None:
+            # The server's key comes from its matchmaker record (the Directory
+            # skips records without one when CURVE is on).
+            dealer.setsockopt(zmq.CURVE_SERVERKEY, endpoint.key.encode())
+            dealer.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public.encode())
+            dealer.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret.encode())
 
     def _send(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> None:
         try:
@@ -187,13 +220,18 @@ class Outbox:
             monitor.close(linger=0)
 
     def _on_event(self, endpoint: Endpoint, frames: list[bytes]) -> None:
-        event = parse_monitor_message(frames)["event"]
+        message = parse_monitor_message(frames)
+        event = message["event"]
         if event & _ALIVE_EVENTS:
             self._suspects.pop(endpoint, None)
             return
+        reason = None
+        if event & _HANDSHAKE_FAILED:
+            reason = handshake_failure(event, message["value"], self._curve is not None)
+            self._log_handshake_failure(endpoint, reason)
         self._suspects[endpoint] = time.monotonic() + SUSPECT_FOR
         lost = self._inflight.pop(endpoint, set())
-        if lost:
+        if lost and reason is None:
             self._loop.runtime.log(
                 logging.WARNING,
                 "zmqdriver: connection to %s lost (%s) with %d requests in flight",
@@ -201,14 +239,26 @@ class Outbox:
                 zmq.Event(event).name,
                 len(lost),
             )
-        self._lost(endpoint, lost)
+        self._lost(endpoint, lost, reason)
 
-    def _lost(self, endpoint: Endpoint, msg_ids) -> None:
+    def _log_handshake_failure(self, endpoint: Endpoint, reason: str) -> None:
+        # Rate-limited per server: senders retry, each retry fails the same way.
+        now = time.monotonic()
+        if now - self._handshake_logged.get(endpoint, -_LOG_HANDSHAKE_EVERY) < _LOG_HANDSHAKE_EVERY:
+            return
+        if len(self._handshake_logged) > 1024:
+            self._handshake_logged.clear()
+        self._handshake_logged[endpoint] = now
+        self._loop.runtime.log(
+            logging.WARNING, "zmqdriver: handshake with %s failed: %s", endpoint, reason
+        )
+
+    def _lost(self, endpoint: Endpoint, msg_ids, reason: str | None = None) -> None:
         for msg_id in msg_ids:
             waiter = self._waiters.get(msg_id)
             if waiter is not None:
                 self._loop.runtime.deliver(
-                    waiter.put, Response(PEER_LOST, endpoint, protocol.Codec.JSON, None)
+                    waiter.put, Response(PEER_LOST, endpoint, protocol.Codec.JSON, None, reason)
                 )
 
     def _on_response(self, endpoint: Endpoint, frames: list[bytes]) -> None:
@@ -248,3 +298,30 @@ class Outbox:
         dealer.disable_monitor()
         monitor.close(linger=0)
         dealer.close()
+
+
+def handshake_failure(event: int, value: int, curve: bool) -> str:
+    """Say, for people, why a security handshake failed (a monitor event and its value)."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return (
+            f"the server refused this client's CURVE key (ZAP status {value}); add this "
+            "client's public key file to the server's zmq_curve_allowed_keys_dir"
+        )
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            if curve:
+                return "security mismatch: this client uses CURVE, the server does not"
+            return (
+                "security mismatch: the server requires CURVE and this client has "
+                "zmq_curve_enabled off"
+            )
+        return f"ZMTP protocol error {value:#x} during the security handshake"
+    if curve:
+        # What a client sees when the server's key is not the one it expects.
+        return (
+            "the CURVE handshake failed: the server's key does not match its matchmaker record"
+            f" (or the server is not a CURVE server) (errno {value})"
+        )
+    # Without CURVE here, the likeliest cause is a server that requires it
+    # (libzmq reports either this or the mechanism mismatch above).
+    return f"the handshake failed (errno {value}); does the server require CURVE?"

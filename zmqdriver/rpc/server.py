@@ -21,6 +21,7 @@ from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Registrar
 from zmqdriver.eventloop import IoLoop
 from zmqdriver.rpc.dedup import RecentIds
+from zmqdriver.security import KeyPair
 
 LOG = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class BindSettings:
         max_port: int,
         retries: int,
         max_message_size: int = -1,
+        curve: KeyPair | None = None,
     ):
         self.bind_address = bind_address
         self.host = host
@@ -45,6 +47,7 @@ class BindSettings:
         self.max_port = max_port
         self.retries = retries
         self.max_message_size = max_message_size
+        self.curve = curve  # this server's key pair when CURVE is on
 
 
 class Inbox:
@@ -71,6 +74,10 @@ class Inbox:
         self._router = context.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, linger_ms)
         self._router.setsockopt(zmq.MAXMSGSIZE, settings.max_message_size)
+        if settings.curve is not None:
+            # Before bind: the security mechanism is fixed per connection.
+            self._router.setsockopt(zmq.CURVE_SERVER, 1)
+            self._router.setsockopt(zmq.CURVE_SECRETKEY, settings.curve.secret.encode())
         self.endpoint = self._bind(settings)
         loop.add_reader(self._router, self._on_request)
 
@@ -90,7 +97,9 @@ class Inbox:
                 f"{settings.bind_address} after {settings.retries} tries "
                 "(rpc_zmq_min_port, rpc_zmq_max_port, rpc_zmq_bind_port_retries)"
             ) from exc
-        return Endpoint(settings.host, port)
+        # The public key goes into the matchmaker record with the address.
+        key = settings.curve.public if settings.curve is not None else ""
+        return Endpoint(settings.host, port, key)
 
     # -- loop thread ---------------------------------------------------------------
 

@@ -1,0 +1,162 @@
+"""zmqdriver-keys: create, list and allow CURVE keys for zmq_curve_* options.
+
+    zmqdriver-keys create DIR NAME     write DIR/NAME.key and DIR/NAME.key_secret (0600)
+    zmqdriver-keys list DIR            the key files of DIR with their public keys
+    zmqdriver-keys allow KEYFILE DIR   copy a public key file into an allowed-keys directory
+
+The files are those of zmq.auth (``create_certificates``/``load_certificate``):
+NAME.key_secret goes to zmq_curve_secret_key_file, NAME.key is given to the
+servers that should accept NAME (their zmq_curve_allowed_keys_dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import zmq.auth
+
+from zmqdriver.addressing import is_z85_key
+
+
+class KeyToolError(Exception):
+    """A problem to report in one line, with exit status 1."""
+
+
+def _check_name(name: str) -> None:
+    if not name or name.startswith(".") or os.sep in name or (os.altsep and os.altsep in name):
+        raise KeyToolError(f"invalid key name {name!r}: use a plain file name such as 'compute-1'")
+
+
+def create(directory: str, name: str) -> tuple[str, str]:
+    """Write a new key pair; returns (public file, secret file). Never overwrites."""
+    _check_name(name)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    base = os.path.join(directory, name)
+    for path in (f"{base}.key", f"{base}.key_secret"):
+        if os.path.exists(path):
+            raise KeyToolError(f"{path} exists; remove it first or choose another name")
+    # The umask keeps the secret file private from its creation on, not only
+    # after a chmod; the public file is then opened up for reading.
+    previous = os.umask(0o077)
+    try:
+        public_file, secret_file = zmq.auth.create_certificates(directory, name)
+    finally:
+        os.umask(previous)
+    os.chmod(secret_file, 0o600)
+    os.chmod(public_file, 0o644)
+    return public_file, secret_file
+
+
+def _load(path: str) -> tuple[str, bool]:
+    """(Z85 public key, holds a secret key too) of a key file; KeyToolError if not one."""
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise KeyToolError(f"{path}: not a readable key file: {exc}") from None
+    key = public.decode("latin-1")
+    if not is_z85_key(key):
+        raise KeyToolError(f"{path}: the public key is not a 40-character Z85 string")
+    return key, secret is not None
+
+
+def read_public_key(path: str) -> str:
+    """The Z85 public key of a key file; KeyToolError if it is not one."""
+    return _load(path)[0]
+
+
+def list_keys(directory: str) -> tuple[list[tuple[str, str, bool]], list[str]]:
+    """Rows (name, public key, has a secret file) of the '.key' files of ``directory``,
+    and the problems of the files that are not valid keys."""
+    if not os.path.isdir(directory):
+        raise KeyToolError(f"{directory}: not a directory")
+    rows, problems = [], []
+    for entry in sorted(os.listdir(directory)):
+        if entry.startswith(".") or not entry.endswith(".key"):
+            continue
+        name = entry[: -len(".key")]
+        try:
+            key = read_public_key(os.path.join(directory, entry))
+        except KeyToolError as exc:
+            problems.append(str(exc))
+            continue
+        has_secret = os.path.exists(os.path.join(directory, f"{name}.key_secret"))
+        rows.append((name, key, has_secret))
+    return rows, problems
+
+
+def allow(key_file: str, directory: str) -> str:
+    """Copy the public key of ``key_file`` into ``directory``; returns the new file."""
+    _, secret = _load(key_file)
+    if secret:
+        raise KeyToolError(
+            f"{key_file} holds a secret key: give the public '.key' file, secrets stay put"
+        )
+    os.makedirs(directory, exist_ok=True)
+    name = os.path.basename(key_file)
+    if not name.endswith(".key"):
+        name += ".key"  # servers read only '*.key' files
+    target = os.path.join(directory, name)
+    with open(key_file, "rb") as handle:
+        content = handle.read()
+    # Written beside the target under a hidden name, then renamed: a server
+    # reloading the directory never reads half a file.
+    fd, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return target
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zmqdriver-keys", description="Manage the CURVE keys of zmqdriver (zmq_curve_*)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    make = commands.add_parser("create", help="create NAME.key and NAME.key_secret in DIR")
+    make.add_argument("dir")
+    make.add_argument("name")
+    show = commands.add_parser("list", help="list the public keys in DIR")
+    show.add_argument("dir")
+    grant = commands.add_parser("allow", help="copy a public key file into an allowed-keys DIR")
+    grant.add_argument("keyfile")
+    grant.add_argument("dir")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "create":
+        public_file, secret_file = create(args.dir, args.name)
+        print(f"public key: {read_public_key(public_file)}")
+        print(f"wrote {public_file} (give to servers: zmq_curve_allowed_keys_dir)")
+        print(f"wrote {secret_file} (mode 0600: zmq_curve_secret_key_file)")
+    elif args.command == "list":
+        rows, problems = list_keys(args.dir)
+        for name, key, has_secret in rows:
+            print(f"{name}\t{key}" + ("\t(with secret)" if has_secret else ""))
+        if problems:
+            raise KeyToolError("; ".join(problems))
+    else:
+        print(f"wrote {allow(args.keyfile, args.dir)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        _run(args)
+    except (KeyToolError, OSError) as exc:
+        print(f"zmqdriver-keys: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
