@@ -64,7 +64,11 @@ class Engine:
         )
         self.keeper = CastKeeper(
             self.outbox,
-            Limits(zconf.zmq_cast_hold_time, zconf.zmq_cast_hold_max, zconf.zmq_cast_track_max),
+            Limits(
+                zconf.zmq_cast_hold_time,
+                zconf.zmq_cast_hold_max,
+                zconf.zmq_cast_track_max,
+            ),
         )
         self.sender = RpcSender(
             directory=self.directory,

@@ -117,19 +117,29 @@ class RpcSender:
     # -- casts -----------------------------------------------------------------------
 
     def _cast(self, request: _Request) -> None:
-        """Hand the cast to a server (returns on its ACK), or hold it until one exists."""
+        """Hand the cast to a server, or hold it until one exists; the keeper sees it through."""
         if self._keeper.holding(request.key):
             self._hold(request, raise_when_full=True)  # behind earlier casts to the target
         else:
             self._send_cast(request, raise_when_full=True)
 
     def _resend_cast(self, request: _Request) -> None:
-        """The keeper's way to send a cast again (held, or its server was lost)."""
+        """The keeper's way to send a cast again (held, unacknowledged or its server lost)."""
+        if request.retry is not None and 0 <= request.retry < request.attempts:
+            LOG.error(
+                "Cast %s to %s dropped: no server took it in %d attempts (retry=%s)",
+                protocol.msg_id_str(request.msg_id),
+                _describe(request.target),
+                request.attempts,
+                request.retry,
+            )
+            return
         self._send_cast(request, raise_when_full=False)
 
     def _send_cast(self, request: _Request, raise_when_full: bool) -> None:
-        """Deliver a cast once and watch it until DONE; held when no server takes it."""
+        """Deliver a cast (returns on a server's ACK), then let the keeper watch it."""
         request.lookup_deadline = time.monotonic()  # look up once, never wait here
+        request.attempts += 1
         waiter = self._outbox.expect(request.msg_id)
         try:
             server, _ = self._deliver(request, waiter)
@@ -140,7 +150,12 @@ class RpcSender:
         except BaseException:
             self._outbox.forget(request.msg_id)
             raise
-        self._keeper.track(request, server, waiter)
+        # Returning only after the ACK keeps a server's backlog, and with it
+        # the casts that could run twice if it dies, to what is in flight.
+        if self._keeper.has_room():
+            self._keeper.watch(request, server, waiter)
+        else:
+            self._outbox.forget(request.msg_id)
 
     def _hold(self, request: _Request, raise_when_full: bool) -> None:
         if self._keeper.hold(request):
@@ -216,7 +231,7 @@ class RpcSender:
         Returns the server that took the request, and a response that came
         right behind its ACK (if any).
         """
-        tried: set[Endpoint] = set()
+        tried = request.tried
         attempts = 0
         refusal = ""  # the last failed security handshake, for the final error
         while True:
@@ -399,6 +414,8 @@ class _Request:
         self.timeout = timeout
         self.retry = retry
         self.started = time.monotonic()
+        self.tried: set[Endpoint] = set()  # servers that failed this request (casts)
+        self.attempts = 0
         # A call without a timeout waits for ever, as with the other drivers.
         self.deadline = self.started + timeout if (is_call and timeout) else None
         # How long to wait for a server to register: a call up to its

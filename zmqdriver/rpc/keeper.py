@@ -1,11 +1,14 @@
 """CastKeeper: looks after casts after ``cast()`` has returned.
 
-A cast returns once a server has acknowledged it, but the server may still
-die before running it. The keeper remembers every acknowledged cast until
-its server says DONE; if the connection to that server is lost first, it
-sends the cast (same message id) to another server. Casts sent while no
-server exists are held, in order, and delivered when one registers. Both
-are bounded (count and age); what is dropped is logged with a count.
+``cast()`` returns once a server acknowledged the cast; from then on the
+keeper owns it until that server reports it ran (DONE). If the connection to
+the server is lost first (it died with the cast queued), the cast goes to
+another server, with the same message id, so a server that already has it
+drops it.
+
+Casts sent while no server exists are held, in order, and delivered when one
+registers. Everything is bounded (count and age); what is dropped is logged
+with a count.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from zmqdriver.rpc.outbox import PEER_LOST, Outbox, Response, Waiter
 
 LOG = logging.getLogger(__name__)
 
+_TICK = 0.1  # seconds between the keeper thread's checks
 _RETRY_HELD_EVERY = 0.5
 _FORGET_AFTER = 600.0  # a cast without DONE for this long: its DONE was lost, stop tracking
 
@@ -54,19 +58,22 @@ class CastKeeper:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._warned_full = 0.0
+        self._last_held_retry = 0.0
 
     def start(self, resend: Callable[[object], None]) -> None:
-        """``resend(request)`` delivers a cast again; it calls ``track``/``hold`` itself."""
+        """``resend(request)`` sends a cast again; it calls ``watch``/``hold`` itself."""
         self._resend = resend
 
     # -- caller threads ----------------------------------------------------------
 
-    def track(self, request, server: Endpoint, waiter: Waiter) -> None:
-        """Watch an acknowledged cast until its server says DONE."""
-        if len(self._tracked) >= self._limits.track_max:
-            self._warn_full("tracked", self._limits.track_max, "zmq_cast_track_max")
-            self._outbox.forget(request.msg_id)
-            return
+    def has_room(self) -> bool:
+        if len(self._tracked) < self._limits.track_max:
+            return True
+        self._warn_full("watched", self._limits.track_max, "zmq_cast_track_max")
+        return False
+
+    def watch(self, request, server: Endpoint, waiter: Waiter) -> None:
+        """Own a cast ``server`` acknowledged until it reports DONE."""
         self._tracked[request.msg_id] = _Tracked(request, server)
         waiter.hand_over(lambda response: self._on_response(request.msg_id, response))
         self._ensure_thread()
@@ -86,14 +93,6 @@ class CastKeeper:
         """Casts to ``key`` are waiting: a new one must queue behind them (order)."""
         with self._held_lock:
             return any(request.key == key for request in self._held.values())
-
-    @property
-    def held_count(self) -> int:
-        return len(self._held)
-
-    @property
-    def tracked_count(self) -> int:
-        return len(self._tracked)
 
     def close(self) -> None:
         self._stopped = True
@@ -115,8 +114,16 @@ class CastKeeper:
         if response.kind == protocol.Kind.DONE:
             self._forget(msg_id)
         elif response.kind == PEER_LOST and response.endpoint == tracked.server:
-            self._forget(msg_id)
-            self._orphans.put(tracked.request)
+            LOG.warning(
+                "Server of cast %s was lost before running it; sending it elsewhere",
+                protocol.msg_id_str(msg_id),
+            )
+            self._orphan(msg_id, tracked)
+
+    def _orphan(self, msg_id: bytes, tracked: _Tracked) -> None:
+        self._forget(msg_id)
+        tracked.request.tried.add(tracked.server)
+        self._orphans.put(tracked.request)
 
     def _forget(self, msg_id: bytes) -> None:
         self._tracked.pop(msg_id, None)
@@ -132,26 +139,24 @@ class CastKeeper:
     def _run(self) -> None:
         while not self._stopped:
             try:
-                orphan = self._orphans.get(timeout=_RETRY_HELD_EVERY)
+                orphan = self._orphans.get(timeout=_TICK)
             except queue.Empty:
                 orphan = None
             if self._stopped:
                 return
             if orphan is not None:
-                LOG.warning(
-                    "Server of cast %s was lost before running it; sending it elsewhere",
-                    protocol.msg_id_str(orphan.msg_id),
-                )
                 self._deliver(orphan)
-            self._retry_held()
-            self._forget_stale()
+            if time.monotonic() - self._last_held_retry >= _RETRY_HELD_EVERY:
+                self._last_held_retry = time.monotonic()
+                self._retry_held()
+                self._forget_stale()
 
     def _deliver(self, request) -> None:
         try:
             self._resend(request)
         except Exception as exc:  # the keeper must outlive any one cast
             LOG.error(
-                "Cast %s could not be delivered again: %s", protocol.msg_id_str(request.msg_id), exc
+                "Cast %s could not be sent again: %s", protocol.msg_id_str(request.msg_id), exc
             )
 
     def _retry_held(self) -> None:
