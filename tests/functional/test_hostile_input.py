@@ -34,12 +34,17 @@ def target(deployment):
         server.stop()  # also asserts it exits cleanly: it did not crash
 
 
-def _dealer(context: zmq.Context, endpoint) -> zmq.Socket:
+@pytest.fixture
+def attacker(target):
+    """A raw DEALER connected to the server's published endpoint."""
+    _, endpoint, _ = target
+    context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.setsockopt(zmq.RCVTIMEO, 10000)
     dealer.connect(endpoint.uri)
-    return dealer
+    yield dealer
+    context.destroy(linger=0)
 
 
 def _request(kind: protocol.Kind, body: bytes, version: int = protocol.VERSION) -> list[bytes]:
@@ -60,45 +65,26 @@ BAD_MESSAGES = {
 }
 
 
-def test_garbage_frames_are_dropped_and_the_server_keeps_serving(target):
-    topic, endpoint, caller = target
-    context = zmq.Context()
-    try:
-        dealer = _dealer(context, endpoint)
-        for frames in BAD_MESSAGES.values():
-            dealer.send_multipart(frames)
-        assert caller.call({}, "echo", value="still here") == "still here"
-    finally:
-        context.destroy(linger=0)
+def test_garbage_frames_are_dropped_and_the_server_keeps_serving(target, attacker):
+    _, _, caller = target
+    for frames in BAD_MESSAGES.values():
+        attacker.send_multipart(frames)
+    assert caller.call({}, "echo", value="still here") == "still here"
 
 
-def test_a_call_whose_body_does_not_decode_gets_an_error_reply(target):
-    topic, endpoint, caller = target
-    context = zmq.Context()
-    try:
-        dealer = _dealer(context, endpoint)
-        frames = _request(protocol.Kind.CALL, b"\xff not json")
-        dealer.send_multipart(frames)
-        kinds = []
-        for _ in range(2):
-            header = protocol.decode_header(dealer.recv_multipart()[0])
-            kinds.append(header.kind)
-        assert kinds == [protocol.Kind.ACK, protocol.Kind.REPLY]
-        assert caller.call({}, "echo", value=1) == 1
-    finally:
-        context.destroy(linger=0)
+def test_a_call_whose_body_does_not_decode_gets_an_error_reply(target, attacker):
+    _, _, caller = target
+    attacker.send_multipart(_request(protocol.Kind.CALL, b"\xff not json"))
+    kinds = [protocol.decode_header(attacker.recv_multipart()[0]).kind for _ in range(2)]
+    assert kinds == [protocol.Kind.ACK, protocol.Kind.REPLY]
+    assert caller.call({}, "echo", value=1) == 1
 
 
-def test_oversized_messages_and_raw_tcp_garbage_do_not_hurt(target):
-    topic, endpoint, caller = target
-    context = zmq.Context()
-    try:
-        dealer = _dealer(context, endpoint)
-        # Above the 64 MiB default zmq_max_message_size: the peer is cut off.
-        dealer.send_multipart(_request(protocol.Kind.CAST, b"x" * (65 * 1024 * 1024)))
-        for _ in range(20):  # a small flood of connections speaking no ZMTP at all
-            with socket.create_connection((endpoint.host, endpoint.port), timeout=10) as raw:
-                raw.sendall(b"GET / HTTP/1.0\r\n\r\n" + bytes(range(256)))
-        assert caller.call({}, "echo", value="ok") == "ok"
-    finally:
-        context.destroy(linger=0)
+def test_oversized_messages_and_raw_tcp_garbage_do_not_hurt(target, attacker):
+    _, endpoint, caller = target
+    # Above the 64 MiB default zmq_max_message_size: the peer is cut off.
+    attacker.send_multipart(_request(protocol.Kind.CAST, b"x" * (65 * 1024 * 1024)))
+    for _ in range(20):  # a small flood of connections speaking no ZMTP at all
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=10) as raw:
+            raw.sendall(b"GET / HTTP/1.0\r\n\r\n" + bytes(range(256)))
+    assert caller.call({}, "echo", value="ok") == "ok"
