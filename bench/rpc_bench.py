@@ -22,8 +22,13 @@ from bench.procs import start_children, stop_all
 CALL_TIMEOUT = 30  # seconds, for every RPC call of the benchmark
 
 
-def run_column(url: str, config_file: str, counts: Counts) -> Result:
-    """All oslo.messaging rows for ``url``: servers started, measured, stopped."""
+def run_column(url: str, config_file: str, counts: Counts, notifications: bool = True) -> Result:
+    """All oslo.messaging rows for ``url``: servers started, measured, stopped.
+
+    ``config_file`` is the servers' (and listener's) config file; the client side uses
+    ``cfg.CONF`` as the caller parsed it. Without ``notifications`` the listener is not
+    started and the notification row is left out (no value).
+    """
     run = uuid.uuid4().hex[:8]
     topic, fanout_topic = f"bench-{run}", f"bench-{run}-fanout"
     fanout_names = [f"fan{i}" for i in range(counts.fanout_servers)]
@@ -34,7 +39,9 @@ def run_column(url: str, config_file: str, counts: Counts) -> Result:
 
     specs = [spec(topic, "single")] + [spec(fanout_topic, name) for name in fanout_names]
     listener_spec, notify_topic = notify_bench.listener_spec(url, config_file, counts)
-    servers = start_children(specs + [listener_spec], counts.start_cap)
+    if notifications:
+        specs.append(listener_spec)
+    servers = start_children(specs, counts.start_cap)
     listener = servers[-1]
     result = Result()
     transport = None
@@ -45,11 +52,14 @@ def run_column(url: str, config_file: str, counts: Counts) -> Result:
             ("call throughput", lambda: _call_throughput(transport, topic, counts, result)),
             ("cast throughput", lambda: _cast_throughput(transport, topic, counts, result)),
             ("fanout", lambda: _fanout(transport, fanout_topic, fanout_names, counts, result)),
-            (
-                "notifications",
-                lambda: notify_bench.measure(url, listener, notify_topic, counts, result),
-            ),
         ]
+        if notifications:
+            steps.append(
+                (
+                    "notifications",
+                    lambda: notify_bench.measure(url, listener, notify_topic, counts, result),
+                )
+            )
         for name, step in steps:
             try:
                 step()

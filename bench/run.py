@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Benchmark zmqdriver against RabbitMQ and raw pyzmq, side by side, in one run.
 
-    python bench/run.py [--quick] [--only zmq,zmq+redis,rabbit,raw] [--json FILE]
+    python bench/run.py [--quick] [--only zmq,zmq-curve,zmq+redis,rabbit,raw] [--json FILE]
 
-Columns: zmq:// (embedded matchmaker), zmq+redis:// (a private redis-server
+Columns: zmq:// (embedded matchmaker), zmq:// + CURVE (the same with CURVE
+encryption and authentication, key pairs made for the run; its "CURVE cost"
+column compares it with zmq://), zmq+redis:// (a private redis-server
 started here), rabbit:// (the local RabbitMQ, started if it is down; the
 column is "unavailable" if it cannot be reached) and raw pyzmq (the floor).
 All traffic stays on loopback; every process started here is stopped by PID.
@@ -35,9 +37,16 @@ from oslo_config import cfg  # noqa: E402
 from bench import raw_zmq, rpc_bench  # noqa: E402
 from bench.measure import FULL, QUICK, Counts, Result  # noqa: E402
 from bench.procs import ProcessError, RabbitMQ, RedisServer  # noqa: E402
+from zmqdriver import keys  # noqa: E402
 
 DEFAULT_RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
-COLUMNS = {"zmq": "zmq://", "zmq+redis": "zmq+redis://", "rabbit": "rabbit://", "raw": "raw pyzmq"}
+COLUMNS = {
+    "zmq": "zmq://",
+    "zmq-curve": "zmq:// + CURVE",
+    "zmq+redis": "zmq+redis://",
+    "rabbit": "rabbit://",
+    "raw": "raw pyzmq",
+}
 
 
 @dataclass(frozen=True)
@@ -67,24 +76,60 @@ def metrics(counts: Counts) -> list[Metric]:
 # -- running the columns -----------------------------------------------------------
 
 
-def write_config(directory: str) -> str:
-    """The config file of every oslo process of this run: loopback only, private matchmaker."""
-    path = os.path.join(directory, "bench.conf")
+def write_config(directory: str, name: str = "bench.conf", extra: str = "") -> str:
+    """The config file of every oslo process of this run: loopback only, private matchmaker.
+
+    ``extra`` adds lines to its [oslo_messaging_zmq] section.
+    """
+    path = os.path.join(directory, name)
     with open(path, "w") as handle:
         handle.write(
             "[oslo_messaging_zmq]\n"
             "rpc_zmq_bind_address = 127.0.0.1\n"
             "rpc_zmq_host = 127.0.0.1\n"
-            f"zmq_matchmaker_path = {os.path.join(directory, 'matchmaker.sqlite')}\n"
+            f"zmq_matchmaker_path = {os.path.join(directory, 'matchmaker.sqlite')}\n" + extra
         )
     return path
+
+
+def write_curve_configs(directory: str) -> tuple[str, str]:
+    """The config files (client, servers) of the zmq:// + CURVE column, with fresh key pairs.
+
+    The client (this process) and the server processes have a key pair each; the servers'
+    allowed directory holds the client's public key only.
+    """
+    key_dir = os.path.join(directory, "curve-keys")
+    allowed_dir = os.path.join(directory, "curve-allowed")
+    os.makedirs(key_dir, mode=0o700)
+    os.makedirs(allowed_dir, mode=0o700)
+    client_public, client_secret = keys.create(key_dir, "bench-client")
+    _, server_secret = keys.create(key_dir, "bench-server")
+    keys.allow(client_public, allowed_dir)
+    client = write_config(
+        directory,
+        "bench-curve-client.conf",
+        f"zmq_curve_enabled = true\nzmq_curve_secret_key_file = {client_secret}\n",
+    )
+    server = write_config(
+        directory,
+        "bench-curve-server.conf",
+        "zmq_curve_enabled = true\n"
+        f"zmq_curve_secret_key_file = {server_secret}\n"
+        f"zmq_curve_allowed_keys_dir = {allowed_dir}\n",
+    )
+    return client, server
+
+
+def parse_config(config_file: str) -> None:
+    """(Re)parse this process's ``cfg.CONF`` from ``config_file`` alone."""
+    cfg.CONF(["--config-file", config_file], project="zmqdriver-bench", default_config_files=[])
 
 
 def run_columns(
     selected: list[str], counts: Counts, rabbit_url: str, workdir: str
 ) -> dict[str, Result]:
     config_file = write_config(workdir)
-    cfg.CONF(["--config-file", config_file], project="zmqdriver-bench", default_config_files=[])
+    parse_config(config_file)
     results: dict[str, Result] = {}
     redis: RedisServer | None = None
     rabbit = RabbitMQ(rabbit_url)
@@ -94,6 +139,16 @@ def run_columns(
             try:
                 if column == "zmq":
                     results[column] = rpc_bench.run_column("zmq://", config_file, counts)
+                elif column == "zmq-curve":
+                    # Notifications go through the store, not ZeroMQ: no notification row.
+                    client_config, server_config = write_curve_configs(workdir)
+                    parse_config(client_config)
+                    try:
+                        results[column] = rpc_bench.run_column(
+                            "zmq://", server_config, counts, notifications=False
+                        )
+                    finally:
+                        parse_config(config_file)
                 elif column == "zmq+redis":
                     redis = RedisServer(tempfile.mkdtemp(prefix="redis-", dir=workdir))
                     redis.start()
@@ -144,6 +199,14 @@ def vs_raw(zmq: float | None, raw: float | None, metric: Metric) -> str:
     return f"{factor:.1f}x raw"
 
 
+def curve_cost(curve: float | None, plain: float | None, metric: Metric) -> str:
+    """zmq:// + CURVE's time per operation as a multiple of zmq://'s (CURVE off)."""
+    if not curve or not plain:
+        return "-"
+    factor = curve / plain if metric.lower_is_better else plain / curve
+    return f"{factor:.2f}x"
+
+
 def table(results: dict[str, Result], counts: Counts) -> str:
     """A Markdown table (aligned, so it reads as plain text too) and its footnotes."""
 
@@ -153,6 +216,9 @@ def table(results: dict[str, Result], counts: Counts) -> str:
 
     columns = [c for c in COLUMNS if c in results]  # the ones --only selected
     header = ["metric"] + [COLUMNS[c] for c in columns] + ["zmq vs rabbit", "zmq vs raw"]
+    with_curve = "zmq-curve" in results
+    if with_curve:
+        header.append("CURVE cost")
     rows = []
     for metric in metrics(counts):
         cells = [metric.label]
@@ -165,6 +231,8 @@ def table(results: dict[str, Result], counts: Counts) -> str:
         zmq = value("zmq", metric.key)
         cells.append(vs_rabbit(zmq, value("rabbit", metric.key), metric))
         cells.append(vs_raw(zmq, value("raw", metric.key), metric))
+        if with_curve:
+            cells.append(curve_cost(value("zmq-curve", metric.key), zmq, metric))
         rows.append(cells)
 
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -184,6 +252,11 @@ def table(results: dict[str, Result], counts: Counts) -> str:
     lines.append(
         "zmq vs raw: zmq://'s time per operation as a multiple of raw pyzmq's (1.0x = the floor)."
     )
+    if with_curve:
+        lines.append(
+            "CURVE cost: zmq:// + CURVE's time per operation as a multiple of zmq://'s "
+            "(notifications do not use ZeroMQ)."
+        )
     for column, result in results.items():
         if result.unavailable:
             lines.append(f"{COLUMNS[column]} unavailable: {result.unavailable}")
