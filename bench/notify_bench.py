@@ -23,7 +23,9 @@ EVENT = "bench.sample"
 DONE_MARGIN = 10.0  # seconds beyond the listener's own drain cap to wait for its DONE line
 
 
-def listener_spec(url: str, config_file: str, counts: Counts) -> tuple[tuple, str]:
+def listener_spec(
+    url: str, config_file: str, counts: Counts, executor: str = "threading"
+) -> tuple[tuple, str]:
     """The listener process to start (for ``start_children``) and its topic, unique to the run.
 
     It is started with the RPC servers, before anything is sent to it.
@@ -34,6 +36,7 @@ def listener_spec(url: str, config_file: str, counts: Counts) -> tuple[tuple, st
         "--url", url,
         "--topic", topic,
         "--drain-cap", str(counts.drain_cap),
+        "--executor", executor,
     ]  # fmt: skip
     return ("notify_listener", args, "notification listener"), topic
 

@@ -1,6 +1,7 @@
-"""An oslo.messaging notification listener process of the benchmark (threading executor).
+"""A notification listener process of the benchmark (threading or eventlet executor).
 
-    python -m bench.notify_listener --config-file F --url URL --topic T --drain-cap S
+    python -m bench.notify_listener --config-file F --url URL [--executor eventlet] \
+        --topic T --drain-cap S
 
 Prints "READY" once listening and stops gracefully on SIGTERM (SIGUSR1 prints
 every thread's stack to stderr). The endpoint counts ``info`` notifications
@@ -15,13 +16,20 @@ marker arrived, it prints
 
 from __future__ import annotations
 
-import argparse
-import faulthandler
-import logging
-import signal
-import threading
-import time
-import warnings
+import sys
+
+if "eventlet" in sys.argv:  # --executor eventlet: patch before anything imports threading
+    import eventlet
+
+    eventlet.monkey_patch()
+
+import argparse  # noqa: E402
+import faulthandler  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
 
 warnings.simplefilter("ignore")  # eventlet's deprecation notice on import
 
@@ -66,6 +74,7 @@ class CountingEndpoint:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config-file", required=True)
+    parser.add_argument("--executor", default="threading", choices=["threading", "eventlet"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--drain-cap", type=float, required=True)
@@ -80,7 +89,7 @@ def main() -> None:
     transport = oslo_messaging.get_notification_transport(cfg.CONF, url=args.url)
     endpoint = CountingEndpoint(args.drain_cap)
     listener = oslo_messaging.get_notification_listener(
-        transport, [oslo_messaging.Target(topic=args.topic)], [endpoint], executor="threading"
+        transport, [oslo_messaging.Target(topic=args.topic)], [endpoint], executor=args.executor
     )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

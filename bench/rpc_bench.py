@@ -22,23 +22,31 @@ from bench.procs import start_children, stop_all
 CALL_TIMEOUT = 30  # seconds, for every RPC call of the benchmark
 
 
-def run_column(url: str, config_file: str, counts: Counts, notifications: bool = True) -> Result:
+def run_column(
+    url: str,
+    config_file: str,
+    counts: Counts,
+    notifications: bool = True,
+    executor: str = "threading",
+) -> Result:
     """All oslo.messaging rows for ``url``: servers started, measured, stopped.
 
     ``config_file`` is the servers' (and listener's) config file; the client side uses
     ``cfg.CONF`` as the caller parsed it. Without ``notifications`` the listener is not
-    started and the notification row is left out (no value).
+    started and the notification row is left out (no value). ``executor`` is the servers'
+    and the listener's (``eventlet``: monkey-patched processes).
     """
     run = uuid.uuid4().hex[:8]
     topic, fanout_topic = f"bench-{run}", f"bench-{run}-fanout"
     fanout_names = [f"fan{i}" for i in range(counts.fanout_servers)]
 
     def spec(topic: str, server: str) -> tuple[str, list[str], str]:
-        args = ["--config-file", config_file, "--url", url, "--topic", topic, "--server", server]
+        args = ["--config-file", config_file, "--url", url, "--executor", executor]
+        args += ["--topic", topic, "--server", server]
         return "rpc_server", args, f"rpc server {server}"
 
     specs = [spec(topic, "single")] + [spec(fanout_topic, name) for name in fanout_names]
-    listener_spec, notify_topic = notify_bench.listener_spec(url, config_file, counts)
+    listener_spec, notify_topic = notify_bench.listener_spec(url, config_file, counts, executor)
     if notifications:
         specs.append(listener_spec)
     servers = start_children(specs, counts.start_cap)

@@ -1,6 +1,6 @@
-"""An oslo.messaging RPC server process of the benchmark (threading executor).
+"""An oslo.messaging RPC server process of the benchmark (threading or eventlet executor).
 
-    python -m bench.rpc_server --config-file F --url URL --topic T --server S
+    python -m bench.rpc_server --config-file F --url URL [--executor eventlet] --topic T --server S
 
 Prints "READY <server>" once serving and stops gracefully on SIGTERM (SIGUSR1
 prints every thread's stack to stderr). The
@@ -11,13 +11,20 @@ compare it with its own start time).
 
 from __future__ import annotations
 
-import argparse
-import faulthandler
-import logging
-import signal
-import threading
-import time
-import warnings
+import sys
+
+if "eventlet" in sys.argv:  # --executor eventlet: patch before anything imports threading
+    import eventlet
+
+    eventlet.monkey_patch()
+
+import argparse  # noqa: E402
+import faulthandler  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
 
 warnings.simplefilter("ignore")  # eventlet's deprecation notice on import
 
@@ -49,6 +56,7 @@ class BenchEndpoint:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config-file", required=True)
+    parser.add_argument("--executor", default="threading", choices=["threading", "eventlet"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--server", required=True)
@@ -62,7 +70,7 @@ def main() -> None:
     transport = oslo_messaging.get_rpc_transport(cfg.CONF, url=args.url)
     target = oslo_messaging.Target(topic=args.topic, server=args.server)
     server = oslo_messaging.get_rpc_server(
-        transport, target, [BenchEndpoint()], executor="threading"
+        transport, target, [BenchEndpoint()], executor=args.executor
     )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Benchmark zmqdriver against RabbitMQ and raw pyzmq, side by side, in one run.
 
-    python bench/run.py [--quick] [--only zmq,zmq-curve,zmq+redis,rabbit,raw] [--json FILE]
+    python bench/run.py [--quick] [--json FILE]
+        [--only zmq,zmq-curve,zmq-eventlet,zmq+redis,rabbit,raw]
 
 Columns: zmq:// (embedded matchmaker), zmq:// + CURVE (the same with CURVE
 encryption and authentication, key pairs made for the run; its "CURVE cost"
-column compares it with zmq://), zmq+redis:// (a private redis-server
+column compares it with zmq://), zmq:// eventlet (servers and listener on the
+eventlet executor; "eventlet cost" compares it with zmq://), zmq+redis:// (a private redis-server
 started here), rabbit:// (the local RabbitMQ, started if it is down; the
 column is "unavailable" if it cannot be reached) and raw pyzmq (the floor).
 All traffic stays on loopback; every process started here is stopped by PID.
@@ -43,6 +45,7 @@ DEFAULT_RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 COLUMNS = {
     "zmq": "zmq://",
     "zmq-curve": "zmq:// + CURVE",
+    "zmq-eventlet": "zmq:// eventlet",
     "zmq+redis": "zmq+redis://",
     "rabbit": "rabbit://",
     "raw": "raw pyzmq",
@@ -149,6 +152,10 @@ def run_columns(
                         )
                     finally:
                         parse_config(config_file)
+                elif column == "zmq-eventlet":
+                    results[column] = rpc_bench.run_column(
+                        "zmq://", config_file, counts, executor="eventlet"
+                    )
                 elif column == "zmq+redis":
                     redis = RedisServer(tempfile.mkdtemp(prefix="redis-", dir=workdir))
                     redis.start()
@@ -199,11 +206,11 @@ def vs_raw(zmq: float | None, raw: float | None, metric: Metric) -> str:
     return f"{factor:.1f}x raw"
 
 
-def curve_cost(curve: float | None, plain: float | None, metric: Metric) -> str:
-    """zmq:// + CURVE's time per operation as a multiple of zmq://'s (CURVE off)."""
-    if not curve or not plain:
+def cost(variant: float | None, plain: float | None, metric: Metric) -> str:
+    """A variant of zmq:// (CURVE, eventlet)'s time per operation as a multiple of zmq://'s."""
+    if not variant or not plain:
         return "-"
-    factor = curve / plain if metric.lower_is_better else plain / curve
+    factor = variant / plain if metric.lower_is_better else plain / variant
     return f"{factor:.2f}x"
 
 
@@ -219,6 +226,9 @@ def table(results: dict[str, Result], counts: Counts) -> str:
     with_curve = "zmq-curve" in results
     if with_curve:
         header.append("CURVE cost")
+    with_eventlet = "zmq-eventlet" in results
+    if with_eventlet:
+        header.append("eventlet cost")
     rows = []
     for metric in metrics(counts):
         cells = [metric.label]
@@ -232,7 +242,9 @@ def table(results: dict[str, Result], counts: Counts) -> str:
         cells.append(vs_rabbit(zmq, value("rabbit", metric.key), metric))
         cells.append(vs_raw(zmq, value("raw", metric.key), metric))
         if with_curve:
-            cells.append(curve_cost(value("zmq-curve", metric.key), zmq, metric))
+            cells.append(cost(value("zmq-curve", metric.key), zmq, metric))
+        if with_eventlet:
+            cells.append(cost(value("zmq-eventlet", metric.key), zmq, metric))
         rows.append(cells)
 
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -256,6 +268,11 @@ def table(results: dict[str, Result], counts: Counts) -> str:
         lines.append(
             "CURVE cost: zmq:// + CURVE's time per operation as a multiple of zmq://'s "
             "(notifications do not use ZeroMQ)."
+        )
+    if with_eventlet:
+        lines.append(
+            "eventlet cost: zmq:// with the servers and the listener on the eventlet executor "
+            "(monkey-patched processes), time per operation as a multiple of zmq://'s."
         )
     for column, result in results.items():
         if result.unavailable:

@@ -44,6 +44,7 @@ class Engine:
         self.pid = os.getpid()
         self.runtime = runtime_for_process()
         self.context = zmq.Context()
+        self.context.max_sockets = _max_sockets(zconf.zmq_max_connections)
         self.linger_ms = zconf.zmq_linger * 1000 if zconf.zmq_linger >= 0 else -1
         self.loop = IoLoop(self.runtime)
         heartbeats = Heartbeats(
@@ -52,7 +53,14 @@ class Engine:
         self.curve = driver.curve
         self.zap: security.ZapHandler | None = None  # loop thread; bound by the first server
         client_keys = self.curve.keys if self.curve else None
-        self.outbox = Outbox(self.loop, self.context, self.linger_ms, heartbeats, client_keys)
+        self.outbox = Outbox(
+            self.loop,
+            self.context,
+            self.linger_ms,
+            heartbeats,
+            client_keys,
+            max_connections=zconf.zmq_max_connections,
+        )
         self.directory = Directory(
             driver.matchmaker, zconf.zmq_target_cache_ttl, require_key=self.curve is not None
         )
@@ -68,6 +76,8 @@ class Engine:
                 zconf.zmq_cast_hold_time,
                 zconf.zmq_cast_hold_max,
                 zconf.zmq_cast_track_max,
+                zconf.zmq_cast_window,
+                zconf.rpc_ack_timeout_base,
             ),
         )
         self.sender = RpcSender(
@@ -100,6 +110,13 @@ class Engine:
         self.loop.stop()
         self.runtime.close()
         self.context.term()
+
+
+def _max_sockets(max_connections: int) -> int:
+    """ZeroMQ sockets this process may need: three per server connection (the
+    DEALER and its monitor pair) plus servers and spares. libzmq's default of
+    1023 would stop an unlimited client near 340 servers."""
+    return 3 * max_connections + 1024 if max_connections else 65536
 
 
 class ZmqDriver(base.BaseDriver):

@@ -133,10 +133,27 @@ zmq_opts = [
     cfg.IntOpt(
         "zmq_cast_track_max",
         default=10000,
+        min=1,
+        help="Most casts a process has on their way at once (sent, and watched until their "
+        "server reports them done, to resend them elsewhere if that server is lost first); "
+        "cast() waits for room beyond that.",
+    ),
+    cfg.IntOpt(
+        "zmq_max_connections",
+        default=256,
         min=0,
-        help="Most acknowledged casts a process watches until their server reports them done "
-        "(to resend them elsewhere if that server is lost first); beyond that new casts are "
-        "not watched.",
+        help="Most connections to servers a process keeps open; beyond that the least "
+        "recently used idle one is closed (and opened again when needed). Each costs memory, "
+        "a file descriptor and heartbeats. 0 means no limit.",
+    ),
+    cfg.IntOpt(
+        "zmq_cast_window",
+        default=16,
+        min=1,
+        help="Most casts a process has on their way to one server at once (sent and not yet "
+        "reported done); cast() waits for room beyond that. Larger windows pipeline more "
+        "casts; a server killed mid-stream can have run at most this many casts whose "
+        "completion the sender never heard of, and which it sends elsewhere again.",
     ),
     cfg.StrOpt(
         "zmq_matchmaker_path",

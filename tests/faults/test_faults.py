@@ -18,10 +18,16 @@ import oslo_messaging
 import pytest
 
 from tests.functional.helpers import client, unique, wait_until
+from zmqdriver import options
 from zmqdriver.rpc.client import ServerLost
 
 CASTS = 2000
 CALLS = 500
+
+
+def _default_window() -> int:
+    (opt,) = [opt for opt in options.list_opts()[0][1] if opt.name == "zmq_cast_window"]
+    return opt.default
 
 
 class Load:
@@ -83,19 +89,20 @@ class Load:
         self.transport.cleanup()
 
 
-# A server killed (or frozen) the instant after it ran a cast, before its DONE
-# reached the sender, cannot tell anyone: the sender resends the cast, which
-# then runs twice. Without shared durable state no driver can close that
-# window (not resending would lose every accepted cast not yet run instead).
-# It holds at most the casts in flight to that server at that instant; the
-# load has one casting thread, so at most a couple.
-IN_FLIGHT_AT_THE_FAULT = 2
+# A server killed (or frozen) after it ran a cast, before its DONE reached the
+# sender, cannot tell anyone: the sender resends the cast, which then runs
+# twice. Without shared durable state no driver can close that window (not
+# resending would lose every accepted cast not yet run instead). The sender
+# keeps at most zmq_cast_window casts on their way to one server, so at most
+# that many can be in this state.
+IN_FLIGHT_AT_THE_FAULT = _default_window()
 
 
 def assert_none_lost(executions: collections.Counter, may_repeat: int = 0) -> None:
     expected = {f"c{i}" for i in range(CASTS)}
     missing = expected - set(executions)
     duplicated = {tag: n for tag, n in executions.items() if n > 1}
+    print(f"casts ran twice: {len(duplicated)} (bound {may_repeat})")  # seen with -s
     assert not missing, f"{len(missing)} casts lost, e.g. {sorted(missing)[:5]}"
     assert set(executions) == expected, "only the casts sent ran"
     assert len(duplicated) <= may_repeat, f"{len(duplicated)} casts ran twice: {duplicated}"

@@ -159,6 +159,18 @@ def test_many_threads_share_one_transport(cluster):
     assert results == [[f"{t}-{i}" for i in range(25)] for t in range(8)]
 
 
+def test_connection_limit_closes_idle_connections_and_reopens_them(cluster):
+    transport = cluster.deployment.transport(cluster.deployment.conf(zmq_max_connections=1))
+    try:
+        for server in ("s1", "s2", "s1", "s2"):
+            caller = client(transport, cluster.topic, server, "ex_a", timeout=30)
+            assert caller.call({}, "echo", value=server) == server
+        outbox = transport._driver._get_engine().outbox
+        assert len(outbox._dealers) == 1  # the least recently used one was closed
+    finally:
+        transport.cleanup()
+
+
 def test_eventlet_client_process(cluster):
     env = dict(os.environ, PYTHONPATH=helpers.REPO)
     done = subprocess.run(

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import heapq
+import itertools
 import logging
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +31,7 @@ _os = patcher.original("os")
 _threading = patcher.original("threading")
 
 # Messages read from one socket before other sockets get a turn.
-_READ_BATCH = 256
+_READ_BATCH = 64
 
 
 class LoopStopped(RuntimeError):
@@ -44,6 +48,8 @@ class IoLoop:
         self._poller = zmq.Poller()
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._readers: dict[zmq.Socket, Callable[[list], None]] = {}
+        self._timers: list[tuple[float, int, Callable, tuple]] = []  # a heap, loop thread only
+        self._timer_seq = itertools.count()  # ties in time run in the order they were set
         self._sleeping = False
         self._running = True
         # Makes "still running?" and "queue the task" one step, so no task can
@@ -97,6 +103,15 @@ class IoLoop:
         self._readers[socket] = callback
         self._poller.register(socket, zmq.POLLIN)
 
+    def drain(self, socket: zmq.Socket) -> None:
+        """Handle every message waiting on ``socket`` now, before anything else."""
+        while self._read(socket):
+            pass
+
+    def call_later(self, delay: float, fn: Callable, *args: Any) -> None:
+        """Run ``fn(*args)`` in the loop thread after ``delay`` seconds."""
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), fn, args))
+
     def remove_reader(self, socket: zmq.Socket) -> None:
         if self._readers.pop(socket, None) is not None:
             self._poller.unregister(socket)
@@ -120,7 +135,7 @@ class IoLoop:
             if not self._running:
                 break
             self._sleeping = True
-            timeout = 0 if self._tasks else None
+            timeout = 0 if self._tasks else self._poll_timeout_ms()
             try:
                 events = self._poller.poll(timeout)
             except zmq.ZMQError as exc:
@@ -133,6 +148,7 @@ class IoLoop:
                     self._drain_wake_pipe()
                 else:
                     self._read(socket)
+            self._run_timers()
         # Tasks queued just before the stop still run (their callers are waiting).
         self._run_tasks()
 
@@ -145,26 +161,42 @@ class IoLoop:
             except Exception as exc:
                 self.runtime.log(logging.ERROR, "zmqdriver I/O task %r failed: %r", fn, exc)
 
+    def _poll_timeout_ms(self) -> int | None:
+        if not self._timers:
+            return None
+        return max(0, math.ceil((self._timers[0][0] - time.monotonic()) * 1000))
+
+    def _run_timers(self) -> None:
+        timers, now = self._timers, time.monotonic()
+        while timers and timers[0][0] <= now:
+            _, _, fn, args = heapq.heappop(timers)
+            try:
+                fn(*args)
+            except Exception as exc:
+                self.runtime.log(logging.ERROR, "zmqdriver I/O timer %r failed: %r", fn, exc)
+
     def _drain_wake_pipe(self) -> None:
         try:
             _os.read(self._wake_r, 65536)
         except (BlockingIOError, OSError):
             pass
 
-    def _read(self, socket: zmq.Socket) -> None:
+    def _read(self, socket: zmq.Socket) -> bool:
+        """Handle up to _READ_BATCH messages of ``socket``; True if more may be waiting."""
         callback = self._readers.get(socket)
         for _ in range(_READ_BATCH):
             if callback is None or socket.closed:
-                return
+                return False
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return False
             except zmq.ZMQError as exc:
                 self.runtime.log(logging.WARNING, "zmqdriver: receive failed: %s", exc)
-                return
+                return False
             try:
                 callback(frames)
             except Exception as exc:
                 self.runtime.log(logging.ERROR, "zmqdriver: handling a message failed: %r", exc)
             callback = self._readers.get(socket)
+        return True

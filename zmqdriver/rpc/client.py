@@ -1,9 +1,10 @@
 """The client side of RPC: choose a server, hand the request over, await the outcome.
 
-This runs in the caller's thread (or greenthread). Every request waits for
-the server's ACK; a server that does not acknowledge in time, or REJECTs
-because it is stopping, is skipped and the same message (same id, so the
-server can de-duplicate) goes to another server of the target.
+This runs in the caller's thread (or greenthread). A call waits for the
+server's ACK; a server that does not acknowledge in time, or REJECTs because
+it is stopping, is skipped and the same message (same id, so the server can
+de-duplicate) goes to another server of the target. A cast is handed to the
+CastKeeper, which does the same for it after ``cast()`` returned.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class RpcSender:
             return self._fanout(key, frames, msg_id, target)
         key = addressing.rpc_key(self._prefix, exchange, target.topic, target.server)
         request = _Request(target, key, msg_id, frames, wait_for_reply, timeout, retry)
+        request.cm_timeout = call_monitor_timeout if wait_for_reply else None
         mandatory = bool(getattr(transport_options, "at_least_once", False))
         if mandatory:
             self._check_deliverable(request, exchange, message)
@@ -110,7 +112,7 @@ class RpcSender:
                 raise exceptions.MessagingTimeout(
                     f"No server for {_describe(target)} became available within {timeout}s{exc}"
                 ) from None
-            return self._await_reply(request, waiter, server, early, call_monitor_timeout)
+            return self._await_reply(request, waiter, server, early)
         finally:
             self._outbox.forget(msg_id)
 
@@ -137,25 +139,22 @@ class RpcSender:
         self._send_cast(request, raise_when_full=False)
 
     def _send_cast(self, request: _Request, raise_when_full: bool) -> None:
-        """Deliver a cast (returns on a server's ACK), then let the keeper watch it."""
+        """Send a cast to a server of its target (or hold it); returns without awaiting it.
+
+        A caller waits only while the chosen server's window is full; the
+        keeper's resends (``raise_when_full`` False) never wait, so the keeper
+        cannot stall behind a window only it can drain.
+        """
         request.lookup_deadline = time.monotonic()  # look up once, never wait here
-        request.attempts += 1
-        waiter = self._outbox.expect(request.msg_id)
         try:
-            server, _ = self._deliver(request, waiter)
+            endpoint = self._choose(request, request.tried, request.lookup_deadline)
         except NoServer:
-            self._outbox.forget(request.msg_id)
             self._hold(request, raise_when_full)
             return
-        except BaseException:
-            self._outbox.forget(request.msg_id)
-            raise
-        # Returning only after the ACK keeps a server's backlog, and with it
-        # the casts that could run twice if it dies, to what is in flight.
-        if self._keeper.has_room():
-            self._keeper.watch(request, server, waiter)
-        else:
-            self._outbox.forget(request.msg_id)
+        if raise_when_full:
+            self._keeper.wait_for_room(endpoint)
+        request.attempts += 1
+        self._keeper.send(request, [endpoint])
 
     def _hold(self, request: _Request, raise_when_full: bool) -> None:
         if self._keeper.hold(request):
@@ -240,6 +239,7 @@ class RpcSender:
             except NoServer as exc:
                 raise NoServer(f"{exc}{refusal}") from None
             self._outbox.send(endpoint, request.msg_id, request.frames)
+            request.sent_at = time.monotonic()
             attempts += 1
             deadline = request.ack_deadline(self._ack_timeout)
             acked_by, response = self._await_ack(waiter, endpoint, deadline)
@@ -250,7 +250,7 @@ class RpcSender:
             if response is not None and response.reason:
                 # The outbox logged it (rate-limited); the caller's error will say it.
                 refusal = f"; the handshake with {endpoint} failed: {response.reason}"
-                self._outbox.drop(endpoint)
+                self._outbox.drop(endpoint, request.msg_id)
             elif response is None or response.kind == PEER_LOST:
                 # Silence or a lost connection: the copy may still sit in the
                 # socket and must not reach the server after we resend elsewhere.
@@ -260,7 +260,7 @@ class RpcSender:
                     _describe(request.target),
                     "connection lost" if response else f"nothing within {self._ack_timeout}s",
                 )
-                self._outbox.drop(endpoint)
+                self._outbox.drop(endpoint, request.msg_id)
             if request.retry is not None and request.retry >= 0 and attempts > request.retry:
                 raise exceptions.MessageDeliveryFailure(
                     f"{_describe(request.target)}: no server acknowledged after {attempts} "
@@ -274,21 +274,23 @@ class RpcSender:
 
         Returns (server, response-after-the-ACK or None) once one did, or
         (None, the REJECT/PEER_LOST of ``endpoint``, or None on silence).
+        The ACK itself wakes nobody (``Waiter.acked_by``): a reply, a
+        heartbeat or the deadline does.
         """
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None, None
             try:
+                if remaining <= 0:
+                    raise queue.Empty
                 response = waiter.get(timeout=remaining)
             except queue.Empty:
-                return None, None
-            if response.kind == protocol.Kind.ACK:
-                return response.endpoint, None
+                return waiter.acked_by, None
             if response.kind in (protocol.Kind.REJECT, PEER_LOST):
-                if response.endpoint == endpoint:
-                    return None, response
-                continue  # stale news about a server tried before
+                if response.endpoint != endpoint:
+                    continue  # stale news about a server tried before
+                if response.kind == PEER_LOST and waiter.acked_by == endpoint:
+                    return endpoint, response  # accepted, then lost: ServerLost
+                return None, response
             # A REPLY or HEARTBEAT implies its ACK (e.g. a late one from a slow server).
             return response.endpoint, response
 
@@ -300,10 +302,11 @@ class RpcSender:
         waiter: Waiter,
         server: Endpoint,
         early: Response | None,
-        cm_timeout: float | None,
     ):
         deadline = request.deadline
-        cm_deadline = time.monotonic() + cm_timeout if cm_timeout else None
+        cm_timeout = request.cm_timeout
+        # The server owes a heartbeat within cm_timeout of taking the call.
+        cm_deadline = request.sent_at + cm_timeout if cm_timeout else None
         response = early
         while True:
             if response is None:
@@ -353,6 +356,7 @@ class RpcSender:
     # -- fanout ----------------------------------------------------------------------
 
     def _fanout(self, key: str, frames: list[bytes], msg_id: bytes, target) -> None:
+        """A copy to every server registered now; the keeper watches each until DONE."""
         try:
             endpoints = self._wait_for_endpoints(key, time.monotonic())
         except NoServer as exc:
@@ -362,44 +366,16 @@ class RpcSender:
                 "Fanout to %s reached no server: none is registered%s", _describe(target), exc
             )
             return
-        waiter = self._outbox.expect(msg_id)
-        try:
-            for endpoint in endpoints:
-                self._outbox.send(endpoint, msg_id, frames)
-            missing = self._collect_acks(waiter, set(endpoints))
-        finally:
-            self._outbox.forget(msg_id)
-        for endpoint in missing:
-            self._outbox.drop(endpoint)
-        if missing:
-            LOG.warning(
-                "Fanout to %s: %d of %d servers did not acknowledge within %.1fs: %s",
-                _describe(target),
-                len(missing),
-                len(endpoints),
-                self._ack_timeout,
-                ", ".join(map(str, sorted(missing))),
-            )
+        for endpoint in endpoints:
+            self._keeper.wait_for_room(endpoint)
+        request = _Request(target, key, msg_id, frames, False, None, None)
+        self._keeper.send(request, endpoints, fanout=True)
 
     def _wait_for_endpoints(self, key: str, deadline: float) -> list[Endpoint]:
         for endpoints in self._lookups(key, deadline):
             if endpoints:
                 return endpoints
         raise AssertionError("unreachable: _lookups ends by raising NoServer")
-
-    def _collect_acks(self, waiter: Waiter, pending: set[Endpoint]) -> set[Endpoint]:
-        deadline = time.monotonic() + self._ack_timeout
-        while pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                response = waiter.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if response.kind in (protocol.Kind.ACK, protocol.Kind.REJECT):
-                pending.discard(response.endpoint)
-        return pending
 
 
 class _Request:
@@ -414,6 +390,8 @@ class _Request:
         self.timeout = timeout
         self.retry = retry
         self.started = time.monotonic()
+        self.sent_at = self.started  # the last time it was sent
+        self.cm_timeout: float | None = None  # call_monitor_timeout of a call
         self.tried: set[Endpoint] = set()  # servers that failed this request (casts)
         self.attempts = 0
         # A call without a timeout waits for ever, as with the other drivers.
@@ -425,10 +403,11 @@ class _Request:
             self.lookup_deadline = self.started
 
     def ack_deadline(self, ack_timeout: float) -> float:
-        ack_deadline = time.monotonic() + ack_timeout
-        if self.deadline is not None:
-            return min(ack_deadline, self.deadline)
-        return ack_deadline
+        """When to stop waiting for the ACK (and look at what came)."""
+        limits = [time.monotonic() + ack_timeout, self.deadline]
+        if self.cm_timeout:
+            limits.append(self.sent_at + self.cm_timeout)  # no heartbeat by then: fail fast
+        return min(limit for limit in limits if limit is not None)
 
 
 def _describe(target) -> str:

@@ -1,10 +1,16 @@
-"""CastKeeper: looks after casts after ``cast()`` has returned.
+"""CastKeeper: sees every cast through, from ``cast()`` to the server's DONE.
 
-``cast()`` returns once a server acknowledged the cast; from then on the
-keeper owns it until that server reports it ran (DONE). If the connection to
-the server is lost first (it died with the cast queued), the cast goes to
-another server, with the same message id, so a server that already has it
-drops it.
+``cast()`` hands the cast to a server and returns at once; the keeper
+watches it until that server reports it ran (DONE). A cast the server does
+not acknowledge within ``rpc_ack_timeout_base``, or whose connection is lost
+before its DONE, goes to another server with the same message id, so a
+server that already has it drops it.
+
+Each server has a window: at most ``zmq_cast_window`` casts sent to it and
+not yet DONE. A sender that fills it waits for room. The window is what
+pipelines casts (many in flight, no round trip per cast), and it bounds what
+a server killed mid-stream can leave ambiguous: only casts in its window can
+have run without their DONE arriving, and be run again elsewhere.
 
 Casts sent while no server exists are held, in order, and delivered when one
 registers. Everything is bounded (count and age); what is dropped is logged
@@ -23,13 +29,14 @@ from dataclasses import dataclass, field
 
 from zmqdriver import protocol
 from zmqdriver.addressing import Endpoint
-from zmqdriver.rpc.outbox import PEER_LOST, Outbox, Response, Waiter
+from zmqdriver.rpc.outbox import PEER_LOST, Outbox, Response
 
 LOG = logging.getLogger(__name__)
 
 _TICK = 0.1  # seconds between the keeper thread's checks
 _RETRY_HELD_EVERY = 0.5
 _FORGET_AFTER = 600.0  # a cast without DONE for this long: its DONE was lost, stop tracking
+_ROOM_WAIT = 0.5  # a sender waiting for room re-checks this often
 
 
 @dataclass(frozen=True)
@@ -37,12 +44,18 @@ class Limits:
     hold_time: float
     hold_max: int
     track_max: int
+    window: int
+    ack_timeout: float
 
 
 @dataclass
-class _Tracked:
+class _Copy:
+    """One cast on its way to one server (a fanout cast has one copy per server)."""
+
     request: object  # rpc.client._Request
     server: Endpoint
+    fanout: bool
+    ack_due: float | None  # None once the server acknowledged it
     since: float = field(default_factory=time.monotonic)
 
 
@@ -51,7 +64,11 @@ class CastKeeper:
         self._outbox = outbox
         self._limits = limits
         self._resend: Callable[[object], None] | None = None
-        self._tracked: dict[bytes, _Tracked] = {}
+        # Copies on their way, by (message id, server); guarded by _room.
+        self._copies: dict[tuple[bytes, Endpoint], _Copy] = {}
+        self._per_server: collections.Counter[Endpoint] = collections.Counter()
+        self._per_msg: collections.Counter[bytes] = collections.Counter()
+        self._room = threading.Condition()
         self._held: collections.OrderedDict[bytes, object] = collections.OrderedDict()
         self._held_lock = threading.Lock()
         self._orphans: queue.Queue = queue.Queue()
@@ -61,21 +78,47 @@ class CastKeeper:
         self._last_held_retry = 0.0
 
     def start(self, resend: Callable[[object], None]) -> None:
-        """``resend(request)`` sends a cast again; it calls ``watch``/``hold`` itself."""
+        """``resend(request)`` sends a cast again; it calls ``send``/``hold`` itself."""
         self._resend = resend
 
     # -- caller threads ----------------------------------------------------------
 
-    def has_room(self) -> bool:
-        if len(self._tracked) < self._limits.track_max:
-            return True
-        self._warn_full("watched", self._limits.track_max, "zmq_cast_track_max")
-        return False
+    def wait_for_room(self, server: Endpoint) -> None:
+        """Block while ``server``'s window (or the process-wide limit) is full."""
+        since = warned = time.monotonic()
+        with self._room:
+            while not self._stopped and not self._has_room(server):
+                self._room.wait(_ROOM_WAIT)
+                if time.monotonic() - warned > 2 * self._limits.ack_timeout:
+                    warned = time.monotonic()
+                    LOG.warning(
+                        "cast() has waited %.0fs for room: %d casts on their way to %s "
+                        "(zmq_cast_window=%d), %d in all (zmq_cast_track_max=%d)",
+                        warned - since,
+                        self._per_server[server],
+                        server,
+                        self._limits.window,
+                        len(self._copies),
+                        self._limits.track_max,
+                    )
 
-    def watch(self, request, server: Endpoint, waiter: Waiter) -> None:
-        """Own a cast ``server`` acknowledged until it reports DONE."""
-        self._tracked[request.msg_id] = _Tracked(request, server)
-        waiter.hand_over(lambda response: self._on_response(request.msg_id, response))
+    def send(self, request, servers: list[Endpoint], fanout: bool = False) -> None:
+        """Send a cast (a copy to each of ``servers``) and watch it until DONE.
+
+        Does not wait for room: callers do that first (``wait_for_room``); the
+        keeper's own resends may exceed a window rather than stall.
+        """
+        due = time.monotonic() + self._limits.ack_timeout
+        with self._room:
+            fresh = self._per_msg[request.msg_id] == 0
+            for server in servers:
+                self._copies[(request.msg_id, server)] = _Copy(request, server, fanout, due)
+                self._per_server[server] += 1
+                self._per_msg[request.msg_id] += 1
+        if fresh:
+            self._outbox.expect(request.msg_id, self._response_handler(request.msg_id))
+        for server in servers:
+            self._outbox.send(server, request.msg_id, request.frames)
         self._ensure_thread()
 
     def hold(self, request) -> bool:
@@ -91,12 +134,16 @@ class CastKeeper:
 
     def holding(self, key: str) -> bool:
         """Casts to ``key`` are waiting: a new one must queue behind them (order)."""
+        if not self._held:
+            return False
         with self._held_lock:
             return any(request.key == key for request in self._held.values())
 
     def close(self) -> None:
         self._stopped = True
         self._orphans.put(None)
+        with self._room:
+            self._room.notify_all()
         if self._thread is not None:
             self._thread.join(10)
         if self._held:
@@ -105,29 +152,64 @@ class CastKeeper:
                 len(self._held),
             )
 
+    def _has_room(self, server: Endpoint) -> bool:
+        if len(self._copies) >= self._limits.track_max:
+            self._warn_full("in flight", self._limits.track_max, "zmq_cast_track_max")
+            return False
+        return self._per_server[server] < self._limits.window
+
     # -- responses (I/O loop or hub) ---------------------------------------------
 
+    def _response_handler(self, msg_id: bytes) -> Callable[[Response], None]:
+        return lambda response: self._on_response(msg_id, response)
+
     def _on_response(self, msg_id: bytes, response: Response) -> None:
-        tracked = self._tracked.get(msg_id)
-        if tracked is None:
-            return
-        if response.kind == protocol.Kind.DONE:
-            self._forget(msg_id)
-        elif response.kind == PEER_LOST and response.endpoint == tracked.server:
+        kind = response.kind
+        if kind == protocol.Kind.ACK:
+            copy = self._copies.get((msg_id, response.endpoint))
+            if copy is not None:
+                copy.ack_due = None
+        elif kind == protocol.Kind.DONE:
+            self._finish(msg_id, response.endpoint)
+        elif kind in (PEER_LOST, protocol.Kind.REJECT):
+            copy = self._finish(msg_id, response.endpoint)
+            if copy is not None:
+                self._redirect(copy, "was lost" if kind == PEER_LOST else "is stopping")
+
+    def _finish(self, msg_id: bytes, server: Endpoint) -> _Copy | None:
+        """Stop watching one copy; returns it, or None if it was not watched."""
+        with self._room:
+            copy = self._copies.pop((msg_id, server), None)
+            if copy is None:
+                return None
+            self._per_server[server] -= 1
+            if self._per_server[server] <= 0:
+                del self._per_server[server]
+            self._per_msg[msg_id] -= 1
+            last = self._per_msg[msg_id] <= 0
+            if last:
+                del self._per_msg[msg_id]
+            self._room.notify_all()
+        if last:
+            self._outbox.forget(msg_id)
+        return copy
+
+    def _redirect(self, copy: _Copy, why: str) -> None:
+        msg_id = protocol.msg_id_str(copy.request.msg_id)
+        if copy.fanout:
+            # A fanout copy belongs to that server only: nobody else may run it.
             LOG.warning(
-                "Server of cast %s was lost before running it; sending it elsewhere",
-                protocol.msg_id_str(msg_id),
+                "Server %s of fanout cast %s %s before running it", copy.server, msg_id, why
             )
-            self._orphan(msg_id, tracked)
-
-    def _orphan(self, msg_id: bytes, tracked: _Tracked) -> None:
-        self._forget(msg_id)
-        tracked.request.tried.add(tracked.server)
-        self._orphans.put(tracked.request)
-
-    def _forget(self, msg_id: bytes) -> None:
-        self._tracked.pop(msg_id, None)
-        self._outbox.forget(msg_id)
+            return
+        LOG.warning(
+            "Server %s of cast %s %s before running it; sending it elsewhere",
+            copy.server,
+            msg_id,
+            why,
+        )
+        copy.request.tried.add(copy.server)
+        self._orphans.put(copy.request)
 
     # -- the keeper thread -------------------------------------------------------------
 
@@ -137,6 +219,7 @@ class CastKeeper:
             self._thread.start()
 
     def _run(self) -> None:
+        last_check = 0.0
         while not self._stopped:
             try:
                 orphan = self._orphans.get(timeout=_TICK)
@@ -146,8 +229,12 @@ class CastKeeper:
                 return
             if orphan is not None:
                 self._deliver(orphan)
-            if time.monotonic() - self._last_held_retry >= _RETRY_HELD_EVERY:
-                self._last_held_retry = time.monotonic()
+            now = time.monotonic()
+            if now - last_check >= _TICK:
+                last_check = now
+                self._check_acks(now)
+            if now - self._last_held_retry >= _RETRY_HELD_EVERY:
+                self._last_held_retry = now
                 self._retry_held()
                 self._forget_stale()
 
@@ -158,6 +245,27 @@ class CastKeeper:
             LOG.error(
                 "Cast %s could not be sent again: %s", protocol.msg_id_str(request.msg_id), exc
             )
+
+    def _check_acks(self, now: float) -> None:
+        """Servers that left a cast unacknowledged too long lose their connection.
+
+        Dropping the connection discards what still sits in its socket (so it
+        cannot reach that server after the casts went elsewhere) and reports
+        every request on it as lost, which sends its casts elsewhere.
+        """
+        with self._room:
+            silent = {
+                copy.server
+                for copy in self._copies.values()
+                if copy.ack_due is not None and copy.ack_due <= now
+            }
+        for server in silent:
+            LOG.warning(
+                "%s did not acknowledge a cast within %ss; sending its casts elsewhere",
+                server,
+                self._limits.ack_timeout,
+            )
+            self._outbox.drop(server)
 
     def _retry_held(self) -> None:
         with self._held_lock:
@@ -184,12 +292,13 @@ class CastKeeper:
 
     def _forget_stale(self) -> None:
         now = time.monotonic()
-        for msg_id, tracked in list(self._tracked.items()):
-            if now - tracked.since > _FORGET_AFTER:
-                self._forget(msg_id)
+        with self._room:
+            stale = [key for key, copy in self._copies.items() if now - copy.since > _FORGET_AFTER]
+        for msg_id, server in stale:
+            self._finish(msg_id, server)
 
     def _warn_full(self, what: str, limit: int, option: str) -> None:
         now = time.monotonic()
         if now - self._warned_full > 10.0:
             self._warned_full = now
-            LOG.warning("%d casts already %s (%s); not keeping more", limit, what, option)
+            LOG.warning("%d casts already %s (%s); waiting for room", limit, what, option)

@@ -12,9 +12,9 @@ server is *suspect* for a while, so senders prefer other servers.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,37 +67,33 @@ class Response:
 class Waiter:
     """Collects the responses to one request.
 
-    The caller reads them with ``get`` while it waits (ACK, REPLY, ...). A
-    cast outlives its caller: ``hand_over`` then passes every later
-    response, and any not read yet, to a handler, without losing one that
-    arrives during the switch.
+    A caller reads them with ``get`` while it waits (ACK, REPLY, ...). A
+    cast's responses go to the keeper's ``handler`` instead, as they come.
     """
 
-    def __init__(self) -> None:
-        self._queue: queue.Queue = queue.Queue()
-        self._lock = threading.Lock()
-        self._handler: Callable[[Response], None] | None = None
+    def __init__(self, handler: Callable[[Response], None] | None = None) -> None:
+        self._queue: queue.Queue | None = queue.Queue() if handler is None else None
+        self._handler = handler
+        # A caller is not woken for an ACK (the reply usually follows at once):
+        # it looks here when its ACK deadline passes.
+        self.acked_by: Endpoint | None = None
 
     def put(self, response: Response) -> None:
-        with self._lock:
-            handler = self._handler
-            if handler is None:
-                self._queue.put(response)
-                return
-        handler(response)
+        if self._handler is not None:
+            self._handler(response)
+        else:
+            self._queue.put(response)
+
+    def take_ack(self, endpoint: Endpoint) -> bool:
+        """Note an ACK for a waiting caller without waking it; False if a handler wants it."""
+        if self._handler is not None:
+            return False
+        self.acked_by = endpoint
+        return True
 
     def get(self, timeout: float | None = None) -> Response:
         """The next response; raises queue.Empty after ``timeout`` seconds."""
         return self._queue.get(timeout=timeout)
-
-    def hand_over(self, handler: Callable[[Response], None]) -> None:
-        with self._lock:
-            self._handler = handler
-            unread = []
-            while not self._queue.empty():
-                unread.append(self._queue.get_nowait())
-        for response in unread:
-            handler(response)
 
 
 @dataclass(frozen=True)
@@ -116,8 +112,10 @@ class Outbox:
         linger_ms: int,
         heartbeats: Heartbeats,
         curve: KeyPair | None = None,
+        max_connections: int = 0,
     ) -> None:
         self._loop = loop
+        self._max_connections = max_connections  # 0: no limit
         self._context = context
         self._linger_ms = linger_ms
         self._heartbeats = heartbeats
@@ -127,15 +125,19 @@ class Outbox:
         self._waiters: dict[bytes, Waiter] = {}
         self._suspects: dict[Endpoint, float] = {}
         # Loop thread only.
-        self._dealers: dict[Endpoint, zmq.Socket] = {}
+        self._dealers: collections.OrderedDict[Endpoint, zmq.Socket] = collections.OrderedDict()
         self._monitors: dict[Endpoint, zmq.Socket] = {}
         self._inflight: dict[Endpoint, set[bytes]] = {}
 
     # -- caller threads ----------------------------------------------------------
 
-    def expect(self, msg_id: bytes) -> Waiter:
-        """Start collecting responses to ``msg_id``; call ``forget`` when done."""
-        waiter = Waiter()
+    def expect(self, msg_id: bytes, handler: Callable[[Response], None] | None = None) -> Waiter:
+        """Start collecting responses to ``msg_id``; call ``forget`` when done.
+
+        With ``handler`` every response is passed to it (in the loop thread,
+        or the hub when green) instead of being queued for ``get``.
+        """
+        waiter = Waiter(handler)
         self._waiters[msg_id] = waiter
         return waiter
 
@@ -145,14 +147,16 @@ class Outbox:
     def send(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> None:
         self._loop.submit(self._send, endpoint, msg_id, frames)
 
-    def drop(self, endpoint: Endpoint) -> None:
+    def drop(self, endpoint: Endpoint, known: bytes | None = None) -> None:
         """Close the connection to ``endpoint``, discarding what it has queued.
 
         Used when a server did not acknowledge in time: a request stuck in the
         socket must not reach the server later, after it was sent elsewhere.
+        Every other request in flight on it gets PEER_LOST; ``known`` is the
+        caller's own, which it handles itself.
         """
         self.suspect(endpoint)
-        self._loop.submit(self._drop, endpoint)
+        self._loop.submit(self._drop, endpoint, known)
 
     def suspect(self, endpoint: Endpoint) -> None:
         self._suspects[endpoint] = time.monotonic() + SUSPECT_FOR
@@ -165,7 +169,10 @@ class Outbox:
 
     def _dealer(self, endpoint: Endpoint) -> zmq.Socket:
         dealer = self._dealers.get(endpoint)
-        if dealer is None:
+        if dealer is not None:
+            self._dealers.move_to_end(endpoint)  # most recently used last
+        else:
+            self._make_room()
             dealer = self._context.socket(zmq.DEALER)
             try:
                 self._configure(dealer, endpoint)
@@ -179,6 +186,20 @@ class Outbox:
             self._loop.add_reader(dealer, lambda frames: self._on_response(endpoint, frames))
             self._loop.add_reader(monitor, lambda frames: self._on_event(endpoint, frames))
         return dealer
+
+    def _make_room(self) -> None:
+        """Close the least recently used idle connection when at zmq_max_connections.
+
+        Each connection costs memory, a file descriptor and heartbeats. One with
+        requests in flight is kept: its answers would be lost; if every one is
+        busy the limit is exceeded for a while.
+        """
+        if not self._max_connections or len(self._dealers) < self._max_connections:
+            return
+        for endpoint in self._dealers:
+            if not self._inflight.get(endpoint):
+                self._drop_gracefully(endpoint)
+                return
 
     def _configure(self, dealer: zmq.Socket, endpoint: Endpoint) -> None:
         dealer.setsockopt(zmq.LINGER, self._linger_ms)
@@ -206,10 +227,11 @@ class Outbox:
         if len(inflight) > 1024:  # callers that timed out never said goodbye
             inflight.intersection_update(self._waiters)
 
-    def _drop(self, endpoint: Endpoint) -> None:
+    def _drop(self, endpoint: Endpoint, known: bytes | None = None) -> None:
         dealer = self._dealers.pop(endpoint, None)
         monitor = self._monitors.pop(endpoint, None)
-        self._inflight.pop(endpoint, None)
+        # What was sent on this connection will get no answer through it.
+        self._lost(endpoint, self._inflight.pop(endpoint, set()) - {known})
         for socket in (dealer, monitor):
             if socket is not None:
                 self._loop.remove_reader(socket)
@@ -230,6 +252,11 @@ class Outbox:
             reason = handshake_failure(event, message["value"], self._curve is not None)
             self._log_handshake_failure(endpoint, reason)
         self._suspects[endpoint] = time.monotonic() + SUSPECT_FOR
+        dealer = self._dealers.get(endpoint)
+        if dealer is not None:
+            # Answers that arrived before the loss (a DONE, a REPLY) still count:
+            # without them those requests would be sent again elsewhere.
+            self._loop.drain(dealer)
         lost = self._inflight.pop(endpoint, set())
         if lost and reason is None:
             self._loop.runtime.log(
@@ -282,6 +309,8 @@ class Outbox:
         waiter = self._waiters.get(header.msg_id)
         if waiter is None:
             return  # the caller gave up (timeout) or it is a duplicate ACK
+        if header.kind == protocol.Kind.ACK and waiter.take_ack(endpoint):
+            return
         body = frames[1] if len(frames) == 2 else None
         self._loop.runtime.deliver(waiter.put, Response(header.kind, endpoint, header.codec, body))
 
@@ -293,6 +322,7 @@ class Outbox:
     def _drop_gracefully(self, endpoint: Endpoint) -> None:
         dealer = self._dealers.pop(endpoint)
         monitor = self._monitors.pop(endpoint)
+        self._inflight.pop(endpoint, None)
         self._loop.remove_reader(dealer)
         self._loop.remove_reader(monitor)
         dealer.disable_monitor()
