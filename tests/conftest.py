@@ -6,3 +6,4 @@ from tests.sentinel_fixture import (  # noqa: F401 - pytest fixtures
     sentinel_cluster_factory,
     sentinel_url,
 )
+from tests.tls_fixture import tls_files, tls_redis, tls_sentinels  # noqa: F401 - pytest fixtures

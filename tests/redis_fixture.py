@@ -12,13 +12,18 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from tests.tls_fixture import TlsFiles
 
 REDIS_SERVER = "/usr/bin/redis-server"
 # The shared instance of the development machines: never ours.
@@ -63,11 +68,17 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 class RedisServer:
-    """One redis-server process; ``extra_args`` are added to its command line."""
+    """One redis-server process; ``extra_args`` are added to its command line.
 
-    def __init__(self, directory: Path, extra_args: tuple[str, ...] = ()) -> None:
+    With ``tls`` it serves TLS only (no plain port) and requires client certificates.
+    """
+
+    def __init__(
+        self, directory: Path, extra_args: tuple[str, ...] = (), tls: TlsFiles | None = None
+    ) -> None:
         self.directory = directory
         self.extra_args = extra_args
+        self.tls = tls
         self.host = "127.0.0.1"
         self.port = free_port()
         self.process: subprocess.Popen | None = None
@@ -93,9 +104,10 @@ class RedisServer:
         if self.running:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
+        listen = self.tls.redis_args(self.port) if self.tls else ("--port", str(self.port))
         command = [
             redis_server_binary(),
-            "--port", str(self.port),
+            *listen,
             "--bind", self.host,
             "--dir", str(self.directory),
             "--save", "",
@@ -122,6 +134,8 @@ class RedisServer:
 
     def client(self, **kwargs) -> redis.Redis:
         """A plain redis-py client to inspect or prepare the server's data."""
+        if self.tls:
+            kwargs = {**self.tls.client_kwargs(), **kwargs}
         return redis.Redis(host=self.host, port=self.port, socket_timeout=5, **kwargs)
 
     def _ready(self) -> bool:
@@ -130,10 +144,19 @@ class RedisServer:
         # Any RESP reply (+PONG, or -NOAUTH with requirepass) means it serves.
         try:
             with socket.create_connection((self.host, self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64)[:1] in (b"+", b"-")
+                with self._wrap(sock) as stream:
+                    stream.sendall(b"PING\r\n")
+                    return stream.recv(64)[:1] in (b"+", b"-")
         except OSError:
             return False
+
+    def _wrap(self, sock: socket.socket) -> socket.socket:
+        """``sock`` itself, or wrapped in TLS (with the client certificate) for a TLS server."""
+        if not self.tls:
+            return sock
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
+        return context.wrap_socket(sock, server_hostname=self.host)
 
     def _log(self) -> str:
         try:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
@@ -27,6 +28,9 @@ from tests.redis_fixture import (
     wait_for,
 )
 
+if TYPE_CHECKING:
+    from tests.tls_fixture import TlsFiles
+
 SERVICE = "mymaster"
 # Fast failure detection so a failover takes seconds; still far above the
 # few milliseconds a loopback ping takes, so no false alarms on a busy machine.
@@ -38,8 +42,14 @@ PROMOTION_TIMEOUT = 60.0
 class SentinelServer(RedisServer):
     """One sentinel: ``redis-server <its own sentinel.conf> --sentinel``."""
 
-    def __init__(self, directory: Path, config: list[str], password: str | None = None) -> None:
-        super().__init__(directory)
+    def __init__(
+        self,
+        directory: Path,
+        config: list[str],
+        password: str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        super().__init__(directory, tls=tls)
         self.config = config
         self.password = password
 
@@ -60,7 +70,7 @@ class SentinelServer(RedisServer):
         # write it once, so a restart resumes from what this sentinel learnt.
         if not self.config_path.exists():
             lines = [
-                f"port {self.port}",
+                *self._listen_lines(),
                 f"bind {self.host}",
                 f'dir "{self.directory}"',
                 f'logfile "{self.log_path}"',
@@ -76,13 +86,23 @@ class SentinelServer(RedisServer):
         kwargs.setdefault("password", self.password)
         return super().client(**kwargs)
 
+    def _listen_lines(self) -> list[str]:
+        """sentinel.conf lines of the port: plain, or TLS only (also to the data nodes)."""
+        if not self.tls:
+            return [f"port {self.port}"]
+        args = self.tls.redis_args(self.port)
+        pairs = [f"{name.lstrip('-')} {value}" for name, value in zip(args[::2], args[1::2])]
+        return [*pairs, "tls-replication yes"]
+
 
 class SentinelCluster:
     """A master, ``replicas`` replicas and ``sentinels`` sentinels watching ``service``.
 
     ``password`` protects the master and replicas (``requirepass``, with
     ``masterauth``/``sentinel auth-pass`` so replication and monitoring
-    work); ``sentinel_password`` protects the sentinels themselves.
+    work); ``sentinel_password`` protects the sentinels themselves. With
+    ``tls`` every process serves TLS only and requires client certificates,
+    and replicas and sentinels use TLS among themselves.
     """
 
     def __init__(
@@ -94,6 +114,7 @@ class SentinelCluster:
         quorum: int = 2,
         password: str | None = None,
         sentinel_password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.directory = directory
         self.service = service
@@ -102,13 +123,15 @@ class SentinelCluster:
         auth = ("--requirepass", password, "--masterauth", password) if password else ()
         # Redis delays a full sync by 5 s by default, hoping for more replicas to share it.
         args = ("--repl-diskless-sync-delay", "0", *auth)
-        self.master = RedisServer(directory / "master", args)
+        if tls:
+            args += ("--tls-replication", "yes")
+        self.master = RedisServer(directory / "master", args, tls)
         # Every data node, by port: after a failover any of them may be the master.
         self.servers: dict[int, RedisServer] = {self.master.port: self.master}
         self.replicas: list[RedisServer] = []
         for index in range(replicas):
             replica_args = ("--replicaof", self.master.host, str(self.master.port), *args)
-            replica = RedisServer(directory / f"replica{index}", replica_args)
+            replica = RedisServer(directory / f"replica{index}", replica_args, tls)
             self.replicas.append(replica)
             self.servers[replica.port] = replica
         config = [
@@ -125,7 +148,7 @@ class SentinelCluster:
                 f"sentinel sentinel-pass {sentinel_password}",
             ]
         self.sentinels = [
-            SentinelServer(directory / f"sentinel{index}", config, sentinel_password)
+            SentinelServer(directory / f"sentinel{index}", config, sentinel_password, tls)
             for index in range(sentinels)
         ]
         self.killed: list[RedisServer] = []

@@ -233,6 +233,36 @@ zmq_opts = [
         "when a client connects, at most every 2 seconds. A removed key refuses new "
         "connections; a connection already made stays up until it closes.",
     ),
+    cfg.BoolOpt(
+        "zmq_redis_tls_enabled",
+        default=False,
+        help="Talk to the Redis matchmaker over TLS, verifying the server's certificate: every "
+        "connection to Redis (zmq+redis://), and with zmq+sentinel:// to the sentinels and to "
+        "the master they name alike. ?tls=true or ?tls=false in the transport URL overrides "
+        "this for that URL. Notifications live in the same Redis and are covered too.",
+    ),
+    cfg.StrOpt(
+        "zmq_redis_tls_ca_file",
+        help="PEM file of the CA certificate(s) that signed the Redis servers' certificates. "
+        "Default: the system's trusted CAs.",
+    ),
+    cfg.StrOpt(
+        "zmq_redis_tls_cert_file",
+        help="PEM client certificate this process shows Redis, for servers that require one "
+        "(tls-auth-clients yes). Set together with zmq_redis_tls_key_file.",
+    ),
+    cfg.StrOpt(
+        "zmq_redis_tls_key_file",
+        help="Unencrypted PEM private key of zmq_redis_tls_cert_file. Keep it readable by the "
+        "service's user only (mode 0600).",
+    ),
+    cfg.BoolOpt(
+        "zmq_redis_tls_check_hostname",
+        default=True,
+        help="Require the Redis server's certificate to name the host the driver connects to: "
+        "the host of the transport URL, or with zmq+sentinel:// the address the sentinels give "
+        "for the master (usually an IP address, which the certificate must then list).",
+    ),
 ]
 
 # Options of the old in-tree driver that have no meaning here. They stay

@@ -10,6 +10,9 @@ disappear on their own.
 
 Several hosts may be listed: the first reachable one is used until it fails,
 then the next one (for a primary and its promoted replicas, say).
+
+``?tls=true`` in the URL (or ``zmq_redis_tls_enabled``) makes every
+connection use TLS; see :mod:`zmqdriver.matchmaker.redis_tls`.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from redis import exceptions as redis_exc
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from zmqdriver.matchmaker import redis_tls
 from zmqdriver.matchmaker.base import MatchMaker, MatchMakerError, MatchMakerUnavailable
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 6379
+QUERY_OPTIONS = (redis_tls.QUERY_OPTION,)
 
 T = TypeVar("T")
 
@@ -119,10 +124,20 @@ def _parse_db(virtual_host: str | None) -> int:
     return db
 
 
+def check_query(query: dict[str, str], accepted: tuple[str, ...], kind: str) -> None:
+    """Reject query options of the transport URL that are not in ``accepted``."""
+    unknown = sorted(set(query) - set(accepted))
+    if unknown:
+        raise MatchMakerError(
+            f"Unknown option(s) {', '.join(unknown)} in the {kind} transport URL; "
+            f"accepted: {', '.join(accepted)}"
+        )
+
+
 class _Backend:
     """One Redis host of the URL: its client, scripts and credentials."""
 
-    def __init__(self, transport_host, db: int, timeout: float) -> None:
+    def __init__(self, transport_host, db: int, timeout: float, tls: dict[str, object]) -> None:
         self.host = transport_host.hostname or DEFAULT_HOST
         self.port = transport_host.port or DEFAULT_PORT
         self.address = _format_address(self.host, self.port)
@@ -134,6 +149,7 @@ class _Backend:
                 f"Redis matchmaker at {self.address}: user {self.username!r} given without a "
                 "password; write user:password@host, or :password@host for the default user"
             )
+        self.tls = bool(tls)
         self.client = redis.Redis(
             host=self.host,
             port=self.port,
@@ -147,6 +163,7 @@ class _Backend:
             # timeouts are not retried so a call stays near ``timeout`` per host.
             retry=Retry(NoBackoff(), 1, supported_errors=(redis_exc.ConnectionError,)),
             decode_responses=True,
+            **tls,
         )
         self._load_scripts()
 
@@ -179,9 +196,12 @@ class RedisMatchMaker(MatchMaker):
 
         A seam for subclasses that reach Redis another way (Sentinel).
         """
+        query = dict(url.query or {})
+        check_query(query, QUERY_OPTIONS, "Redis")
+        tls = redis_tls.connection_kwargs(self.conf, query)
         db = _parse_db(url.virtual_host)
         hosts = list(url.hosts) or [TransportHost(hostname=DEFAULT_HOST)]
-        return db, [_Backend(host, db, timeout) for host in hosts]
+        return db, [_Backend(host, db, timeout, tls) for host in hosts]
 
     def register(self, key: str, record: str, expire: float) -> None:
         # Round up so a tiny positive expire never turns into "never" (0 ms).
@@ -222,6 +242,10 @@ class RedisMatchMaker(MatchMaker):
                 # would not fix a wrong password, and the user must be told.
                 raise MatchMakerError(self._auth_message(backend, exc)) from exc
             except (redis_exc.ConnectionError, redis_exc.TimeoutError) as exc:
+                reason = redis_tls.rejected_certificate(exc)
+                if reason is not None:
+                    # Like a wrong password: another host would not fix the CA file.
+                    raise MatchMakerError(self._certificate_message(backend, reason)) from exc
                 failures.append((backend, exc))
                 continue
             except redis_exc.ReadOnlyError as exc:
@@ -245,6 +269,13 @@ class RedisMatchMaker(MatchMaker):
             f"{backend.user!r}: {exc}"
         )
 
+    @staticmethod
+    def _certificate_message(backend: _Backend, reason: str) -> str:
+        return (
+            f"Redis matchmaker at {backend.address}: the server's TLS certificate was refused "
+            f"({reason}); {redis_tls.certificate_fix(reason)}"
+        )
+
     def _refused_message(self, backend: _Backend, what: str, exc: Exception) -> str:
         return (
             f"Redis matchmaker at {backend.address} (db {self.db}, user {backend.user!r}) "
@@ -255,7 +286,11 @@ class RedisMatchMaker(MatchMaker):
     def _unreachable_message(failures: list[tuple[_Backend, Exception]]) -> str:
         if len(failures) == 1:
             backend, exc = failures[0]
-            return f"Redis matchmaker at {backend.address} unreachable: {exc}"
+            hint = redis_tls.failure_hint(exc, backend.tls)
+            return f"Redis matchmaker at {backend.address} unreachable: {exc}{hint}"
         addresses = ", ".join(backend.address for backend, _ in failures)
-        details = "; ".join(f"{backend.address}: {exc}" for backend, exc in failures)
+        details = "; ".join(
+            f"{backend.address}: {exc}{redis_tls.failure_hint(exc, backend.tls)}"
+            for backend, exc in failures
+        )
         return f"Redis matchmaker at {addresses} unreachable: {details}"

@@ -14,7 +14,11 @@
   to the host they are written on; give them once, or identically everywhere.
 * Query options: ``db=N`` selects the database (default 0);
   ``sentinel_username`` and ``sentinel_password`` authenticate to sentinels
-  that have their own ``requirepass`` or ACL users.
+  that have their own ``requirepass`` or ACL users; ``tls=true|false`` as for
+  ``zmq+redis://``.
+* TLS (``zmq_redis_tls_enabled`` or ``?tls=true``) covers the sentinels and
+  the master alike, with the same CA and client certificate: a deployment
+  that encrypts its data nodes gives its sentinels a ``tls-port`` too.
 
 Everything else (records as sorted sets scored on the server's clock, the Lua
 scripts, notifications, error reporting) is the Redis matchmaker's: this one
@@ -38,12 +42,19 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
+from zmqdriver.matchmaker import redis_tls
 from zmqdriver.matchmaker.base import MatchMakerError, MatchMakerUnavailable
-from zmqdriver.matchmaker.redis import DEFAULT_HOST, RedisMatchMaker, _Backend, _format_address
+from zmqdriver.matchmaker.redis import (
+    DEFAULT_HOST,
+    RedisMatchMaker,
+    _Backend,
+    _format_address,
+    check_query,
+)
 
 DEFAULT_SENTINEL_PORT = 26379
 URL_FORM = "zmq+sentinel://[user:password@]host1:26379[,host2:26379,...]/<service>[?db=N]"
-QUERY_OPTIONS = ("db", "sentinel_username", "sentinel_password")
+QUERY_OPTIONS = ("db", "sentinel_username", "sentinel_password", redis_tls.QUERY_OPTION)
 
 T = TypeVar("T")
 
@@ -102,7 +113,9 @@ class _Sentinel(Sentinel):
                 refused.append((address, exc))
                 continue
             except (redis_exc.ConnectionError, redis_exc.TimeoutError) as exc:
-                unreachable.append((address, exc))
+                # An untrusted certificate is a configuration error, not an outage.
+                failed = refused if redis_tls.rejected_certificate(exc) else unreachable
+                failed.append((address, exc))
                 continue
             except redis_exc.RedisError as exc:
                 # Not a sentinel at all (a plain Redis, another protocol):
@@ -127,10 +140,16 @@ class _SentinelBackend(_Backend):
     """The master of a service, wherever the sentinels say it is right now."""
 
     def __init__(
-        self, client: redis.Redis, address: str, username: str | None, password: str | None
+        self,
+        client: redis.Redis,
+        address: str,
+        credentials: tuple[str | None, str | None],
+        tls: bool,
     ) -> None:
         # Not _Backend.__init__, which builds a client for one fixed host.
         self.address = address
+        self.tls = tls
+        username, password = credentials
         self.username = username
         self.password = password
         self.client = client
@@ -139,12 +158,7 @@ class _SentinelBackend(_Backend):
 
 def _parse_query(query: dict[str, str]) -> tuple[int, str | None, str | None]:
     """``db``, sentinel username and sentinel password from the URL's query."""
-    unknown = sorted(set(query) - set(QUERY_OPTIONS))
-    if unknown:
-        raise MatchMakerError(
-            f"Unknown option(s) {', '.join(unknown)} in the Redis Sentinel transport URL; "
-            f"accepted: {', '.join(QUERY_OPTIONS)}"
-        )
+    check_query(query, QUERY_OPTIONS, "Redis Sentinel")
     db_text = query.get("db", "0")
     try:
         db = int(db_text)
@@ -193,7 +207,9 @@ class SentinelMatchMaker(RedisMatchMaker):
                 "Redis Sentinel matchmaker: the transport URL names no master service; "
                 f"write {URL_FORM} (the <service> of 'sentinel monitor <service> ...')"
             )
-        db, sentinel_username, sentinel_password = _parse_query(dict(url.query or {}))
+        query = dict(url.query or {})
+        db, sentinel_username, sentinel_password = _parse_query(query)
+        tls = redis_tls.connection_kwargs(self.conf, query)
         username, password = _master_credentials(url.hosts)
         self.sentinel_addresses = [
             (host.hostname or DEFAULT_HOST, host.port or DEFAULT_SENTINEL_PORT)
@@ -211,6 +227,7 @@ class SentinelMatchMaker(RedisMatchMaker):
                 "retry": retry,
                 "username": sentinel_username,
                 "password": sentinel_password,
+                **tls,
             },
         )
         client = self._sentinel.master_for(
@@ -222,10 +239,11 @@ class SentinelMatchMaker(RedisMatchMaker):
             socket_connect_timeout=timeout,
             retry=retry,
             decode_responses=True,
+            **tls,
         )
         sentinels = ", ".join(_format_address(h, p) for h, p in self.sentinel_addresses)
         address = f"master {self.service!r} (sentinels {sentinels})"
-        return db, [_SentinelBackend(client, address, username, password)]
+        return db, [_SentinelBackend(client, address, (username, password), bool(tls))]
 
     def execute(self, what: str, operation: Callable[[_Backend], T]) -> T:
         def located(backend: _Backend) -> T:
@@ -244,8 +262,12 @@ class SentinelMatchMaker(RedisMatchMaker):
 
     def _no_master_error(self, exc: _NoMaster) -> MatchMakerError:
         prefix = "Redis Sentinel matchmaker"
-        others = "; ".join(f"{address}: {error}" for address, error in exc.unreachable)
-        others = f" (unreachable: {others})" if others else ""
+        tls = self._backends[0].tls
+        unreachable = "; ".join(
+            f"{address}: {error}{redis_tls.failure_hint(error, tls)}"
+            for address, error in exc.unreachable
+        )
+        others = f" (unreachable: {unreachable})" if unreachable else ""
         if exc.down:
             # Some sentinel knows the master: an outage, perhaps a failover under way.
             reports = ", ".join(f"{address} reports {flags}" for address, flags in exc.down)
@@ -255,15 +277,9 @@ class SentinelMatchMaker(RedisMatchMaker):
             )
         if exc.refused:
             details = "; ".join(f"{address}: {error}" for address, error in exc.refused)
-            hint = ""
-            if any(isinstance(error, _AUTH_ERRORS) for _, error in exc.refused):
-                hint = (
-                    "; the sentinels' own credentials go in ?sentinel_username=...&"
-                    "sentinel_password=... of the transport URL (user:password@ are the master's)"
-                )
             return MatchMakerError(
-                f"{prefix}: sentinel(s) refused to name master {exc.service!r} ({details})"
-                f"{hint}{others}"
+                f"{prefix}: could not learn master {exc.service!r} from the sentinels ({details})"
+                f"{self._refused_hint(exc.refused)}{others}"
             )
         if exc.unknown:
             addresses = ", ".join(address for address, _ in exc.unknown)
@@ -274,7 +290,22 @@ class SentinelMatchMaker(RedisMatchMaker):
                 f"service name in the transport URL, {URL_FORM}{others}"
             )
         addresses = ", ".join(address for address, _ in exc.unreachable)
-        details = "; ".join(f"{address}: {error}" for address, error in exc.unreachable)
         return MatchMakerUnavailable(
-            f"{prefix}: no sentinel reachable for master {exc.service!r} at {addresses}: {details}"
+            f"{prefix}: no sentinel reachable for master {exc.service!r} at {addresses}: "
+            f"{unreachable}"
         )
+
+    @staticmethod
+    def _refused_hint(refused: list[tuple[str, Exception]]) -> str:
+        """What to fix when sentinels refused us: their credentials, or their certificates."""
+        hint = ""
+        if any(isinstance(error, _AUTH_ERRORS) for _, error in refused):
+            hint = (
+                "; the sentinels' own credentials go in ?sentinel_username=...&"
+                "sentinel_password=... of the transport URL (user:password@ are the master's)"
+            )
+        reasons = [redis_tls.rejected_certificate(error) for _, error in refused]
+        reason = next((r for r in reasons if r), None)
+        if reason:
+            hint += f"; the sentinels' TLS certificates: {redis_tls.certificate_fix(reason)}"
+        return hint
