@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.functional import helpers
-from tests.functional.test_bench_smoke import table_rows
+from tests.functional.test_bench_smoke import run_bench, table_rows
 
 pytestmark = pytest.mark.timeout(240)
-
-RUN_TIMEOUT = 180  # seconds; the quick run takes about 10 s on a 2-core machine
 
 # Every row of both tables (bench/scaling.py QUICK: the same grid and sizes as a full run).
 GRID_ROWS = [
@@ -28,33 +23,13 @@ GRID_ROWS = [
 PAYLOAD_ROWS = ["100 B", "1 KiB", "10 KiB", "100 KiB", "1 MiB"]
 
 
-def run_scaling(args: list[str], env: dict) -> tuple[int, str]:
-    """Run the benchmark; on timeout stop it by PID with SIGTERM, so it stops its own children."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.scaling", *args],
-        cwd=helpers.REPO,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        out, _ = process.communicate(timeout=RUN_TIMEOUT)
-        return process.returncode, out
-    except subprocess.TimeoutExpired:
-        process.terminate()  # SIGTERM: its finally blocks stop the servers it started
-        out, _ = process.communicate(timeout=60)
-        pytest.fail(f"bench.scaling did not finish within {RUN_TIMEOUT} s:\n{out}")
-
-
 def test_quick_run_prints_every_row(tmp_path):
     runtime = tmp_path / "runtime"  # keep the embedded matchmaker's defaults private too
     runtime.mkdir(mode=0o700)
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
     out_dir = tmp_path / "out"
 
-    code, out = run_scaling(["--quick", "--out", str(out_dir)], env)
+    code, out = run_bench(["--quick", "--out", str(out_dir)], env, ["-m", "bench.scaling"])
 
     assert code == 0, out
     rows = table_rows(out)

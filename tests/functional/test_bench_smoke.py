@@ -32,10 +32,14 @@ ROWS = [
 RAW_ROWS = ROWS[:5]  # the rows raw pyzmq has a number for
 
 
-def run_bench(args: list[str], env: dict) -> tuple[int, str]:
-    """Run bench/run.py; on timeout stop it by PID with SIGTERM, so it stops its own children."""
+def run_bench(args: list[str], env: dict, program: list[str] | None = None) -> tuple[int, str]:
+    """Run a benchmark (bench/run.py unless ``program``, e.g. ``["-m", "bench.scaling"]``).
+
+    On timeout it is stopped by PID with SIGTERM, so it stops its own children.
+    """
+    program = program or ["bench/run.py"]
     process = subprocess.Popen(
-        [sys.executable, "bench/run.py", *args],
+        [sys.executable, *program, *args],
         cwd=helpers.REPO,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -52,7 +56,7 @@ def run_bench(args: list[str], env: dict) -> tuple[int, str]:
         except subprocess.TimeoutExpired:
             process.kill()
             out, _ = process.communicate()
-        pytest.fail(f"bench/run.py did not finish within {RUN_TIMEOUT} s:\n{out}")
+        pytest.fail(f"{' '.join(program)} did not finish within {RUN_TIMEOUT} s:\n{out}")
     finally:
         if process.poll() is None:
             process.kill()
