@@ -19,6 +19,9 @@ from __future__ import annotations
 import sys
 
 if "eventlet" in sys.argv:  # --executor eventlet: patch before anything imports threading
+    import warnings
+
+    warnings.simplefilter("ignore")  # eventlet's deprecation notice
     import eventlet
 
     eventlet.monkey_patch()
