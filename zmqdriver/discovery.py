@@ -14,7 +14,7 @@ import time
 
 from zmqdriver import addressing
 from zmqdriver.addressing import Endpoint
-from zmqdriver.matchmaker import MatchMaker, MatchMakerError
+from zmqdriver.matchmaker import MatchMaker, MatchMakerError, MatchMakerUnavailable
 
 LOG = logging.getLogger(__name__)
 
@@ -110,7 +110,12 @@ class Registrar:
         self._thread: threading.Thread | None = None
 
     def add(self, keys: list[str], record: str) -> None:
-        """Register ``record`` under ``keys`` now, and keep it registered."""
+        """Register ``record`` under ``keys`` now, and keep it registered.
+
+        An outage is retried in the background; a refusal that retrying
+        cannot fix (credentials, certificates, a wrong service name) raises,
+        so the server's start fails with the reason.
+        """
         with self._lock:
             self._records.update((key, record) for key in keys)
             if self._thread is None:
@@ -121,9 +126,13 @@ class Registrar:
         try:
             for key in keys:
                 self._matchmaker.register(key, record, self._expire)
-        except MatchMakerError as exc:
+        except MatchMakerUnavailable as exc:
             LOG.error("Cannot register %s in the matchmaker yet (%s); retrying", keys, exc)
             self._wakeup.set()
+        except MatchMakerError:
+            with self._lock:
+                self._records.difference_update((key, record) for key in keys)
+            raise
 
     def remove(self, keys: list[str], record: str) -> None:
         """Stop refreshing and unregister ``record`` (best effort: it expires anyway)."""

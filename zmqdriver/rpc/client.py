@@ -20,7 +20,7 @@ from oslo_messaging._drivers import common as driver_common
 from zmqdriver import addressing, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Directory
-from zmqdriver.matchmaker import MatchMakerError
+from zmqdriver.matchmaker import MatchMakerError, MatchMakerUnavailable
 from zmqdriver.rpc.keeper import CastKeeper
 from zmqdriver.rpc.outbox import PEER_LOST, Outbox, Response, Waiter
 
@@ -151,6 +151,12 @@ class RpcSender:
         except NoServer:
             self._hold(request, raise_when_full)
             return
+        except MatchMakerError as exc:
+            if raise_when_full:
+                raise  # the caller learns at once why nothing can be sent
+            LOG.debug("Cast %s held: %s", protocol.msg_id_str(request.msg_id), exc)
+            self._hold(request, raise_when_full)
+            return
         if raise_when_full:
             self._keeper.wait_for_room(endpoint)
         request.attempts += 1
@@ -188,14 +194,15 @@ class RpcSender:
         """Yield the endpoints of ``key`` until the caller is satisfied or ``deadline``.
 
         The first answer may come from the cache, later ones are fresh, with
-        a growing pause between them; at the deadline NoServer is raised.
+        a growing pause between them; at the deadline NoServer is raised. A
+        matchmaker that refuses us (not merely unreachable) raises at once.
         """
         fresh, poll, error = False, _POLL_MIN, None
         while True:
             try:
                 yield self._directory.endpoints(key, fresh=fresh)
-            except MatchMakerError as exc:
-                error = exc
+            except MatchMakerUnavailable as exc:
+                error = exc  # an outage: keep waiting, it may end before the deadline
                 yield []
             remaining = deadline - time.monotonic()
             if remaining <= 0:

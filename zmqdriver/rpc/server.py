@@ -341,7 +341,11 @@ class RpcListener(base.Listener):
     def start(self, on_incoming_callback) -> None:
         super().start(on_incoming_callback)
         self._loop.call(self._inbox.set_accepting, True)
-        self._registrar.add(self._keys, self._record)
+        try:
+            self._registrar.add(self._keys, self._record)
+        except Exception:
+            self._loop.call(self._inbox.set_accepting, False)
+            raise
         self._registered = True
         LOG.debug("zmqdriver: serving %s at %s", self._keys, self.endpoint)
 
