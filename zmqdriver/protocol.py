@@ -46,6 +46,10 @@ class Codec(enum.IntEnum):
 
 CODEC_BY_NAME = {"json": Codec.JSON, "msgpack": Codec.MSGPACK}
 
+# Wire values to members: a dict lookup costs far less than Kind(value) per message.
+_KIND_BY_VALUE = {kind.value: kind for kind in Kind}
+_CODEC_BY_VALUE = {codec.value: codec for codec in Codec}
+
 
 class ProtocolError(ValueError):
     """A frame that does not follow the wire format; the message is dropped."""
@@ -74,10 +78,10 @@ def decode_header(frame: bytes) -> Header:
         raise ProtocolError(f"bad magic {magic!r}: not a zmqdriver peer")
     if version != VERSION:
         raise ProtocolError(f"unknown protocol version {version} (this peer speaks {VERSION})")
-    try:
-        return Header(Kind(kind), Codec(codec), msg_id)
-    except ValueError as exc:
-        raise ProtocolError(f"unknown message kind {kind} or codec {codec}") from exc
+    known_kind, known_codec = _KIND_BY_VALUE.get(kind), _CODEC_BY_VALUE.get(codec)
+    if known_kind is None or known_codec is None:
+        raise ProtocolError(f"unknown message kind {kind} or codec {codec}")
+    return Header(known_kind, known_codec, msg_id)
 
 
 def encode_body(body: dict, codec: Codec) -> bytes:
