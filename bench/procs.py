@@ -262,6 +262,22 @@ class RabbitMQ:
             os.kill(pid, signal.SIGKILL)
 
 
+def delete_rabbit_queues(url: str, names: list[str]) -> None:
+    """Delete the queues a run made (oslo's rabbit driver leaves topic queues behind).
+
+    Best effort: a queue that is gone already, or a broker that went away, is no error.
+    """
+    import kombu  # only for the rabbit column
+
+    with kombu.Connection(url.replace("rabbit://", "amqp://", 1)) as connection:
+        for name in names:
+            try:
+                with connection.channel() as channel:  # a failed delete closes its channel
+                    channel.queue_delete(name)
+            except Exception:  # noqa: BLE001, S112 - missing queue or broker gone: nothing to do
+                continue
+
+
 def _rabbit_os_pid() -> int | None:
     status = subprocess.run(["rabbitmqctl", "status"], capture_output=True, text=True, timeout=60)
     found = re.search(r"OS PID:\s*(\d+)", status.stdout)

@@ -17,7 +17,7 @@ from oslo_config import cfg
 
 from bench import notify_bench
 from bench.measure import LARGE, SMALL, Counts, Deadline, Result, latency_values
-from bench.procs import start_children, stop_all
+from bench.procs import delete_rabbit_queues, start_children, stop_all
 
 CALL_TIMEOUT = 30  # seconds, for every RPC call of the benchmark
 
@@ -77,6 +77,9 @@ def run_column(
         if transport is not None:
             transport.cleanup()
         stop_all(servers)
+        if url.startswith("rabbit"):
+            queues = [topic, f"{topic}.single", fanout_topic, f"{notify_topic}.info"]
+            delete_rabbit_queues(url, queues + [f"{fanout_topic}.{n}" for n in fanout_names])
     return result
 
 

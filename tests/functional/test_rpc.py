@@ -409,3 +409,21 @@ def test_call_to_a_server_that_dies_fails_fast_with_server_lost(deployment, faul
     finally:
         transport.cleanup()
         server.kill()
+
+
+def test_call_to_a_frozen_server_times_out_saying_it_never_acknowledged(deployment):
+    topic = unique("frozen")
+    server = deployment.server(topic, "frozen")
+    transport = deployment.transport()
+    try:
+        caller = client(transport, topic, timeout=1.5)  # shorter than rpc_ack_timeout_base
+        assert caller.call({}, "echo", value=1) == 1
+        os.kill(server.proc.pid, 19)  # SIGSTOP: registered, connected, silent
+        try:
+            with pytest.raises(oslo_messaging.MessagingTimeout, match="had not acknowledged"):
+                caller.call({}, "echo", value=2)
+        finally:
+            os.kill(server.proc.pid, 18)  # SIGCONT
+    finally:
+        transport.cleanup()
+        server.kill()

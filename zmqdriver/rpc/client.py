@@ -254,6 +254,14 @@ class RpcSender:
                 return acked_by, response
             tried.add(endpoint)
             self._directory.invalidate(request.key)
+            if response is None and request.expired():
+                # The caller's own deadline ended the wait, not the server's silence.
+                self._outbox.drop(endpoint, request.msg_id)
+                raise exceptions.MessagingTimeout(
+                    f"Timed out after {request.timeout}s: {endpoint} had not acknowledged the "
+                    f"call to {_describe(request.target)} (message "
+                    f"{protocol.msg_id_str(request.msg_id)}){refusal}"
+                )
             if response is not None and response.reason:
                 # The outbox logged it (rate-limited); the caller's error will say it.
                 refusal = f"; the handshake with {endpoint} failed: {response.reason}"
@@ -408,6 +416,10 @@ class _Request:
         self.lookup_deadline = self.deadline if self.deadline is not None else float("inf")
         if not self.is_call:
             self.lookup_deadline = self.started
+
+    def expired(self) -> bool:
+        """The call's own timeout has passed."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     def ack_deadline(self, ack_timeout: float) -> float:
         """When to stop waiting for the ACK (and look at what came)."""
