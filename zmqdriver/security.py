@@ -88,11 +88,12 @@ def load_key_pair(path: str, option: str = "zmq_curve_secret_key_file") -> KeyPa
         raise CurveConfigError(f"{where}: the keys are not 40-character Z85 strings")
     if zmq.curve_public(secret) != public:
         raise CurveConfigError(f"{where}: the public key does not belong to the secret key")
-    _warn_if_exposed(path, option)
+    warn_if_exposed(path, option)
     return pair
 
 
-def _warn_if_exposed(path: str, option: str) -> None:
+def warn_if_exposed(path: str, option: str) -> None:
+    """Log a warning if the secret at ``path`` is accessible to group or others."""
     mode = os.stat(path).st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         LOG.warning(

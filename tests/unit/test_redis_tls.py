@@ -7,6 +7,8 @@ the Redis one also has ACL user ``alice`` and its ``default`` user switched off.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from tests.redis_fixture import RedisServer
 from tests.support import make_conf, parse
 from tests.tls_fixture import ACL_PASSWORD, ACL_USER, SENTINEL_MASTER_PASSWORD
+from zmqdriver import security
 from zmqdriver.matchmaker import MatchMakerError, MatchMakerUnavailable
 from zmqdriver.matchmaker.redis import RedisMatchMaker
 from zmqdriver.matchmaker.sentinel import SentinelMatchMaker
@@ -172,3 +175,16 @@ def test_sentinel_plain_client_is_told_about_tls(tls_sentinels):
             mm.lookup(KEY)
     finally:
         mm.close()
+
+
+def test_a_client_key_readable_by_others_is_used_with_a_warning(new_mm, tls_files, caplog):
+    os.chmod(tls_files.client_key, 0o644)
+    try:
+        with caplog.at_level(logging.WARNING, logger=security.LOG.name):
+            new_mm(**tls_files.driver_options()).register(KEY, "a:1", 60)
+        assert any(
+            "zmq_redis_tls_key_file" in r.getMessage() and "chmod 600" in r.getMessage()
+            for r in caplog.records
+        )
+    finally:
+        os.chmod(tls_files.client_key, 0o600)

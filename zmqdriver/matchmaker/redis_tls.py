@@ -20,6 +20,7 @@ import ssl
 from oslo_utils import strutils
 from redis import exceptions as redis_exc
 
+from zmqdriver import security
 from zmqdriver.matchmaker.base import MatchMakerError
 from zmqdriver.options import GROUP
 
@@ -77,6 +78,8 @@ def _check_files(zconf) -> None:
         path = zconf[name]
         if path and not os.path.isfile(path):
             raise MatchMakerError(f"[{GROUP}] {name} = {path}: no such file")
+    if key:
+        security.warn_if_exposed(key, "zmq_redis_tls_key_file")
     context = ssl.create_default_context()
     where = f"[{GROUP}] zmq_redis_tls_ca_file = {zconf.zmq_redis_tls_ca_file}"
     try:
