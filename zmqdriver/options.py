@@ -83,7 +83,9 @@ zmq_opts = [
         default="json",
         choices=("json", "msgpack"),
         help="Encoding of the message bodies this process sends. Receivers decode whatever "
-        "the message header names, so processes with different settings interoperate.",
+        "the message header names, so processes with different settings interoperate. "
+        "msgpack is a few percent faster; json (the default) delivers arguments as the other "
+        "oslo.messaging drivers do (bytes arrive as text; with msgpack they stay bytes).",
     ),
     cfg.IntOpt(
         "zmq_linger",
