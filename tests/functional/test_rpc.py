@@ -427,3 +427,27 @@ def test_call_to_a_frozen_server_times_out_saying_it_never_acknowledged(deployme
     finally:
         transport.cleanup()
         server.kill()
+
+
+def test_casts_a_silent_server_never_acknowledges_go_to_another(deployment):
+    # Heartbeats off: only the missing ACK can reveal the frozen server.
+    conf = deployment.conf(rpc_ack_timeout_base=0.5, zmq_heartbeat_interval=0)
+    topic = unique("silent")
+    victim, survivor = deployment.server(topic, "victim"), deployment.server(topic, "survivor")
+    transport = deployment.transport(conf)
+    try:
+        caster = client(transport, topic, timeout=30)
+        assert client(transport, topic, "victim", timeout=30).call({}, "echo", value=1) == 1
+        os.kill(victim.proc.pid, 19)  # SIGSTOP: connected, registered, silent
+        tags = [f"silent-{i}" for i in range(20)]
+        for tag in tags:
+            caster.cast({}, "record", tag=tag)  # round robin: about half go to the victim
+        recorded = client(transport, topic, "survivor", timeout=30)
+        wait_until(
+            lambda: sorted(recorded.call({}, "recorded", prefix="silent-")) == sorted(tags),
+            what="every cast to run on the survivor",
+        )
+    finally:
+        transport.cleanup()
+        victim.kill()
+        survivor.stop()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import queue
 import threading
 import time
@@ -259,6 +260,9 @@ class CastKeeper:
                 for copy in self._copies.values()
                 if copy.ack_due is not None and copy.ack_due <= now
             }
+            for copy in self._copies.values():
+                if copy.server in silent:
+                    copy.ack_due = math.inf  # its PEER_LOST is on the way: do not drop twice
         for server in silent:
             LOG.warning(
                 "%s did not acknowledge a cast within %ss; sending its casts elsewhere",
