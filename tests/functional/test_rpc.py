@@ -171,6 +171,21 @@ def test_connection_limit_closes_idle_connections_and_reopens_them(cluster):
         transport.cleanup()
 
 
+def test_connection_limit_keeps_a_connection_with_a_call_in_flight(cluster):
+    transport = cluster.deployment.transport(cluster.deployment.conf(zmq_max_connections=1))
+    try:
+        s1 = client(transport, cluster.topic, "s1", "ex_a", timeout=30)
+        started = s1.call({}, "sleeping")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(s1.call, {}, "sleep", seconds=2)
+            wait_until(lambda: s1.call({}, "sleeping") > started, what="the slow call to start")
+            s2 = client(transport, cluster.topic, "s2", "ex_a", timeout=30)
+            assert s2.call({}, "echo", value="s2") == "s2"  # needs a second connection
+            assert slow.result(30) == 2  # s1's connection was not closed under the call
+    finally:
+        transport.cleanup()
+
+
 def test_eventlet_client_process(cluster):
     env = dict(os.environ, PYTHONPATH=helpers.REPO)
     done = subprocess.run(
