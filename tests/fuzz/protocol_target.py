@@ -1,6 +1,6 @@
 """atheris (libFuzzer) target: the frame decoders may raise ProtocolError, nothing else.
 
-    python -m tests.fuzz.protocol_target -runs=20000 [-seed=N]
+    python -m tests.fuzz.protocol_target -runs=20000 [-seed=N] [-artifact_prefix=DIR/]
 
 Coverage-guided, unlike the hypothesis tests in tests/unit/test_protocol.py:
 atheris instruments zmqdriver.protocol and the decoders it calls (oslo_serialization, json)

@@ -97,8 +97,9 @@ class RpcSender:
             key = addressing.rpc_key(self._prefix, exchange, target.topic)
             return self._fanout(key, frames, msg_id, target)
         key = addressing.rpc_key(self._prefix, exchange, target.topic, target.server)
-        request = _Request(target, key, msg_id, frames, wait_for_reply, timeout, retry)
-        request.cm_timeout = call_monitor_timeout if wait_for_reply else None
+        request = _Request(
+            target, key, msg_id, frames, wait_for_reply, timeout, retry, call_monitor_timeout
+        )
         mandatory = bool(getattr(transport_options, "at_least_once", False))
         if mandatory:
             self._check_deliverable(request, exchange, message)
@@ -123,7 +124,7 @@ class RpcSender:
         if self._keeper.holding(request.key):
             self._hold(request, raise_when_full=True)  # behind earlier casts to the target
         else:
-            self._send_cast(request, raise_when_full=True)
+            self._send_cast(request, by_caller=True)
 
     def _resend_cast(self, request: _Request) -> None:
         """The keeper's way to send a cast again (held, unacknowledged or its server lost)."""
@@ -136,28 +137,29 @@ class RpcSender:
                 request.retry,
             )
             return
-        self._send_cast(request, raise_when_full=False)
+        self._send_cast(request, by_caller=False)
 
-    def _send_cast(self, request: _Request, raise_when_full: bool) -> None:
+    def _send_cast(self, request: _Request, by_caller: bool) -> None:
         """Send a cast to a server of its target (or hold it); returns without awaiting it.
 
-        A caller waits only while the chosen server's window is full; the
-        keeper's resends (``raise_when_full`` False) never wait, so the keeper
-        cannot stall behind a window only it can drain.
+        The caller of ``cast()`` waits while the chosen server's window is
+        full and hears of a full hold or a refusing matchmaker; the keeper's
+        resends (``by_caller`` False) never wait, so the keeper cannot stall
+        behind a window only it can drain, and hold the cast again instead.
         """
         request.lookup_deadline = time.monotonic()  # look up once, never wait here
         try:
             endpoint = self._choose(request, request.tried, request.lookup_deadline)
         except NoServer:
-            self._hold(request, raise_when_full)
+            self._hold(request, raise_when_full=by_caller)
             return
         except MatchMakerError as exc:
-            if raise_when_full:
+            if by_caller:
                 raise  # the caller learns at once why nothing can be sent
             LOG.debug("Cast %s held: %s", protocol.msg_id_str(request.msg_id), exc)
-            self._hold(request, raise_when_full)
+            self._hold(request, raise_when_full=False)
             return
-        if raise_when_full:
+        if by_caller:
             self._keeper.wait_for_room(endpoint)
         request.attempts += 1
         self._keeper.send(request, [endpoint])
@@ -294,9 +296,9 @@ class RpcSender:
         """
         while True:
             remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return waiter.acked_by, None
             try:
-                if remaining <= 0:
-                    raise queue.Empty
                 response = waiter.get(timeout=remaining)
             except queue.Empty:
                 return waiter.acked_by, None
@@ -383,7 +385,7 @@ class RpcSender:
             return
         for endpoint in endpoints:
             self._keeper.wait_for_room(endpoint)
-        request = _Request(target, key, msg_id, frames, False, None, None)
+        request = _Request(target, key, msg_id, frames, False, None, None, None)
         self._keeper.send(request, endpoints, fanout=True)
 
     def _wait_for_endpoints(self, key: str, deadline: float) -> list[Endpoint]:
@@ -396,7 +398,7 @@ class RpcSender:
 class _Request:
     """One message on its way: its address, frames and time limits."""
 
-    def __init__(self, target, key, msg_id, frames, is_call, timeout, retry) -> None:
+    def __init__(self, target, key, msg_id, frames, is_call, timeout, retry, cm_timeout) -> None:
         self.target = target
         self.key = key
         self.msg_id = msg_id
@@ -406,7 +408,7 @@ class _Request:
         self.retry = retry
         self.started = time.monotonic()
         self.sent_at = self.started  # the last time it was sent
-        self.cm_timeout: float | None = None  # call_monitor_timeout of a call
+        self.cm_timeout = cm_timeout if is_call else None  # call_monitor_timeout
         self.tried: set[Endpoint] = set()  # servers that failed this request (casts)
         self.attempts = 0
         # A call without a timeout waits for ever, as with the other drivers.
