@@ -2,14 +2,17 @@
 """Benchmark zmqdriver against RabbitMQ and raw pyzmq, side by side, in one run.
 
     python bench/run.py [--quick] [--json FILE]
-        [--only zmq,zmq-curve,zmq-eventlet,zmq+redis,rabbit,raw]
+        [--only zmq,zmq-curve,zmq-eventlet,zmq+redis,rabbit,raw,oslo]
 
 Columns: zmq:// (embedded matchmaker), zmq:// + CURVE (the same with CURVE
 encryption and authentication, key pairs made for the run; its "CURVE cost"
 column compares it with zmq://), zmq:// eventlet (servers and listener on the
 eventlet executor; "eventlet cost" compares it with zmq://), zmq+redis:// (a private redis-server
 started here), rabbit:// (the local RabbitMQ, started if it is down; the
-column is "unavailable" if it cannot be reached) and raw pyzmq (the floor).
+column is "unavailable" if it cannot be reached), raw pyzmq (the floor of the
+wire) and oslo alone (oslo.messaging with an in-process driver and no
+transport: the best any driver could score on this machine; its "best vs
+rabbit" column is that ceiling against rabbit://, see bench/oslo_alone.py).
 All traffic stays on loopback; every process started here is stopped by PID.
 See doc/benchmarks.md.
 """
@@ -36,7 +39,7 @@ if __package__ in (None, ""):  # run as a script (python bench/run.py): import b
 
 from oslo_config import cfg  # noqa: E402
 
-from bench import raw_zmq, rpc_bench  # noqa: E402
+from bench import oslo_alone, raw_zmq, rpc_bench  # noqa: E402
 from bench.measure import FULL, QUICK, Counts, Result  # noqa: E402
 from bench.procs import ProcessError, RabbitMQ, RedisServer  # noqa: E402
 from zmqdriver import keys  # noqa: E402
@@ -49,6 +52,7 @@ COLUMNS = {
     "zmq+redis": "zmq+redis://",
     "rabbit": "rabbit://",
     "raw": "raw pyzmq",
+    "oslo": "oslo alone",
 }
 
 
@@ -166,6 +170,8 @@ def run_columns(
                         results[column] = Result(unavailable=why)
                     else:
                         results[column] = rpc_bench.run_column(rabbit_url, config_file, counts)
+                elif column == "oslo":
+                    results[column] = oslo_alone.run(counts)
                 else:
                     results[column] = raw_zmq.run(counts)
             except ProcessError as exc:
@@ -223,6 +229,9 @@ def table(results: dict[str, Result], counts: Counts) -> str:
 
     columns = [c for c in COLUMNS if c in results]  # the ones --only selected
     header = ["metric"] + [COLUMNS[c] for c in columns] + ["zmq vs rabbit", "zmq vs raw"]
+    with_oslo = "oslo" in results
+    if with_oslo:
+        header.append("best vs rabbit")
     with_curve = "zmq-curve" in results
     if with_curve:
         header.append("CURVE cost")
@@ -241,6 +250,8 @@ def table(results: dict[str, Result], counts: Counts) -> str:
         zmq = value("zmq", metric.key)
         cells.append(vs_rabbit(zmq, value("rabbit", metric.key), metric))
         cells.append(vs_raw(zmq, value("raw", metric.key), metric))
+        if with_oslo:
+            cells.append(vs_rabbit(value("oslo", metric.key), value("rabbit", metric.key), metric))
         if with_curve:
             cells.append(cost(value("zmq-curve", metric.key), zmq, metric))
         if with_eventlet:
@@ -264,6 +275,12 @@ def table(results: dict[str, Result], counts: Counts) -> str:
     lines.append(
         "zmq vs raw: zmq://'s time per operation as a multiple of raw pyzmq's (1.0x = the floor)."
     )
+    if with_oslo:
+        lines.append(
+            "best vs rabbit: oslo alone against rabbit://, the ceiling of any driver's "
+            '"zmq vs rabbit". oslo alone has no transport; its throughput rows are one '
+            "server process's dispatch rate (no fanout value: 3 servers share the cores)."
+        )
     if with_curve:
         lines.append(
             "CURVE cost: zmq:// + CURVE's time per operation as a multiple of zmq://'s "

@@ -1,4 +1,4 @@
-"""The benchmark still runs: ``bench/run.py --quick --only zmq,raw`` prints its whole table.
+"""The benchmark still runs: ``bench/run.py --quick --only zmq,raw,oslo`` prints its whole table.
 
 A smoke test of the benchmark's code, not of performance: no timing is asserted.
 """
@@ -30,6 +30,7 @@ ROWS = [
     "notifications/s until the listener has all",
 ]
 RAW_ROWS = ROWS[:5]  # the rows raw pyzmq has a number for
+OSLO_ROWS = ROWS[:6] + ROWS[7:]  # oslo alone has no fanout value (3 servers share the cores)
 
 
 def run_bench(args: list[str], env: dict, program: list[str] | None = None) -> tuple[int, str]:
@@ -81,17 +82,26 @@ def test_quick_run_prints_every_row(tmp_path):
     runtime.mkdir(mode=0o700)
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
 
-    code, out = run_bench(["--quick", "--only", "zmq,raw"], env)
+    code, out = run_bench(["--quick", "--only", "zmq,raw,oslo"], env)
 
     assert code == 0, out
     rows = table_rows(out)
-    assert rows.get("metric") == ["zmq://", "raw pyzmq", "zmq vs rabbit", "zmq vs raw"], out
+    assert rows.get("metric") == [
+        "zmq://",
+        "raw pyzmq",
+        "oslo alone",
+        "zmq vs rabbit",
+        "zmq vs raw",
+        "best vs rabbit",
+    ], out
     for row in ROWS:
         assert row in rows, f"row {row!r} missing:\n{out}"
         zmq_cell = rows[row][0]
         assert zmq_cell not in ("-", "unavailable"), f"no zmq:// value for {row!r}:\n{out}"
     for row in RAW_ROWS:
         assert rows[row][1] not in ("-", "unavailable"), f"no raw value for {row!r}:\n{out}"
+    for row in OSLO_ROWS:
+        assert rows[row][2] not in ("-", "unavailable"), f"no oslo alone value for {row!r}:\n{out}"
     notes = [line for line in out.splitlines() if line.startswith("    note: ")]
     broken = [note for note in notes if "failed" in note or "LOST" in note]
     assert not broken, out  # a row that raised, or messages that never arrived
