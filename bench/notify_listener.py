@@ -39,6 +39,8 @@ warnings.simplefilter("ignore")  # eventlet's deprecation notice on import
 import oslo_messaging  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
+from bench.procs import StopRequest  # noqa: E402
+
 END_EVENT = "bench.end"
 
 
@@ -94,12 +96,11 @@ def main() -> None:
     listener = oslo_messaging.get_notification_listener(
         transport, [oslo_messaging.Target(topic=args.topic)], [endpoint], executor=args.executor
     )
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    stop = StopRequest()
     listener.start()
     try:
         print("READY", flush=True)
-        while not stopping.wait(0.1):
+        while not stop.wait(0.1):
             endpoint.check()
     finally:
         listener.stop()

@@ -25,6 +25,29 @@ SHARED_REDIS_PORT = 6379
 STOP_TIMEOUT = 10.0
 
 
+class StopRequest:
+    """Whether SIGTERM has arrived, for the main loop of a benchmark child process.
+
+    A plain flag, not a ``threading.Event``: the handler runs in the main
+    thread, maybe right when that thread holds the event's lock inside
+    ``Event.wait``, and ``Event.set()`` there deadlocks (seen: a server that
+    ignored SIGTERM until it was killed 10 s later).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, *_) -> None:
+        self.requested = True
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless already requested; whether it is requested now."""
+        if not self.requested:
+            time.sleep(seconds)
+        return self.requested
+
+
 class ProcessError(RuntimeError):
     """A helper process did not start or misbehaved."""
 

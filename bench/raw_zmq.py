@@ -13,13 +13,12 @@ from __future__ import annotations
 import faulthandler
 import json
 import signal
-import threading
 import time
 
 import zmq
 
 from bench.measure import LARGE, SMALL, Counts, Deadline, Result, latency_values
-from bench.procs import LOOPBACK, start_children, stop_all
+from bench.procs import LOOPBACK, StopRequest, start_children, stop_all
 
 POLL_MS = 100
 RECV_TIMEOUT_MS = 10_000
@@ -27,8 +26,7 @@ RECV_TIMEOUT_MS = 10_000
 
 def serve() -> None:
     """Echo server: decode each request, encode a reply carrying its payload back."""
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    stop = StopRequest()
     faulthandler.register(signal.SIGUSR1)  # the benchmark asks for stacks if we hang
     context = zmq.Context()
     router = context.socket(zmq.ROUTER)
@@ -38,7 +36,7 @@ def serve() -> None:
     poller = zmq.Poller()
     poller.register(router, zmq.POLLIN)
     try:
-        while not stopping.is_set():
+        while not stop.requested:
             if not poller.poll(POLL_MS):
                 continue
             while True:

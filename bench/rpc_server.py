@@ -34,6 +34,8 @@ warnings.simplefilter("ignore")  # eventlet's deprecation notice on import
 import oslo_messaging  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
+from bench.procs import StopRequest  # noqa: E402
+
 
 class BenchEndpoint:
     def __init__(self) -> None:
@@ -75,12 +77,11 @@ def main() -> None:
     server = oslo_messaging.get_rpc_server(
         transport, target, [BenchEndpoint()], executor=args.executor
     )
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    stop = StopRequest()
     server.start()
     try:
         print(f"READY {args.server}", flush=True)
-        while not stopping.wait(0.1):
+        while not stop.wait(0.1):
             pass
     finally:
         server.stop()
