@@ -279,7 +279,8 @@ def table(results: dict[str, Result], counts: Counts) -> str:
         lines.append(
             "best vs rabbit: oslo alone against rabbit://, the ceiling of any driver's "
             '"zmq vs rabbit". oslo alone has no transport; its throughput rows are one '
-            "server process's dispatch rate (no fanout value: 3 servers share the cores)."
+            "server process's dispatch rate (fanout: that rate times the cores the servers "
+            "can use at most; see bench/oslo_alone.py)."
         )
     if with_curve:
         lines.append(

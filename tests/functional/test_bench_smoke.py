@@ -30,7 +30,6 @@ ROWS = [
     "notifications/s until the listener has all",
 ]
 RAW_ROWS = ROWS[:5]  # the rows raw pyzmq has a number for
-OSLO_ROWS = ROWS[:6] + ROWS[7:]  # oslo alone has no fanout value (3 servers share the cores)
 
 
 def run_bench(args: list[str], env: dict, program: list[str] | None = None) -> tuple[int, str]:
@@ -100,7 +99,7 @@ def test_quick_run_prints_every_row(tmp_path):
         assert zmq_cell not in ("-", "unavailable"), f"no zmq:// value for {row!r}:\n{out}"
     for row in RAW_ROWS:
         assert rows[row][1] not in ("-", "unavailable"), f"no raw value for {row!r}:\n{out}"
-    for row in OSLO_ROWS:
+    for row in ROWS:
         assert rows[row][2] not in ("-", "unavailable"), f"no oslo alone value for {row!r}:\n{out}"
     notes = [line for line in out.splitlines() if line.startswith("    note: ")]
     broken = [note for note in notes if "failed" in note or "LOST" in note]
