@@ -105,3 +105,27 @@ def test_quick_run_prints_every_row(tmp_path):
     broken = [note for note in notes if "failed" in note or "LOST" in note]
     assert not broken, out  # a row that raised, or messages that never arrived
     assert "rabbit" not in out.split("\n| metric")[0], out  # no RabbitMQ looked up or started
+
+
+def test_call_timeline_prints_every_step(tmp_path):
+    # bench/call_timeline.py wraps driver methods by name: this fails if one is renamed.
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
+
+    code, out = run_bench(["--calls", "30"], env, ["-m", "bench.call_timeline"])
+
+    assert code == 0, out
+    rows = table_rows(out)
+    for label in (
+        "call starts",
+        "caller hands the request to the I/O thread",
+        "client I/O thread sends it",
+        "server I/O thread reads the request",
+        "server I/O thread hands it to the executor",
+        "endpoint returned, reply encoded",
+        "client I/O thread hands the reply to the caller",
+        "caller woken",
+    ):
+        assert label in rows, f"no step from {label!r}:\n{out}"
+    assert "**sum of the medians**" in out, out
