@@ -8,8 +8,8 @@ its own assignments first. Assignments a listener does not pick up within
 delivered messages not acknowledged within ``redelivery`` seconds.
 
 Listeners notice new data through ``PRAGMA data_version``, a counter SQLite
-bumps when another connection commits, so an idle listener costs a few
-microseconds per poll and takes no lock.
+bumps when another connection commits, so an idle listener's poll writes
+nothing and takes no write lock.
 """
 
 from __future__ import annotations
@@ -57,7 +57,11 @@ _SCHEMA = [
         PRIMARY KEY (grp, stream, seq)) WITHOUT ROWID""",
 ]
 
-_POLL_MIN, _POLL_MAX = 0.002, 0.02
+# An idle listener polls ever more slowly, up to _POLL_MAX: the first
+# notification after a quiet spell waits at most that long. Each poll costs
+# about 0.15 ms of CPU on the benchmark machine, so 0.05 s keeps an idle
+# listener near 0.5 % of a core (0.02 s cost 1.4 %).
+_POLL_MIN, _POLL_MAX = 0.002, 0.05
 _LIVENESS = 3.0  # a consumer that has not polled for this long gets no new assignments
 _SEEN_EVERY = 1.0  # how often a polling consumer refreshes its seen_at
 _ASSIGN_GRACE = 5.0  # assigned but unread for this long: anyone of the group may take it
