@@ -125,6 +125,7 @@ class _Echo:
         self.count = 0
         self.wanted = wanted
         self.all_arrived = threading.Event()
+        self._lock = threading.Lock()
 
     def echo(self, ctxt: dict, payload: str) -> str:
         return payload
@@ -136,9 +137,12 @@ class _Echo:
         self._arrived()
 
     def _arrived(self) -> None:
-        self.count += 1  # one count per message; races only make the rate look lower
-        if self.count >= self.wanted:
-            self.all_arrived.set()
+        # Executor threads run this at once: an unlocked += could lose a count
+        # and leave all_arrived unset.
+        with self._lock:
+            self.count += 1
+            if self.count >= self.wanted:
+                self.all_arrived.set()
 
 
 def _rpc_server(driver: InProcessDriver, endpoint: _Echo):
