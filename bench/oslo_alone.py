@@ -80,9 +80,6 @@ class _Listener(base.Listener):
         super().start(on_incoming_callback)
         self._driver.listener = self
 
-    def stop(self) -> None:
-        super().stop()
-
     def cleanup(self) -> None:
         pass
 
@@ -108,7 +105,7 @@ class InProcessDriver(base.BaseDriver):
         return answer[0]
 
     def send_notification(self, target, ctxt, message, version, retry=None):
-        raise NotImplementedError("notifications are fed to the listener directly here")
+        self.listener.on_incoming_callback([_Notification(ctxt, message)])
 
     def listen(self, target, batch_size, batch_timeout):
         return _Listener(self)
