@@ -33,6 +33,7 @@ import oslo_messaging  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
 from bench.procs import StopRequest, start_children, stop_all  # noqa: E402
+from bench.run import write_config  # noqa: E402
 from zmqdriver.rpc import outbox, server  # noqa: E402
 
 WARMUP = 200
@@ -72,16 +73,6 @@ class Recorder:
             return original(*args, **kwargs)
 
         setattr(cls, method, marked)
-
-
-def config_file(directory: str) -> str:
-    path = os.path.join(directory, "timeline.conf")
-    with open(path, "w") as handle:
-        handle.write(
-            "[oslo_messaging_zmq]\nrpc_zmq_bind_address = 127.0.0.1\nrpc_zmq_host = 127.0.0.1\n"
-            f"zmq_matchmaker_path = {os.path.join(directory, 'matchmaker.sqlite')}\n"
-        )
-    return path
 
 
 def serve(config: str, out: str) -> None:
@@ -173,7 +164,7 @@ def main() -> None:
     if args.serve:
         return serve(*args.serve)
     with tempfile.TemporaryDirectory(prefix="zmqdriver-timeline-") as workdir:
-        config = config_file(workdir)
+        config = write_config(workdir)
         out = os.path.join(workdir, "server-points.json")
         children = start_children([("call_timeline", ["--serve", config, out], "server")], 60)
         try:

@@ -24,10 +24,12 @@ oslo.messaging's own work around a driver with the threading executor:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 
 warnings.simplefilter("ignore")  # eventlet's deprecation notice, imported by oslo libraries
 
@@ -149,12 +151,22 @@ def _rpc_server(driver: InProcessDriver, endpoint: _Echo):
     return transport, server
 
 
+@contextlib.contextmanager
+def _serving(server) -> Iterator[None]:
+    """An oslo server (RPC or notification) started for the ``with`` block."""
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop()
+        server.wait()
+
+
 def _latency(counts: Counts, result: Result) -> None:
     driver = InProcessDriver(cfg.CONF)
     transport, server = _rpc_server(driver, _Echo(0))
-    server.start()
     client = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic="alone"))
-    try:
+    with _serving(server):
         for prefix, size in (("lat_small", SMALL), ("lat_large", LARGE)):
             payload = "x" * size
             for _ in range(counts.warmup):
@@ -165,9 +177,6 @@ def _latency(counts: Counts, result: Result) -> None:
                 client.call({}, "echo", payload=payload)
                 samples.append(time.perf_counter() - start)
             result.values.update(latency_values(prefix, samples))
-    finally:
-        server.stop()
-        server.wait()
 
 
 def _feed_rate(callback, make_message, endpoint: _Echo) -> float:
@@ -184,26 +193,19 @@ def _rpc_rate(method: str, wanted: int) -> float:
     endpoint = _Echo(wanted)
     driver = InProcessDriver(cfg.CONF)
     _, server = _rpc_server(driver, endpoint)
-    server.start()
     message = {"method": method, "args": {"payload": "x" * SMALL}, "version": "1.0"}
-    if method == "echo":  # a call: count the replies instead of the runs
+    is_call = method == "echo"  # a call: count the replies instead of the runs
 
-        def on_reply(reply, failure) -> None:
+    def on_reply(reply, failure) -> None:
+        if is_call:
             endpoint._arrived()
-    else:
 
-        def on_reply(reply, failure) -> None:
-            pass
-
-    try:
+    with _serving(server):
         return _feed_rate(
             driver.listener.on_incoming_callback,
             lambda n: _Request(message, str(n), on_reply),
             endpoint,
         )
-    finally:
-        server.stop()
-        server.wait()
 
 
 def _notify_rate(wanted: int) -> float:
@@ -214,7 +216,6 @@ def _notify_rate(wanted: int) -> float:
     server = oslo_messaging.get_notification_listener(
         transport, targets, [endpoint], executor="threading"
     )
-    server.start()
 
     def notification(number: int) -> _Notification:
         message = {
@@ -227,11 +228,8 @@ def _notify_rate(wanted: int) -> float:
         }
         return _Notification({}, message)
 
-    try:
+    with _serving(server):
         return _feed_rate(driver.listener.on_incoming_callback, notification, endpoint)
-    finally:
-        server.stop()
-        server.wait()
 
 
 def run(counts: Counts) -> Result:
