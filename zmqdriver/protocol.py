@@ -71,6 +71,15 @@ def encode_header(kind: Kind, msg_id: bytes, codec: Codec = Codec.JSON) -> bytes
 
 
 def decode_header(frame: bytes) -> Header:
+    """Validate and split a header frame; ProtocolError says what is wrong.
+
+    >>> decode_header(encode_header(Kind.ACK, bytes(16))).kind.name
+    'ACK'
+    >>> decode_header(b"ZD" + bytes(19))
+    Traceback (most recent call last):
+    ...
+    zmqdriver.protocol.ProtocolError: unknown protocol version 0 (this peer speaks 1)
+    """
     if len(frame) != HEADER_SIZE:
         raise ProtocolError(f"header is {len(frame)} bytes, expected {HEADER_SIZE}")
     magic, version, kind, codec, msg_id = _HEADER.unpack(frame)

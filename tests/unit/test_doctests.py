@@ -1,0 +1,22 @@
+"""The examples in the docstrings of the pure modules are tests too."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "zmqdriver.addressing",
+    "zmqdriver.protocol",
+    "zmqdriver.throttle",
+    "zmqdriver.backoff",
+    "zmqdriver.matchmaker",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module)
+    assert result.failed == 0
+    assert result.attempted > 0, f"{name} has no examples left: drop it from MODULES"
