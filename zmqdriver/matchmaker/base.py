@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import abc
 
-from oslo_messaging import exceptions
+from zmqdriver.exceptions import BackendError, BackendUnavailable
 
-
-class MatchMakerError(exceptions.MessagingException):
-    """The matchmaker is misconfigured or returned something unusable."""
-
-
-class MatchMakerUnavailable(MatchMakerError):
-    """The matchmaker backend cannot be reached right now."""
+# The names plugins raise: the package's backend errors under their old names.
+MatchMakerError = BackendError
+MatchMakerUnavailable = BackendUnavailable
 
 
 class MatchMaker(abc.ABC):
