@@ -56,6 +56,25 @@ def target_exchange(target, default_exchange: str | None) -> str:
     return target.exchange or default_exchange or DEFAULT_EXCHANGE
 
 
+def describe_target(target) -> str:
+    """A target as error messages and logs name it.
+
+    >>> import oslo_messaging
+    >>> describe_target(oslo_messaging.Target(topic="compute", server="host-1"))
+    "target(topic='compute', server='host-1')"
+    >>> describe_target(oslo_messaging.Target(exchange="nova", topic="compute", fanout=True))
+    "target(exchange='nova', topic='compute', fanout)"
+    """
+    parts = [f"topic={target.topic!r}"]
+    if target.exchange:
+        parts.insert(0, f"exchange={target.exchange!r}")
+    if target.server:
+        parts.append(f"server={target.server!r}")
+    if target.fanout:
+        parts.append("fanout")
+    return "target(" + ", ".join(parts) + ")"
+
+
 @dataclass(frozen=True, order=True)
 class Endpoint:
     """Where a server listens: a ZeroMQ TCP endpoint, and its CURVE public key if any.

@@ -8,6 +8,7 @@ contexts nor threads survive a fork.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -23,11 +24,13 @@ from oslo_messaging._drivers import base
 from zmqdriver import addressing, matchmaker, options, protocol, security
 from zmqdriver.discovery import Directory, Registrar
 from zmqdriver.eventloop import IoLoop, runtime_for_process
-from zmqdriver.matchmaker import MatchMakerError
+from zmqdriver.matchmaker import MatchMaker, MatchMakerError
 from zmqdriver.notify.listener import NotificationListener, encode_notification
 from zmqdriver.notify.store import NotificationStore, Retention
+from zmqdriver.rpc.calls import Caller
+from zmqdriver.rpc.casts import CastKeeper, CastLimits, start_thread
+from zmqdriver.rpc.chooser import ServerChooser
 from zmqdriver.rpc.client import RpcSender
-from zmqdriver.rpc.keeper import CastKeeper, Limits
 from zmqdriver.rpc.outbox import Heartbeats, Outbox
 from zmqdriver.rpc.server import BindSettings, Inbox, RpcListener, default_host
 
@@ -39,67 +42,78 @@ _LOOPBACK = "127.0.0.1"
 class Engine:
     """Everything a driver owns in one process: loop, sockets, registrations."""
 
-    def __init__(self, conf, driver: ZmqDriver) -> None:
-        zconf = conf[options.GROUP]
+    def __init__(
+        self,
+        zconf,
+        *,
+        matchmaker: MatchMaker,
+        curve: security.CurveSettings | None,
+        default_exchange: str | None,
+        allowed_remote_exmods: list[str],
+    ) -> None:
+        """``zconf`` is the [oslo_messaging_zmq] group of the driver's conf."""
         self.pid = os.getpid()
         self.runtime = runtime_for_process()
         self.context = zmq.Context()
         self.context.max_sockets = _max_sockets(zconf.zmq_max_connections)
         self.linger_ms = zconf.zmq_linger * 1000 if zconf.zmq_linger >= 0 else -1
         self.loop = IoLoop(self.runtime)
-        heartbeats = Heartbeats(
-            int(zconf.zmq_heartbeat_interval * 1000), int(zconf.zmq_heartbeat_timeout * 1000)
-        )
-        self.curve = driver.curve
+        self.curve = curve
         self.zap: security.ZapHandler | None = None  # loop thread; bound by the first server
-        client_keys = self.curve.keys if self.curve else None
         self.outbox = Outbox(
             self.loop,
             self.context,
-            self.linger_ms,
-            heartbeats,
-            client_keys,
+            linger_ms=self.linger_ms,
+            heartbeats=Heartbeats(
+                int(zconf.zmq_heartbeat_interval * 1000), int(zconf.zmq_heartbeat_timeout * 1000)
+            ),
+            curve=curve.keys if curve else None,
             max_connections=zconf.zmq_max_connections,
         )
-        self.directory = Directory(
-            driver.matchmaker, zconf.zmq_target_cache_ttl, require_key=self.curve is not None
+        directory = Directory(matchmaker, zconf.zmq_target_cache_ttl, require_key=curve is not None)
+        chooser = ServerChooser(directory, self.outbox.suspects)
+        self.keeper = CastKeeper(
+            outbox=self.outbox,
+            chooser=chooser,
+            limits=CastLimits(
+                hold_time=zconf.zmq_cast_hold_time,
+                hold_max=zconf.zmq_cast_hold_max,
+                track_max=zconf.zmq_cast_track_max,
+                window=zconf.zmq_cast_window,
+                ack_timeout=zconf.rpc_ack_timeout_base,
+            ),
+            start_background=start_thread,
+        )
+        caller = Caller(
+            outbox=self.outbox,
+            chooser=chooser,
+            ack_timeout=zconf.rpc_ack_timeout_base,
+            allowed_remote_exmods=allowed_remote_exmods,
+        )
+        self.sender = RpcSender(
+            caller=caller,
+            keeper=self.keeper,
+            chooser=chooser,
+            key_prefix=zconf.zmq_matchmaker_prefix,
+            default_exchange=default_exchange,
+            codec=protocol.CODEC_BY_NAME[zconf.rpc_zmq_serialization],
         )
         self.registrar = Registrar(
-            driver.matchmaker,
+            matchmaker,
             zconf.zmq_target_expire,
             zconf.zmq_target_update,
             generation_key=f"{zconf.zmq_matchmaker_prefix}/generation",
         )
-        self.keeper = CastKeeper(
-            self.outbox,
-            Limits(
-                zconf.zmq_cast_hold_time,
-                zconf.zmq_cast_hold_max,
-                zconf.zmq_cast_track_max,
-                zconf.zmq_cast_window,
-                zconf.rpc_ack_timeout_base,
-            ),
-        )
-        self.sender = RpcSender(
-            directory=self.directory,
-            outbox=self.outbox,
-            key_prefix=zconf.zmq_matchmaker_prefix,
-            default_exchange=driver.default_exchange,
-            allowed_remote_exmods=driver.allowed_remote_exmods,
-            codec=protocol.CODEC_BY_NAME[zconf.rpc_zmq_serialization],
-            ack_timeout=zconf.rpc_ack_timeout_base,
-            keeper=self.keeper,
-        )
         self.listeners: list[RpcListener] = []
 
-    def open_inbox(self, settings: BindSettings, *args) -> Inbox:
+    def open_inbox(self, **inbox_args) -> Inbox:
         """Bind a server socket (loop thread), with ZAP in place first when CURVE is on."""
         if self.curve is not None and self.zap is None:
             # Before any CURVE server binds: without a ZAP handler libzmq
             # would let every client in.
             allowed = security.require_allowed_keys_dir(self.curve)
             self.zap = security.ZapHandler(self.loop, self.context, allowed)
-        return Inbox(self.loop, self.context, settings, *args)
+        return Inbox(self.loop, self.context, linger_ms=self.linger_ms, **inbox_args)
 
     def close(self) -> None:
         self.keeper.close()
@@ -135,14 +149,6 @@ class ZmqDriver(base.BaseDriver):
         self._engine_lock = threading.Lock()
         self._store: NotificationStore | None = None
 
-    @property
-    def default_exchange(self) -> str | None:
-        return self._default_exchange
-
-    @property
-    def allowed_remote_exmods(self) -> list[str]:
-        return self._allowed_remote_exmods
-
     def _get_engine(self) -> Engine:
         engine = self._engine
         if engine is not None and engine.pid == os.getpid():
@@ -151,7 +157,13 @@ class ZmqDriver(base.BaseDriver):
             if self._engine is None or self._engine.pid != os.getpid():
                 # After fork() the parent's engine is unusable and must not be
                 # closed from here: just abandon it.
-                self._engine = Engine(self.conf, self)
+                self._engine = Engine(
+                    self.conf[options.GROUP],
+                    matchmaker=self.matchmaker,
+                    curve=self.curve,
+                    default_exchange=self._default_exchange,
+                    allowed_remote_exmods=self._allowed_remote_exmods,
+                )
             return self._engine
 
     # -- BaseDriver ----------------------------------------------------------------
@@ -206,12 +218,13 @@ class ZmqDriver(base.BaseDriver):
         zconf = self.conf[options.GROUP]
         exchange = addressing.target_exchange(target, self._default_exchange)
         inbox = engine.loop.call(
-            engine.open_inbox,
-            self._bind_settings(),
-            target,
-            exchange,
-            zconf.zmq_dedup_window,
-            engine.linger_ms,
+            functools.partial(
+                engine.open_inbox,
+                settings=self._bind_settings(),
+                topic=target.topic,
+                exchange=exchange,
+                dedup_window=zconf.zmq_dedup_window,
+            )
         )
         prefix = zconf.zmq_matchmaker_prefix
         keys = [

@@ -19,7 +19,7 @@ import pytest
 
 from tests.functional.helpers import client, unique, wait_until
 from zmqdriver import options
-from zmqdriver.rpc.client import ServerLost
+from zmqdriver.exceptions import ServerLost
 
 CASTS = 2000
 CALLS = 500

@@ -18,7 +18,7 @@ import pytest
 
 from tests.functional import helpers
 from tests.functional.helpers import client, unique, wait_until
-from zmqdriver.rpc.client import ServerLost
+from zmqdriver.exceptions import ServerLost
 
 # -- a cluster shared by the tests of this module -------------------------------------
 
@@ -261,7 +261,7 @@ def test_held_casts_past_the_hold_time_are_dropped_with_a_count(deployment, capl
     transport = deployment.transport(deployment.conf(zmq_cast_hold_time=0.2))
     try:
         caster = client(transport, unique("nobody"))
-        with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.keeper"):
+        with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.casts"):
             for i in range(3):
                 caster.cast({}, "record", tag=i)
             wait_until(

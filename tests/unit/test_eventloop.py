@@ -97,14 +97,31 @@ def test_submit_passes_arguments(loop):
     assert seen == ["arg"]
 
 
-def test_a_failing_task_is_logged_and_the_loop_goes_on(loop, caplog):
+def test_a_failing_task_is_logged_with_its_traceback_and_the_loop_goes_on(loop, caplog):
     def fail():
         raise Boom("task failed")
 
     with caplog.at_level(logging.ERROR):
         loop.submit(fail)
         assert loop.call(lambda: "next") == "next"
-    assert any("task failed" in r.getMessage() for r in caplog.records)
+    [record] = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert record.exc_info[1].args == ("task failed",)
+    assert "in fail" in caplog.text  # the traceback names the failing function
+
+
+def test_a_failing_timer_is_logged_with_its_traceback_and_later_timers_run(loop, caplog):
+    ran = threading.Event()
+
+    def bad_timer():
+        raise Boom("timer failed")
+
+    with caplog.at_level(logging.ERROR):
+        loop.call(loop.call_later, 0.0, bad_timer)
+        loop.call(loop.call_later, 0.01, ran.set)
+        assert ran.wait(WAIT)
+    [failure] = [r.exc_info[1] for r in caplog.records if r.exc_info]
+    assert failure.args == ("timer failed",)
+    assert "in bad_timer" in caplog.text
 
 
 def test_call_times_out_while_the_loop_is_busy(loop):
@@ -196,7 +213,9 @@ def test_a_failing_reader_callback_does_not_stop_delivery(loop, ctx, caplog):
             loop.submit(sender.send_multipart, [body])
         assert eventually(lambda: len(received) == 3, WAIT, poll=0.005)
     assert received == [[b"ok-1"], [b"bad"], [b"ok-2"]]
-    assert any("handler failed" in r.getMessage() for r in caplog.records)
+    [failure] = [r.exc_info[1] for r in caplog.records if r.exc_info]
+    assert failure.args == ("handler failed",)  # logged with its traceback
+    assert "in on_message" in caplog.text
     loop.call(sender.close)
 
 

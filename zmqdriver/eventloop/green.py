@@ -24,8 +24,6 @@ _threading = patcher.original("threading")
 
 
 class GreenRuntime(Runtime):
-    green = True
-
     def __init__(self) -> None:
         self._pending: collections.deque = collections.deque()
         self._read_fd, self._write_fd = _os.pipe()

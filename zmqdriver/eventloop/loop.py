@@ -158,8 +158,8 @@ class IoLoop:
             fn, args = tasks.popleft()
             try:
                 fn(*args)
-            except Exception as exc:
-                self.runtime.log(logging.ERROR, "zmqdriver I/O task %r failed: %r", fn, exc)
+            except Exception as exc:  # a bug: say where, and keep the loop alive
+                self.runtime.log(logging.ERROR, "zmqdriver I/O task %r failed", fn, exc_info=exc)
 
     def _poll_timeout_ms(self) -> int | None:
         if not self._timers:
@@ -172,8 +172,8 @@ class IoLoop:
             _, _, fn, args = heapq.heappop(timers)
             try:
                 fn(*args)
-            except Exception as exc:
-                self.runtime.log(logging.ERROR, "zmqdriver I/O timer %r failed: %r", fn, exc)
+            except Exception as exc:  # a bug: say where, and keep the loop alive
+                self.runtime.log(logging.ERROR, "zmqdriver I/O timer %r failed", fn, exc_info=exc)
 
     def _drain_wake_pipe(self) -> None:
         try:
@@ -196,7 +196,12 @@ class IoLoop:
                 return False
             try:
                 callback(frames)
-            except Exception as exc:
-                self.runtime.log(logging.ERROR, "zmqdriver: handling a message failed: %r", exc)
+            except Exception as exc:  # a bug: say where, and keep the loop alive
+                self.runtime.log(
+                    logging.ERROR,
+                    "zmqdriver: handling a message with %r failed",
+                    callback,
+                    exc_info=exc,
+                )
             callback = self._readers.get(socket)
         return True

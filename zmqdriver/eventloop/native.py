@@ -12,8 +12,6 @@ LOG = logging.getLogger(__name__)
 
 
 class NativeRuntime(Runtime):
-    green = False
-
     def start_native_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
@@ -26,5 +24,5 @@ class NativeRuntime(Runtime):
         except Exception:
             LOG.exception("zmqdriver: delivering %r from the I/O loop failed", fn)
 
-    def log(self, level: int, msg: str, *args) -> None:
-        LOG.log(level, msg, *args)
+    def log(self, level: int, msg: str, *args, exc_info: BaseException | None = None) -> None:
+        LOG.log(level, msg, *args, exc_info=exc_info)

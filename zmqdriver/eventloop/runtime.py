@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 from collections.abc import Callable
 
@@ -14,8 +15,6 @@ LOG = logging.getLogger(__name__)
 class Runtime(abc.ABC):
     """What differs between a threaded and an eventlet process."""
 
-    green: bool = False
-
     @abc.abstractmethod
     def start_native_thread(self, target: Callable[[], None], name: str):
         """Start ``target`` in a real OS thread (the I/O loop must never be green)."""
@@ -24,9 +23,9 @@ class Runtime(abc.ABC):
     def deliver(self, fn: Callable, *args) -> None:
         """Run ``fn(*args)`` on the application side; called from the loop thread."""
 
-    def log(self, level: int, msg: str, *args) -> None:
-        """Log from the loop thread without touching green locks."""
-        self.deliver(LOG.log, level, msg, *args)
+    def log(self, level: int, msg: str, *args, exc_info: BaseException | None = None) -> None:
+        """Log from the loop thread without touching green locks (with a traceback if given)."""
+        self.deliver(functools.partial(LOG.log, exc_info=exc_info), level, msg, *args)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop helper threads or greenthreads."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import queue
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from zmqdriver import protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.eventloop import IoLoop
 from zmqdriver.security import KeyPair
+from zmqdriver.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
 
@@ -58,9 +60,10 @@ class Response:
     """One frame a server sent back about a request (or PEER_LOST)."""
 
     kind: protocol.Kind | str
+    msg_id: bytes
     endpoint: Endpoint
-    codec: protocol.Codec
-    body: bytes | None
+    codec: protocol.Codec = protocol.Codec.JSON
+    body: bytes | None = None
     reason: str | None = None  # PEER_LOST only: why, when it is not just a lost connection
 
 
@@ -96,6 +99,66 @@ class Waiter:
         return self._queue.get(timeout=timeout)
 
 
+class Waiters:
+    """Who waits for the responses to which message id.
+
+    Written by caller threads (``expect``/``forget``), read by the loop
+    (``route``); single dict operations are atomic, so no lock is needed.
+    ``deliver`` runs a completion on the application side (the runtime's).
+    """
+
+    def __init__(self, deliver: Callable[..., None]) -> None:
+        self._deliver = deliver
+        self._by_id: dict[bytes, Waiter] = {}
+
+    def __contains__(self, msg_id: bytes) -> bool:
+        return msg_id in self._by_id
+
+    def expect(self, msg_id: bytes, handler: Callable[[Response], None] | None = None) -> Waiter:
+        waiter = Waiter(handler)
+        self._by_id[msg_id] = waiter
+        return waiter
+
+    def forget(self, msg_id: bytes) -> None:
+        self._by_id.pop(msg_id, None)
+
+    def route(self, response: Response) -> None:
+        """Hand ``response`` to whoever waits for its message (nobody: it is dropped)."""
+        waiter = self._by_id.get(response.msg_id)
+        if waiter is None:
+            return  # the caller gave up (timeout) or it is a duplicate ACK
+        if response.kind == protocol.Kind.ACK and waiter.take_ack(response.endpoint):
+            return
+        self._deliver(waiter.put, response)
+
+    def lost(self, endpoint: Endpoint, msg_ids, reason: str | None = None) -> None:
+        """Tell the waiters of ``msg_ids`` that ``endpoint``'s connection is gone."""
+        for msg_id in msg_ids:
+            self.route(Response(PEER_LOST, msg_id, endpoint, reason=reason))
+
+
+class Suspects:
+    """Servers that recently failed us: senders prefer others for SUSPECT_FOR seconds.
+
+    Marked by callers (a silent server) and the loop (a lost connection);
+    cleared by the loop when a handshake succeeds again.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until: dict[Endpoint, float] = {}
+
+    def mark(self, endpoint: Endpoint) -> None:
+        self._until[endpoint] = self._clock() + SUSPECT_FOR
+
+    def clear(self, endpoint: Endpoint) -> None:
+        self._until.pop(endpoint, None)
+
+    def __contains__(self, endpoint: Endpoint) -> bool:
+        until = self._until.get(endpoint)
+        return until is not None and until > self._clock()
+
+
 @dataclass(frozen=True)
 class Heartbeats:
     """ZeroMQ connection heartbeats, in milliseconds (0 disables them)."""
@@ -105,29 +168,39 @@ class Heartbeats:
 
 
 class Outbox:
+    """The client's connections: a DEALER per server, created and used in the loop thread.
+
+    Caller threads register what they wait for (``expect``), hand sends to the
+    loop (``send``) and may ``drop`` a connection; everything else runs in the
+    loop: reading responses, watching connections, closing idle ones.
+    """
+
     def __init__(
         self,
         loop: IoLoop,
         context: zmq.Context,
+        *,
         linger_ms: int,
         heartbeats: Heartbeats,
         curve: KeyPair | None = None,
         max_connections: int = 0,
     ) -> None:
         self._loop = loop
-        self._max_connections = max_connections  # 0: no limit
         self._context = context
         self._linger_ms = linger_ms
         self._heartbeats = heartbeats
         self._curve = curve  # this client's key pair when CURVE is on
-        self._handshake_logged: dict[Endpoint, float] = {}  # loop thread only
-        # Written by caller threads, read by the loop; dict operations are atomic.
-        self._waiters: dict[bytes, Waiter] = {}
-        self._suspects: dict[Endpoint, float] = {}
+        self._max_connections = max_connections  # 0: no limit
+        self.waiters = Waiters(loop.runtime.deliver)
+        self.suspects = Suspects()
         # Loop thread only.
         self._dealers: collections.OrderedDict[Endpoint, zmq.Socket] = collections.OrderedDict()
         self._monitors: dict[Endpoint, zmq.Socket] = {}
         self._inflight: dict[Endpoint, set[bytes]] = {}
+        # Senders retry a failing server many times: say so once per outage,
+        # and a failed handshake once per _LOG_HANDSHAKE_EVERY.
+        self._lost_logged = Throttle(every=math.inf)
+        self._handshake_logged = Throttle(every=_LOG_HANDSHAKE_EVERY)
 
     # -- caller threads ----------------------------------------------------------
 
@@ -137,12 +210,10 @@ class Outbox:
         With ``handler`` every response is passed to it (in the loop thread,
         or the hub when green) instead of being queued for ``get``.
         """
-        waiter = Waiter(handler)
-        self._waiters[msg_id] = waiter
-        return waiter
+        return self.waiters.expect(msg_id, handler)
 
     def forget(self, msg_id: bytes) -> None:
-        self._waiters.pop(msg_id, None)
+        self.waiters.forget(msg_id)
 
     def send(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> None:
         self._loop.submit(self._send, endpoint, msg_id, frames)
@@ -155,15 +226,8 @@ class Outbox:
         Every other request in flight on it gets PEER_LOST; ``known`` is the
         caller's own, which it handles itself.
         """
-        self.suspect(endpoint)
+        self.suspects.mark(endpoint)
         self._loop.submit(self._drop, endpoint, known)
-
-    def suspect(self, endpoint: Endpoint) -> None:
-        self._suspects[endpoint] = time.monotonic() + SUSPECT_FOR
-
-    def is_suspect(self, endpoint: Endpoint) -> bool:
-        until = self._suspects.get(endpoint)
-        return until is not None and until > time.monotonic()
 
     # -- loop thread ---------------------------------------------------------------
 
@@ -171,20 +235,20 @@ class Outbox:
         dealer = self._dealers.get(endpoint)
         if dealer is not None:
             self._dealers.move_to_end(endpoint)  # most recently used last
-        else:
-            self._make_room()
-            dealer = self._context.socket(zmq.DEALER)
-            try:
-                self._configure(dealer, endpoint)
-            except zmq.ZMQError:
-                dealer.close(linger=0)
-                raise
-            monitor = dealer.get_monitor_socket(_DEAD_EVENTS | _ALIVE_EVENTS | _HANDSHAKE_FAILED)
-            dealer.connect(endpoint.uri)
-            self._dealers[endpoint] = dealer
-            self._monitors[endpoint] = monitor
-            self._loop.add_reader(dealer, lambda frames: self._on_response(endpoint, frames))
-            self._loop.add_reader(monitor, lambda frames: self._on_event(endpoint, frames))
+            return dealer
+        self._make_room()
+        dealer = self._context.socket(zmq.DEALER)
+        try:
+            self._configure(dealer, endpoint)
+        except zmq.ZMQError:
+            dealer.close(linger=0)
+            raise
+        monitor = dealer.get_monitor_socket(_DEAD_EVENTS | _ALIVE_EVENTS | _HANDSHAKE_FAILED)
+        dealer.connect(endpoint.uri)
+        self._dealers[endpoint] = dealer
+        self._monitors[endpoint] = monitor
+        self._loop.add_reader(dealer, lambda frames: self._on_response(endpoint, frames))
+        self._loop.add_reader(monitor, lambda frames: self._on_event(endpoint, frames))
         return dealer
 
     def _make_room(self) -> None:
@@ -220,18 +284,18 @@ class Outbox:
             self._loop.runtime.log(
                 logging.WARNING, "zmqdriver: send to %s failed: %s", endpoint, exc
             )
-            self._lost(endpoint, [msg_id])
+            self.waiters.lost(endpoint, [msg_id])
             return
         inflight = self._inflight.setdefault(endpoint, set())
         inflight.add(msg_id)
         if len(inflight) > 1024:  # callers that timed out never said goodbye
-            inflight.intersection_update(self._waiters)
+            inflight.difference_update([m for m in inflight if m not in self.waiters])
 
     def _drop(self, endpoint: Endpoint, known: bytes | None = None) -> None:
         dealer = self._dealers.pop(endpoint, None)
         monitor = self._monitors.pop(endpoint, None)
         # What was sent on this connection will get no answer through it.
-        self._lost(endpoint, self._inflight.pop(endpoint, set()) - {known})
+        self.waiters.lost(endpoint, self._inflight.pop(endpoint, set()) - {known})
         for socket in (dealer, monitor):
             if socket is not None:
                 self._loop.remove_reader(socket)
@@ -245,20 +309,24 @@ class Outbox:
         message = parse_monitor_message(frames)
         event = message["event"]
         if event & _ALIVE_EVENTS:
-            self._suspects.pop(endpoint, None)
+            self.suspects.clear(endpoint)
+            self._lost_logged.forget(endpoint)  # a later loss is a new outage
             return
         reason = None
         if event & _HANDSHAKE_FAILED:
             reason = handshake_failure(event, message["value"], self._curve is not None)
-            self._log_handshake_failure(endpoint, reason)
-        self._suspects[endpoint] = time.monotonic() + SUSPECT_FOR
+            if self._handshake_logged.admit(endpoint) is not None:
+                self._loop.runtime.log(
+                    logging.WARNING, "zmqdriver: handshake with %s failed: %s", endpoint, reason
+                )
+        self.suspects.mark(endpoint)
         dealer = self._dealers.get(endpoint)
         if dealer is not None:
             # Answers that arrived before the loss (a DONE, a REPLY) still count:
             # without them those requests would be sent again elsewhere.
             self._loop.drain(dealer)
         lost = self._inflight.pop(endpoint, set())
-        if lost and reason is None:
+        if lost and reason is None and self._lost_logged.admit(endpoint) is not None:
             self._loop.runtime.log(
                 logging.WARNING,
                 "zmqdriver: connection to %s lost (%s) with %d requests in flight",
@@ -266,27 +334,7 @@ class Outbox:
                 zmq.Event(event).name,
                 len(lost),
             )
-        self._lost(endpoint, lost, reason)
-
-    def _log_handshake_failure(self, endpoint: Endpoint, reason: str) -> None:
-        # Rate-limited per server: senders retry, each retry fails the same way.
-        now = time.monotonic()
-        if now - self._handshake_logged.get(endpoint, -_LOG_HANDSHAKE_EVERY) < _LOG_HANDSHAKE_EVERY:
-            return
-        if len(self._handshake_logged) > 1024:
-            self._handshake_logged.clear()
-        self._handshake_logged[endpoint] = now
-        self._loop.runtime.log(
-            logging.WARNING, "zmqdriver: handshake with %s failed: %s", endpoint, reason
-        )
-
-    def _lost(self, endpoint: Endpoint, msg_ids, reason: str | None = None) -> None:
-        for msg_id in msg_ids:
-            waiter = self._waiters.get(msg_id)
-            if waiter is not None:
-                self._loop.runtime.deliver(
-                    waiter.put, Response(PEER_LOST, endpoint, protocol.Codec.JSON, None, reason)
-                )
+        self.waiters.lost(endpoint, lost, reason)
 
     def _on_response(self, endpoint: Endpoint, frames: list[bytes]) -> None:
         if len(frames) not in (1, 2):
@@ -306,13 +354,8 @@ class Outbox:
             return
         if header.kind in _FINAL_KINDS:
             self._inflight.get(endpoint, set()).discard(header.msg_id)
-        waiter = self._waiters.get(header.msg_id)
-        if waiter is None:
-            return  # the caller gave up (timeout) or it is a duplicate ACK
-        if header.kind == protocol.Kind.ACK and waiter.take_ack(endpoint):
-            return
         body = frames[1] if len(frames) == 2 else None
-        self._loop.runtime.deliver(waiter.put, Response(header.kind, endpoint, header.codec, body))
+        self.waiters.route(Response(header.kind, header.msg_id, endpoint, header.codec, body))
 
     def close(self) -> None:
         """Close every DEALER; runs in the loop thread."""

@@ -12,6 +12,7 @@ import collections
 import logging
 import socket as pysocket
 import time
+from dataclasses import dataclass
 
 import zmq
 from oslo_messaging._drivers import base
@@ -21,8 +22,10 @@ from zmqdriver import addressing, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Registrar
 from zmqdriver.eventloop import IoLoop
+from zmqdriver.eventloop.loop import LoopStopped
 from zmqdriver.rpc.dedup import RecentIds
 from zmqdriver.security import KeyPair
+from zmqdriver.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
 
@@ -35,26 +38,17 @@ _LOG_EVERY = 10.0  # seconds between two log lines about bad input from peers
 CAST_ACK_DELAY = 0.01
 
 
+@dataclass(frozen=True)
 class BindSettings:
     """Where servers bind, what address they publish, what they accept."""
 
-    def __init__(
-        self,
-        bind_address: str,
-        host: str,
-        min_port: int,
-        max_port: int,
-        retries: int,
-        max_message_size: int = -1,
-        curve: KeyPair | None = None,
-    ):
-        self.bind_address = bind_address
-        self.host = host
-        self.min_port = min_port
-        self.max_port = max_port
-        self.retries = retries
-        self.max_message_size = max_message_size
-        self.curve = curve  # this server's key pair when CURVE is on
+    bind_address: str
+    host: str
+    min_port: int
+    max_port: int
+    retries: int
+    max_message_size: int = -1
+    curve: KeyPair | None = None  # this server's key pair when CURVE is on
 
 
 class Inbox:
@@ -64,14 +58,15 @@ class Inbox:
         self,
         loop: IoLoop,
         context: zmq.Context,
+        *,
         settings: BindSettings,
-        target,
+        topic: str,
         exchange: str,
         dedup_window: int,
         linger_ms: int,
     ) -> None:
         self._loop = loop
-        self._target = target
+        self._topic = topic
         self._exchange = exchange
         self._accepting = False
         self._seen = RecentIds(dedup_window)  # requests taken
@@ -82,7 +77,7 @@ class Inbox:
         # Casts not acknowledged yet, oldest first: msg id -> (identity, header, due).
         self._unacked: collections.OrderedDict[bytes, tuple] = collections.OrderedDict()
         self._ack_timer = False
-        self._last_complaint = 0.0
+        self._complaints = Throttle(every=_LOG_EVERY)
         self.listener: RpcListener | None = None
         self._router = context.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, linger_ms)
@@ -114,6 +109,22 @@ class Inbox:
         key = settings.curve.public if settings.curve is not None else ""
         return Endpoint(settings.host, port, key)
 
+    # -- executor threads ----------------------------------------------------------
+
+    def answer(self, frames: list[bytes]) -> None:
+        """Send a reply or heartbeat to a client (the loop sends it)."""
+        self._submit(self.send, frames)
+
+    def finish_cast(self, msg_id: bytes, frames: list[bytes]) -> None:
+        """A cast has run: send its DONE (the loop sends it)."""
+        self._submit(self.cast_done, msg_id, frames)
+
+    def _submit(self, fn, *args) -> None:
+        try:
+            self._loop.submit(fn, *args)
+        except LoopStopped:
+            LOG.error("zmqdriver: the transport is closed; an answer to a client is lost")
+
     # -- loop thread ---------------------------------------------------------------
 
     def set_accepting(self, accepting: bool) -> None:
@@ -142,11 +153,11 @@ class Inbox:
 
     def _complain(self, msg: str, *args) -> None:
         # Rate-limited: hostile or broken peers must not flood the log.
-        now = time.monotonic()
-        if now - self._last_complaint >= _LOG_EVERY:
-            self._last_complaint = now
+        suppressed = self._complaints.admit()
+        if suppressed is not None:
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
             self._loop.runtime.log(
-                logging.WARNING, "zmqdriver server %s: " + msg, self.endpoint, *args
+                logging.WARNING, "zmqdriver server %s: " + msg + more, self.endpoint, *args
             )
 
     def _respond(
@@ -229,10 +240,10 @@ class Inbox:
             raise protocol.ProtocolError("request has no message map")
         if not isinstance(request.get("ctxt", {}), dict):
             raise protocol.ProtocolError("request context is not a map")
-        if (request.get("exchange"), request.get("topic")) != (self._exchange, self._target.topic):
+        if (request.get("exchange"), request.get("topic")) != (self._exchange, self._topic):
             raise protocol.ProtocolError(
                 f"request for exchange={request.get('exchange')!r} topic={request.get('topic')!r} "
-                f"reached the server of exchange={self._exchange!r} topic={self._target.topic!r}"
+                f"reached the server of exchange={self._exchange!r} topic={self._topic!r}"
             )
         return request
 
@@ -248,12 +259,8 @@ class Inbox:
 
 
 def _failure_for(exc: Exception) -> str:
-    try:
-        raise exc
-    except Exception:
-        import sys
-
-        return driver_common.serialize_remote_exception(sys.exc_info())
+    """A caught exception as oslo serializes remote failures."""
+    return driver_common.serialize_remote_exception((type(exc), exc, exc.__traceback__))
 
 
 class ZmqIncomingMessage(base.RpcIncomingMessage):
@@ -262,7 +269,6 @@ class ZmqIncomingMessage(base.RpcIncomingMessage):
             request.get("ctxt") or {}, request["message"], protocol.msg_id_str(header.msg_id)
         )
         self._inbox = inbox
-        self._loop = inbox._loop
         self._identity = identity
         self._header = header
         self._is_call = header.kind == protocol.Kind.CALL
@@ -279,7 +285,7 @@ class ZmqIncomingMessage(base.RpcIncomingMessage):
             # oslo's server "replies" to casts too, once the endpoint has run:
             # tell the sender it may forget the cast.
             frames = [self._identity, self._header_bytes(protocol.Kind.DONE)]
-            self._submit(self._inbox.cast_done, self._header.msg_id, frames)
+            self._inbox.finish_cast(self._header.msg_id, frames)
             return
         if failure is not None:
             body = {"failure": driver_common.serialize_remote_exception(failure)}
@@ -303,13 +309,7 @@ class ZmqIncomingMessage(base.RpcIncomingMessage):
         frames = [self._identity, self._header_bytes(kind)]
         if payload is not None:
             frames.append(payload)
-        self._submit(self._inbox.send, frames)
-
-    def _submit(self, fn, *args) -> None:
-        try:
-            self._loop.submit(fn, *args)
-        except Exception as exc:
-            LOG.error("zmqdriver: cannot answer message %s: %s", self.msg_id, exc)
+        self._inbox.answer(frames)
 
 
 class RpcListener(base.Listener):

@@ -1,0 +1,447 @@
+"""The CastKeeper in-process: windows, held casts, resends, fanout, through a fake outbox."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import oslo_messaging
+import pytest
+
+from tests.unit.rpc.fakes import (
+    A,
+    B,
+    C,
+    Clock,
+    FakeOutbox,
+    MemoryMatchMaker,
+    chooser_for,
+    key_of,
+    target,
+)
+from zmqdriver import protocol
+from zmqdriver.exceptions import BackendError, BackendUnavailable
+from zmqdriver.rpc import casts
+from zmqdriver.rpc.casts import Cast, CastKeeper, CastLimits
+
+ACK, DONE, REJECT = protocol.Kind.ACK, protocol.Kind.DONE, protocol.Kind.REJECT
+LIMITS = CastLimits(hold_time=30.0, hold_max=4, track_max=100, window=2, ack_timeout=1.0)
+
+
+class Keeper:
+    """A keeper wired to fakes; the test runs its background work by hand."""
+
+    def __init__(self, limits: CastLimits = LIMITS) -> None:
+        self.clock = Clock()
+        self.outbox = FakeOutbox()
+        self.matchmaker = MemoryMatchMaker()
+        self.started: list = []
+        self.keeper = CastKeeper(
+            outbox=self.outbox,
+            chooser=chooser_for(self.matchmaker, self.outbox, self.clock),
+            limits=limits,
+            start_background=self.started.append,
+            clock=self.clock,
+        )
+        self.target = target()
+        self.key = key_of(self.target)
+
+    def cast(self, n: int = 0, retry: int | None = None, tgt=None) -> Cast:
+        tgt = tgt or self.target
+        cast = Cast(tgt, key_of(tgt), protocol.new_msg_id(), [b"frame"], retry=retry)
+        if tgt.fanout:
+            self.keeper.fanout(cast)
+        else:
+            self.keeper.cast(cast)
+        return cast
+
+    def close(self) -> None:
+        """Close the keeper as the driver does, its background work running."""
+        for work in self.started:
+            threading.Thread(target=work, daemon=True).start()
+        self.keeper.close()
+
+    def later(self, seconds: float) -> None:
+        """Let time pass and the background work run."""
+        self.clock.advance(seconds)
+        self.keeper.run_pending()
+
+
+@pytest.fixture
+def k() -> Keeper:
+    return Keeper()
+
+
+# -- sending and DONE -------------------------------------------------------------------
+
+
+def test_a_cast_goes_to_a_registered_server_and_is_forgotten_at_its_done(k):
+    k.matchmaker.serve(k.key, A)
+    cast = k.cast()
+    assert k.outbox.sent == [(A, cast.msg_id)]
+    assert cast.msg_id in k.outbox.waiters
+    k.outbox.answer(A, cast.msg_id, DONE)
+    assert cast.msg_id not in k.outbox.waiters
+    k.later(60.0)
+    assert k.outbox.sent == [(A, cast.msg_id)]  # nothing sent again
+    assert k.outbox.dropped == []
+
+
+def test_casts_take_turns_between_servers(k):
+    k.matchmaker.serve(k.key, A, B)
+    for _ in range(4):
+        k.cast()
+    assert [server for server, _ in k.outbox.sent] == [A, B, A, B]
+
+
+def test_the_background_work_starts_once(k):
+    k.matchmaker.serve(k.key, A)
+    k.cast()
+    k.cast()
+    assert len(k.started) == 1
+
+
+def test_concurrent_first_casts_start_one_background_thread():
+    starts = []
+
+    def slow_start(work):
+        time.sleep(0.02)  # widens the window two unlocked starters would race in
+        starts.append(work)
+
+    outbox, matchmaker = FakeOutbox(), MemoryMatchMaker()
+    keeper = CastKeeper(
+        outbox=outbox,
+        chooser=chooser_for(matchmaker, outbox),
+        limits=CastLimits(hold_time=30.0, hold_max=100, track_max=100, window=100, ack_timeout=1),
+        start_background=slow_start,
+    )
+    tgt = target()
+    matchmaker.serve(key_of(tgt), A)
+    barrier = threading.Barrier(8)
+
+    def first_cast():
+        barrier.wait()
+        keeper.cast(Cast(tgt, key_of(tgt), protocol.new_msg_id(), [b"x"]))
+
+    threads = [threading.Thread(target=first_cast) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(starts) == 1
+    assert len(outbox.sent) == 8
+
+
+# -- windows ----------------------------------------------------------------------------
+
+
+def test_a_full_window_holds_the_caller_until_a_done_makes_room(k):
+    k.matchmaker.serve(k.key, A)
+    first, second = k.cast(), k.cast()
+    third_sent = threading.Event()
+    thread = threading.Thread(target=lambda: (k.cast(), third_sent.set()))
+    thread.start()
+    assert not third_sent.wait(0.2)  # window = 2: the third waits
+    assert len(k.outbox.sent) == 2
+    k.outbox.answer(A, first.msg_id, ACK)
+    assert not third_sent.wait(0.1)  # an ACK does not free the window: only a DONE does
+    k.outbox.answer(A, second.msg_id, DONE)
+    assert third_sent.wait(10)
+    thread.join(10)
+    assert len(k.outbox.sent) == 3
+
+
+def test_the_process_wide_limit_holds_casts_to_every_server():
+    limits = CastLimits(hold_time=30.0, hold_max=4, track_max=2, window=10, ack_timeout=1.0)
+    k = Keeper(limits)
+    k.matchmaker.serve(k.key, A, B)
+    first, _ = k.cast(), k.cast()
+    sent = threading.Event()
+    thread = threading.Thread(target=lambda: (k.cast(), sent.set()))
+    thread.start()
+    assert not sent.wait(0.2)
+    k.outbox.answer(A, first.msg_id, DONE)
+    assert sent.wait(10)
+    thread.join(10)
+
+
+def test_close_releases_a_caller_waiting_for_room(k):
+    k.matchmaker.serve(k.key, A)
+    k.cast(), k.cast()
+    thread = threading.Thread(target=k.cast)
+    thread.start()
+    k.close()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_a_long_wait_for_room_is_logged(caplog):
+    limits = CastLimits(hold_time=30.0, hold_max=4, track_max=100, window=1, ack_timeout=0.1)
+    k = Keeper(limits)
+    k.matchmaker.serve(k.key, A)
+    first = k.cast()
+    thread = threading.Thread(target=k.cast)
+    with caplog.at_level(logging.WARNING, logger="zmqdriver.rpc.casts"):
+        thread.start()
+        deadline = time.monotonic() + 10
+        while "waited" not in caplog.text and time.monotonic() < deadline:
+            k.clock.advance(1.0)  # past 2 x ack_timeout on the keeper's clock
+            time.sleep(0.05)
+        k.outbox.answer(A, first.msg_id, DONE)
+        thread.join(10)
+    assert "has waited" in caplog.text and "zmq_cast_window=1" in caplog.text
+
+
+# -- resends ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", ["lost", "reject"])
+def test_a_cast_whose_server_is_lost_or_stopping_goes_to_another(k, failure):
+    k.matchmaker.serve(k.key, A, B)
+    cast = k.cast()
+    assert k.outbox.sent == [(A, cast.msg_id)]
+    if failure == "lost":
+        k.outbox.lose(A)
+    else:
+        k.outbox.answer(A, cast.msg_id, REJECT)
+    k.later(0.0)
+    assert k.outbox.sent == [(A, cast.msg_id), (B, cast.msg_id)]  # same id: B can de-duplicate
+    assert cast.tried == {A}
+    k.outbox.answer(B, cast.msg_id, DONE)
+    assert cast.msg_id not in k.outbox.waiters
+
+
+def test_a_silent_server_loses_its_connection_and_its_casts_go_elsewhere(k):
+    k.matchmaker.serve(k.key, A, B)
+    on_a = [k.cast(), k.cast(), k.cast()][::2]  # A, B, A
+    k.later(0.5)
+    assert k.outbox.dropped == []
+    k.outbox.answer(B, k.outbox.sent[1][1], ACK)  # B acknowledges; A stays silent
+    k.later(0.6)  # past ack_timeout (1 s)
+    assert k.outbox.dropped == [A]  # once, though two casts were silent
+    k.later(0.0)
+    resent = [msg_id for server, msg_id in k.outbox.sent[3:]]
+    assert sorted(resent) == sorted(c.msg_id for c in on_a)
+    assert all(server == B for server, _ in k.outbox.sent[3:])
+    for msg_id in resent:
+        k.outbox.answer(B, msg_id, ACK)
+    k.later(2.0)
+    assert k.outbox.dropped == [A]  # B acknowledged everything: never dropped for silence
+
+
+def test_an_acknowledged_cast_is_not_dropped_for_silence(k):
+    k.matchmaker.serve(k.key, A)
+    cast = k.cast()
+    k.outbox.answer(A, cast.msg_id, ACK)
+    k.later(5.0)
+    assert k.outbox.dropped == []
+
+
+def test_resends_stop_after_retry_attempts(k, caplog):
+    k.matchmaker.serve(k.key, A, B)
+    cast = k.cast(retry=1)
+    k.outbox.lose(A)
+    k.later(0.0)
+    k.outbox.lose(B)
+    with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.casts"):
+        k.later(0.0)
+    assert len(k.outbox.sent) == 2
+    assert f"cast {protocol.msg_id_str(cast.msg_id)}" in caplog.text
+    assert "no server took it in 2 attempts (retry=1)" in caplog.text
+
+
+def test_a_cast_with_every_server_tried_goes_round_again(k):
+    k.matchmaker.serve(k.key, A)
+    cast = k.cast()
+    k.outbox.lose(A)
+    k.later(0.0)  # A is tried, nobody else: held
+    k.later(1.0)  # the held cast is retried; every server failed once: A again
+    assert [server for server, _ in k.outbox.sent] == [A, A]
+    assert cast.attempts == 2
+
+
+def test_suspect_servers_are_the_last_resort(k):
+    k.matchmaker.serve(k.key, A, B)
+    k.outbox.suspects.mark(A)
+    for _ in range(LIMITS.window):
+        k.cast()
+    assert [server for server, _ in k.outbox.sent] == [B] * LIMITS.window
+
+
+def test_a_stale_copy_is_forgotten(k):
+    k.matchmaker.serve(k.key, A)
+    cast = k.cast()
+    k.outbox.answer(A, cast.msg_id, ACK)
+    k.later(casts.FORGET_AFTER + 1)
+    assert cast.msg_id not in k.outbox.waiters
+
+
+def test_the_keeper_goes_on_after_a_failing_round(caplog):
+    k = Keeper()
+    k.matchmaker.serve(k.key, A, B)
+    cast = k.cast()
+    k.outbox.lose(A)
+
+    def broken_send(server, msg_id):
+        raise RuntimeError("plugin bug")
+
+    k.outbox.on_send = broken_send
+    k.keeper._start_background = lambda work: None
+    stop = threading.Thread(target=k.keeper._serve)
+    with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.casts"):
+        k.keeper._resends.put(cast)  # what _redirect queues
+        stop.start()
+        deadline = time.monotonic() + 10
+        while "failed a round" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        k.keeper.close()
+        stop.join(10)
+    assert "failed a round" in caplog.text
+    assert any(r.exc_info and "plugin bug" in str(r.exc_info[1]) for r in caplog.records)
+
+
+# -- held casts -------------------------------------------------------------------------
+
+
+def test_casts_to_a_target_without_servers_are_held_and_sent_in_order(k):
+    first, second = k.cast(), k.cast()
+    assert k.outbox.sent == []
+    k.matchmaker.serve(k.key, A)
+    k.later(casts.RETRY_HELD_EVERY)  # the cache still says "nobody": a fresh look finds A
+    assert [msg_id for _, msg_id in k.outbox.sent] == [first.msg_id, second.msg_id]
+
+
+def test_a_cast_queues_behind_held_casts_to_its_target(k):
+    held = k.cast()
+    k.matchmaker.serve(k.key, A)
+    later = k.cast()  # A exists now, but an earlier cast waits: keep order
+    assert k.outbox.sent == []
+    k.later(casts.RETRY_HELD_EVERY)
+    assert [msg_id for _, msg_id in k.outbox.sent] == [held.msg_id, later.msg_id]
+
+
+def test_held_casts_of_another_target_do_not_block(k):
+    other = target("other")
+    k.cast(tgt=other)
+    k.matchmaker.serve(k.key, A)
+    cast = k.cast()
+    assert k.outbox.sent == [(A, cast.msg_id)]
+
+
+def test_a_full_hold_refuses_the_caller(k):
+    for _ in range(LIMITS.hold_max):
+        k.cast()
+    with pytest.raises(oslo_messaging.MessageDeliveryFailure, match="zmq_cast_hold_max"):
+        k.cast()
+
+
+def test_held_casts_past_the_hold_time_are_dropped_with_a_count(k, caplog):
+    k.cast(), k.cast()
+    with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.casts"):
+        k.later(LIMITS.hold_time + 1)
+    assert "Dropped 2 casts" in caplog.text
+    k.matchmaker.serve(k.key, A)
+    k.later(casts.RETRY_HELD_EVERY)
+    assert k.outbox.sent == []
+
+
+def test_a_matchmaker_outage_holds_the_cast(k):
+    k.matchmaker.failure = BackendUnavailable("redis down")
+    k.cast()
+    assert k.outbox.sent == []
+    k.matchmaker.failure = None
+    k.matchmaker.serve(k.key, A)
+    k.later(casts.RETRY_HELD_EVERY)
+    assert len(k.outbox.sent) == 1
+
+
+def test_a_refusing_matchmaker_fails_the_caller_at_once(k):
+    k.matchmaker.failure = BackendError("wrong password")
+    with pytest.raises(BackendError, match="wrong password"):
+        k.cast()
+
+
+def test_a_resend_meeting_a_refusing_matchmaker_holds_the_cast(k):
+    k.matchmaker.serve(k.key, A)
+    k.later(0.0)  # the next retry of held casts is RETRY_HELD_EVERY away
+    cast = k.cast()
+    k.matchmaker.failure = BackendError("wrong password")
+    k.keeper._chooser.failed(k.key)  # no cached answer to fall back on
+    k.outbox.lose(A)
+    k.later(0.0)
+    assert len(k.outbox.sent) == 1  # held, not lost
+    k.matchmaker.failure = None
+    k.later(casts.RETRY_HELD_EVERY)
+    assert k.outbox.sent[-1] == (A, cast.msg_id)
+
+
+def test_a_resend_finding_the_hold_full_is_logged(caplog):
+    limits = CastLimits(hold_time=30.0, hold_max=1, track_max=100, window=10, ack_timeout=1.0)
+    k = Keeper(limits)
+    other = target("other")
+    k.cast(tgt=other)  # fills the hold
+    k.matchmaker.serve(k.key, A)
+    cast = k.cast()
+    k.matchmaker.leave(k.key, A)
+    k.outbox.lose(A)
+    with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.casts"):
+        k.keeper._chooser.failed(k.key)
+        k.later(0.0)
+    assert "zmq_cast_hold_max" in caplog.text
+    assert cast.msg_id not in k.outbox.waiters
+
+
+def test_closing_with_held_casts_says_they_are_lost(k, caplog):
+    k.cast()
+    with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.casts"):
+        k.close()
+    assert "1 casts still waiting" in caplog.text
+
+
+# -- fanout -----------------------------------------------------------------------------
+
+
+def test_fanout_sends_a_copy_to_every_server_and_waits_for_every_done(k):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A, B, C)
+    cast = k.cast(tgt=fan)
+    assert sorted(server for server, _ in k.outbox.sent) == [A, B, C]
+    k.outbox.answer(A, cast.msg_id, DONE)
+    k.outbox.answer(B, cast.msg_id, DONE)
+    assert cast.msg_id in k.outbox.waiters
+    k.outbox.answer(C, cast.msg_id, DONE)
+    assert cast.msg_id not in k.outbox.waiters
+
+
+def test_a_lost_fanout_copy_is_never_sent_to_another_server(k, caplog):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A, B)
+    k.cast(tgt=fan)
+    with caplog.at_level(logging.WARNING, logger="zmqdriver.rpc.casts"):
+        k.outbox.lose(A)
+        k.later(5.0)
+    assert len(k.outbox.sent) == 2
+    assert "fanout" in caplog.text and "before running it" in caplog.text
+
+
+def test_fanout_without_servers_is_logged_not_held(k, caplog):
+    with caplog.at_level(logging.WARNING, logger="zmqdriver.rpc.casts"):
+        k.cast(tgt=target(fanout=True))
+    assert "reached no server" in caplog.text
+    k.matchmaker.serve(key_of(target(fanout=True)), A)
+    k.later(casts.RETRY_HELD_EVERY)
+    assert k.outbox.sent == []
+
+
+def test_fanout_waits_for_room_on_each_server(k):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A, B)  # a fanout's servers are its topic's servers
+    first, _, _ = k.cast(), k.cast(), k.cast()  # A, B, A: A's window (2) is full
+    sent = threading.Event()
+    thread = threading.Thread(target=lambda: (k.cast(tgt=fan), sent.set()))
+    thread.start()
+    assert not sent.wait(0.2)
+    k.outbox.answer(A, first.msg_id, DONE)
+    assert sent.wait(10)
+    thread.join(10)

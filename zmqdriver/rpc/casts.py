@@ -1,0 +1,431 @@
+"""Casts, from ``cast()`` to the server's DONE: one owner, the ``CastKeeper``.
+
+``cast()`` hands a cast to the keeper and returns once it is sent (or held).
+The keeper chooses the server, sends, watches the cast until that server
+reports it ran (DONE), and sends it again elsewhere, with the same message
+id so a server that already has it drops it, when:
+
+* the server does not acknowledge it within ``rpc_ack_timeout_base`` (the
+  keeper then drops the connection, which discards what still sits in the
+  socket and reports everything on it as lost);
+* the connection is lost before the DONE (PEER_LOST), or the server REJECTs
+  it because it is stopping.
+
+Each server has a window: at most ``zmq_cast_window`` casts sent to it and
+not yet DONE. A caller that fills it waits for room (the keeper's own
+resends never wait: they may exceed a window rather than stall). The window
+is what pipelines casts (many in flight, no round trip per cast), and it
+bounds what a server killed mid-stream can leave ambiguous: only casts in
+its window can have run without their DONE arriving, and run again elsewhere.
+
+Casts sent while no server exists are held, in order per target, and sent
+when one registers. A fanout cast sends a copy to every server registered
+now; a copy belongs to its server and is never sent elsewhere. Everything
+is bounded (count and age); what is dropped is logged with a count.
+
+Threads: ``cast``/``fanout`` run in caller threads; ``_on_response`` in the
+I/O loop (or the hub, when green); resends, held casts and the periodic
+checks in the keeper's own background thread (``run_pending``), because
+choosing a server may wait on the matchmaker, which the loop must never do.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from oslo_messaging import Target, exceptions
+
+from zmqdriver import protocol
+from zmqdriver.addressing import Endpoint, describe_target
+from zmqdriver.exceptions import BackendError
+from zmqdriver.rpc.chooser import NoServer, ServerChooser
+from zmqdriver.rpc.outbox import PEER_LOST, Outbox, Response
+from zmqdriver.throttle import Throttle
+
+LOG = logging.getLogger(__name__)
+
+TICK = 0.1  # seconds between the periodic checks of the background thread
+RETRY_HELD_EVERY = 0.5
+FORGET_AFTER = 600.0  # a cast without DONE for this long: its DONE was lost, stop tracking
+_ROOM_WAIT = 0.5  # a caller waiting for room re-checks this often
+
+
+@dataclass(frozen=True)
+class CastLimits:
+    hold_time: float  # zmq_cast_hold_time
+    hold_max: int  # zmq_cast_hold_max
+    track_max: int  # zmq_cast_track_max
+    window: int  # zmq_cast_window
+    ack_timeout: float  # rpc_ack_timeout_base
+
+
+@dataclass(eq=False)
+class Cast:
+    """One cast on its way, from ``cast()`` until every copy is DONE."""
+
+    target: Target
+    key: str  # the matchmaker key of its servers
+    msg_id: bytes
+    frames: list[bytes]
+    retry: int | None = None  # oslo's retry: None or -1 no limit, N at most N resends
+    attempts: int = 0  # how many times it was sent
+    tried: set[Endpoint] = field(default_factory=set)  # servers that failed it
+    held_since: float | None = None  # when it first waited for a server
+
+    @property
+    def fanout(self) -> bool:
+        return bool(self.target.fanout)
+
+    def out_of_retries(self) -> bool:
+        return self.retry is not None and 0 <= self.retry < self.attempts
+
+    def describe(self) -> str:
+        return f"cast {protocol.msg_id_str(self.msg_id)} to {describe_target(self.target)}"
+
+
+@dataclass
+class _Copy:
+    """One cast on its way to one server (a fanout cast has one copy per server)."""
+
+    cast: Cast
+    server: Endpoint
+    ack_due: float  # math.inf once the server acknowledged it (or its loss is known)
+    since: float
+
+
+class CastKeeper:
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        chooser: ServerChooser,
+        limits: CastLimits,
+        start_background: Callable[[Callable[[], None]], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``start_background(work)`` runs ``work`` in a thread of its own (once)."""
+        self._outbox = outbox
+        self._chooser = chooser
+        self._limits = limits
+        self._start_background = start_background
+        self._clock = clock
+        # Copies on their way, by (message id, server); guarded by _room.
+        self._copies: dict[tuple[bytes, Endpoint], _Copy] = {}
+        self._per_server: collections.Counter[Endpoint] = collections.Counter()
+        self._per_msg: collections.Counter[bytes] = collections.Counter()
+        self._room = threading.Condition()
+        self._held: collections.OrderedDict[bytes, Cast] = collections.OrderedDict()
+        self._held_lock = threading.Lock()
+        self._resends: queue.Queue[Cast | None] = queue.Queue()
+        self._started = False
+        self._start_lock = threading.Lock()
+        self._stopped = False
+        self._finished = threading.Event()  # the background work has returned
+        self._next_ack_check = 0.0
+        self._next_held_retry = 0.0
+        self._full_logged = Throttle(every=10.0)
+
+    # -- caller threads ----------------------------------------------------------
+
+    def cast(self, cast: Cast) -> None:
+        """Send ``cast`` to a server of its target, or hold it until one registers.
+
+        Waits while the chosen server's window is full. Raises
+        MessageDeliveryFailure when the cast can be neither sent nor held,
+        and BackendError when the matchmaker refuses us.
+        """
+        if self._holding(cast.key):
+            self._hold_or_raise(cast)  # behind earlier casts to the target: keep order
+            return
+        try:
+            server = self._chooser.choose(cast.key, cast.tried, deadline=self._clock())
+        except NoServer:
+            self._hold_or_raise(cast)
+            return
+        self._wait_for_room(server)
+        self._send(cast, [server])
+
+    def fanout(self, cast: Cast) -> None:
+        """Send a copy of ``cast`` to every server of its target registered now."""
+        try:
+            servers = self._chooser.every_server(cast.key)
+        except NoServer as exc:
+            # Fanout goes to the servers that exist now; none is a valid answer
+            # (as a fanout exchange without queues), but not a silent one.
+            LOG.warning(
+                "Fanout %s reached no server: none is registered%s", cast.describe(), exc.detail
+            )
+            return
+        for server in servers:
+            self._wait_for_room(server)
+        self._send(cast, servers)
+
+    def close(self) -> None:
+        self._stopped = True
+        self._resends.put(None)
+        with self._room:
+            self._room.notify_all()
+        if self._started:
+            self._finished.wait(10)
+        if self._held:
+            LOG.error(
+                "Transport closed with %d casts still waiting for a server; they are lost",
+                len(self._held),
+            )
+
+    def _wait_for_room(self, server: Endpoint) -> None:
+        """Block while ``server``'s window (or the process-wide limit) is full."""
+        since = warned = self._clock()
+        with self._room:
+            while not self._stopped and not self._has_room(server):
+                self._room.wait(_ROOM_WAIT)
+                if self._clock() - warned > 2 * self._limits.ack_timeout:
+                    warned = self._clock()
+                    LOG.warning(
+                        "cast() has waited %.0fs for room: %d casts on their way to %s "
+                        "(zmq_cast_window=%d), %d in all (zmq_cast_track_max=%d)",
+                        warned - since,
+                        self._per_server[server],
+                        server,
+                        self._limits.window,
+                        len(self._copies),
+                        self._limits.track_max,
+                    )
+
+    def _has_room(self, server: Endpoint) -> bool:
+        if len(self._copies) >= self._limits.track_max:
+            self._log_full("in flight", self._limits.track_max, "zmq_cast_track_max")
+            return False
+        return self._per_server[server] < self._limits.window
+
+    def _hold_or_raise(self, cast: Cast) -> None:
+        if not self._hold(cast):
+            raise self._hold_full_error(cast)
+
+    # -- sending and holding (any thread) ----------------------------------------------
+
+    def _send(self, cast: Cast, servers: list[Endpoint]) -> None:
+        """Send ``cast`` to ``servers`` and watch each copy until its DONE."""
+        now = self._clock()
+        due = now + self._limits.ack_timeout
+        with self._room:
+            first = self._per_msg[cast.msg_id] == 0
+            for server in servers:
+                self._copies[(cast.msg_id, server)] = _Copy(cast, server, due, now)
+                self._per_server[server] += 1
+                self._per_msg[cast.msg_id] += 1
+        cast.attempts += 1
+        if first:
+            self._outbox.expect(cast.msg_id, self._on_response)
+        for server in servers:
+            self._outbox.send(server, cast.msg_id, cast.frames)
+        self._ensure_background()
+
+    def _hold(self, cast: Cast) -> bool:
+        """Keep ``cast`` until a server exists; False when the hold is full."""
+        with self._held_lock:
+            if len(self._held) >= self._limits.hold_max:
+                self._log_full("held", self._limits.hold_max, "zmq_cast_hold_max")
+                return False
+            if cast.held_since is None:
+                cast.held_since = self._clock()
+            self._held[cast.msg_id] = cast
+        LOG.debug("No server for %s yet: held", cast.describe())
+        self._ensure_background()
+        return True
+
+    def _holding(self, key: str) -> bool:
+        """Casts to ``key`` are waiting: a new one must queue behind them (order)."""
+        if not self._held:
+            return False
+        with self._held_lock:
+            return any(cast.key == key for cast in self._held.values())
+
+    @staticmethod
+    def _hold_full_error(cast: Cast) -> exceptions.MessageDeliveryFailure:
+        return exceptions.MessageDeliveryFailure(
+            f"Cast to {describe_target(cast.target)} not delivered: no server is available "
+            "and zmq_cast_hold_max casts are already waiting for one"
+        )
+
+    def _log_full(self, what: str, limit: int, option: str) -> None:
+        if self._full_logged.admit(option) is not None:
+            LOG.warning("%d casts already %s (%s); waiting for room", limit, what, option)
+
+    # -- responses (I/O loop or hub) ---------------------------------------------
+
+    def _on_response(self, response: Response) -> None:
+        kind = response.kind
+        if kind == protocol.Kind.ACK:
+            copy = self._copies.get((response.msg_id, response.endpoint))
+            if copy is not None:
+                copy.ack_due = math.inf
+        elif kind == protocol.Kind.DONE:
+            self._finish(response.msg_id, response.endpoint)
+        elif kind in (PEER_LOST, protocol.Kind.REJECT):
+            copy = self._finish(response.msg_id, response.endpoint)
+            if copy is not None:
+                self._redirect(copy, "was lost" if kind == PEER_LOST else "is stopping")
+
+    def _finish(self, msg_id: bytes, server: Endpoint) -> _Copy | None:
+        """Stop watching one copy; returns it, or None if it was not watched."""
+        with self._room:
+            copy = self._copies.pop((msg_id, server), None)
+            if copy is None:
+                return None
+            self._per_server[server] -= 1
+            if self._per_server[server] <= 0:
+                del self._per_server[server]
+            self._per_msg[msg_id] -= 1
+            last = self._per_msg[msg_id] <= 0
+            if last:
+                del self._per_msg[msg_id]
+            self._room.notify_all()
+        if last:
+            self._outbox.forget(msg_id)
+        return copy
+
+    def _redirect(self, copy: _Copy, why: str) -> None:
+        if copy.cast.fanout:
+            # A fanout copy belongs to that server only: nobody else may run it.
+            LOG.warning(
+                "Server %s of fanout %s %s before running it",
+                copy.server,
+                copy.cast.describe(),
+                why,
+            )
+            return
+        LOG.warning(
+            "Server %s of %s %s before running it; sending it elsewhere",
+            copy.server,
+            copy.cast.describe(),
+            why,
+        )
+        copy.cast.tried.add(copy.server)
+        self._resends.put(copy.cast)
+
+    # -- the background thread -----------------------------------------------------------
+
+    def _ensure_background(self) -> None:
+        if self._started:
+            return
+        with self._start_lock:
+            if not self._started:
+                self._started = True
+                self._start_background(self._serve)
+
+    def _serve(self) -> None:
+        try:
+            while not self._stopped:
+                try:
+                    cast = self._resends.get(timeout=TICK)
+                except queue.Empty:
+                    cast = None
+                if self._stopped:
+                    return
+                # The keeper must outlive any one cast's failure.
+                try:
+                    if cast is not None:
+                        self._resend(cast)
+                    self.run_pending()
+                except Exception:
+                    LOG.exception("zmqdriver: the cast keeper failed a round; going on")
+        finally:
+            self._finished.set()
+
+    def run_pending(self) -> None:
+        """Resend what was lost, check acknowledgements, retry held casts (background)."""
+        while True:
+            try:
+                cast = self._resends.get_nowait()
+            except queue.Empty:
+                break
+            if cast is not None:
+                self._resend(cast)
+        now = self._clock()
+        if now >= self._next_ack_check:
+            self._next_ack_check = now + TICK
+            self._drop_silent_servers(now)
+        if now >= self._next_held_retry:
+            self._next_held_retry = now + RETRY_HELD_EVERY
+            self._retry_held(now)
+            self._forget_stale(now)
+
+    def _resend(self, cast: Cast) -> None:
+        """Send ``cast`` to another server, or hold it; never waits for room."""
+        if cast.out_of_retries():
+            LOG.error(
+                "%s dropped: no server took it in %d attempts (retry=%s)",
+                cast.describe(),
+                cast.attempts,
+                cast.retry,
+            )
+            return
+        try:
+            server = self._chooser.choose(cast.key, cast.tried, deadline=self._clock())
+        except (NoServer, BackendError) as exc:
+            LOG.debug("%s held: %s", cast.describe(), exc)
+            if not self._hold(cast):
+                LOG.error("%s", self._hold_full_error(cast))
+            return
+        self._send(cast, [server])
+
+    def _drop_silent_servers(self, now: float) -> None:
+        """Servers that left a cast unacknowledged too long lose their connection.
+
+        Dropping the connection discards what still sits in its socket (so it
+        cannot reach that server after the casts went elsewhere) and reports
+        every request on it as lost, which sends its casts elsewhere.
+        """
+        with self._room:
+            silent = {copy.server for copy in self._copies.values() if copy.ack_due <= now}
+            for copy in self._copies.values():
+                if copy.server in silent:
+                    copy.ack_due = math.inf  # its PEER_LOST is on the way: do not drop twice
+        for server in silent:
+            LOG.warning(
+                "%s did not acknowledge a cast within %ss; sending its casts elsewhere",
+                server,
+                self._limits.ack_timeout,
+            )
+            self._outbox.drop(server)
+
+    def _retry_held(self, now: float) -> None:
+        with self._held_lock:
+            held = list(self._held.values())
+            self._held.clear()
+        expired = 0
+        blocked: set[str] = set()  # targets whose earlier cast is still held
+        for cast in held:
+            if now - cast.held_since > self._limits.hold_time:
+                expired += 1
+            elif cast.key in blocked:
+                self._hold(cast)  # keep order behind the earlier one
+            else:
+                self._resend(cast)
+                if cast.msg_id in self._held:
+                    blocked.add(cast.key)
+        if expired:
+            LOG.error(
+                "Dropped %d casts that found no server within zmq_cast_hold_time=%ss",
+                expired,
+                self._limits.hold_time,
+            )
+
+    def _forget_stale(self, now: float) -> None:
+        with self._room:
+            stale = [key for key, copy in self._copies.items() if now - copy.since > FORGET_AFTER]
+        for msg_id, server in stale:
+            self._finish(msg_id, server)
+
+
+def start_thread(work: Callable[[], None]) -> None:
+    """Run the keeper's background work in a daemon thread (green under eventlet)."""
+    threading.Thread(target=work, name="zmqdriver-casts", daemon=True).start()
