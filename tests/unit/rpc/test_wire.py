@@ -1,0 +1,390 @@
+"""Inbox and Outbox in-process: a real I/O loop and real ZeroMQ sockets on loopback.
+
+One loop runs both sides (as when a process calls its own server); each test
+waits on a condition, never on a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+import zmq
+
+from tests.unit.rpc.fakes import MemoryMatchMaker
+from zmqdriver import addressing, protocol
+from zmqdriver.addressing import Endpoint
+from zmqdriver.discovery import Registrar
+from zmqdriver.eventloop.loop import IoLoop
+from zmqdriver.eventloop.native import NativeRuntime
+from zmqdriver.rpc import outbox as outbox_module
+from zmqdriver.rpc.outbox import PEER_LOST, Heartbeats, Outbox
+from zmqdriver.rpc.server import BindSettings, Inbox, RpcListener
+
+Kind = protocol.Kind
+WAIT = 10.0
+SETTINGS = BindSettings(
+    bind_address="127.0.0.1", host="127.0.0.1", min_port=20000, max_port=60000, retries=100
+)
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class Wire:
+    def __init__(self, **outbox_args) -> None:
+        self.context = zmq.Context()
+        self.loop = IoLoop(NativeRuntime(), name="test-io")
+        self.incoming: queue.Queue = queue.Queue()
+        self.inbox = self.loop.call(self._make_inbox)
+        self.inbox.listener = SimpleNamespace(on_incoming_callback=self._collect)
+        self.loop.call(self.inbox.set_accepting, True)
+        self.outbox = Outbox(
+            self.loop,
+            self.context,
+            linger_ms=0,
+            heartbeats=Heartbeats(0, 0),
+            **outbox_args,
+        )
+        self.responses: queue.Queue = queue.Queue()
+
+    def _make_inbox(self, settings: BindSettings = SETTINGS) -> Inbox:
+        return Inbox(
+            self.loop,
+            self.context,
+            settings=settings,
+            topic="t",
+            exchange="openstack",
+            dedup_window=100,
+            linger_ms=0,
+        )
+
+    def _collect(self, messages) -> None:
+        for message in messages:
+            self.incoming.put(message)
+
+    def request(self, kind: Kind, msg_id: bytes | None = None, *, body: dict | None = None):
+        """Send a request; its responses land in ``self.responses``."""
+        msg_id = msg_id or protocol.new_msg_id()
+        if msg_id not in self.outbox.waiters:
+            self.outbox.expect(msg_id, self.responses.put)
+        payload = body or {
+            "exchange": "openstack",
+            "topic": "t",
+            "ctxt": {"user": "u"},
+            "message": {"method": "m"},
+        }
+        frames = [
+            protocol.encode_header(kind, msg_id),
+            protocol.encode_body(payload, protocol.Codec.JSON),
+        ]
+        self.outbox.send(self.inbox.endpoint, msg_id, frames)
+        return msg_id
+
+    def next_response(self):
+        return self.responses.get(timeout=WAIT)
+
+    def next_incoming(self):
+        return self.incoming.get(timeout=WAIT)
+
+    def close(self) -> None:
+        self.loop.call(self.outbox.close)
+        self.loop.call(self.inbox.close)
+        self.loop.stop()
+        self.context.term()
+
+
+@pytest.fixture
+def wire():
+    w = Wire()
+    yield w
+    w.close()
+
+
+def raw_dealer(wire: Wire) -> zmq.Socket:
+    dealer = wire.context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(wire.inbox.endpoint.uri)
+    return dealer
+
+
+# -- calls ------------------------------------------------------------------------------
+
+
+def test_a_call_is_acknowledged_on_arrival_and_answered_with_its_reply(wire):
+    wire.request(Kind.CALL)
+    message = wire.next_incoming()
+    assert (message.ctxt, message.message) == ({"user": "u"}, {"method": "m"})
+    message.heartbeat()
+    message.reply("result")
+    kinds = [wire.next_response(), wire.next_response(), wire.next_response()]
+    assert [r.kind for r in kinds] == [Kind.ACK, Kind.HEARTBEAT, Kind.REPLY]
+    reply = kinds[-1]
+    assert protocol.decode_body(reply.body, reply.codec) == {"result": "result"}
+    assert reply.endpoint == wire.inbox.endpoint
+
+
+def test_a_failure_and_an_unencodable_result_reach_the_caller_as_failures(wire):
+    wire.request(Kind.CALL)
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        wire.next_incoming().reply(failure=sys.exc_info())
+    wire.request(Kind.CALL)
+    wire.next_incoming().reply(object())
+    replies = [r for r in (wire.next_response() for _ in range(4)) if r.kind == Kind.REPLY]
+    bodies = [protocol.decode_body(r.body, r.codec) for r in replies]
+    assert all("failure" in body for body in bodies)
+    assert "missing" in bodies[0]["failure"] and "Cannot convert" in bodies[1]["failure"]
+
+
+def test_a_cast_that_runs_at_once_gets_only_its_done(wire):
+    msg_id = wire.request(Kind.CAST)
+    wire.next_incoming().reply()
+    assert wire.next_response().kind == Kind.DONE
+    with pytest.raises(queue.Empty):  # the DONE implied the ACK
+        wire.responses.get(timeout=outbox_module.SUSPECT_FOR / 100)
+    assert msg_id in wire.outbox.waiters
+
+
+def test_a_slow_cast_is_acknowledged_before_its_done(wire):
+    wire.request(Kind.CAST)
+    message = wire.next_incoming()
+    assert wire.next_response().kind == Kind.ACK
+    message.reply()
+    assert wire.next_response().kind == Kind.DONE
+
+
+def test_a_resent_cast_runs_once_and_its_done_is_repeated(wire):
+    msg_id = wire.request(Kind.CAST)
+    wire.next_incoming().reply()
+    assert wire.next_response().kind == Kind.DONE
+    wire.request(Kind.CAST, msg_id)
+    assert wire.next_response().kind == Kind.DONE
+    assert wire.incoming.empty()
+
+
+def test_a_cast_resent_while_running_gets_its_done_on_both_connections(wire):
+    msg_id = wire.request(Kind.CAST)
+    message = wire.next_incoming()
+    assert wire.next_response().kind == Kind.ACK
+    other = raw_dealer(wire)  # the sender's new connection, after it replaced the old one
+    other.send_multipart([protocol.encode_header(Kind.CAST, msg_id), b"{}"])
+    assert protocol.decode_header(other.recv_multipart()[0]).kind == Kind.ACK
+    message.reply()
+    assert wire.next_response().kind == Kind.DONE
+    assert protocol.decode_header(other.recv_multipart()[0]).kind == Kind.DONE
+    assert wire.incoming.empty()
+    other.close()
+
+
+def test_a_server_not_accepting_rejects(wire):
+    wire.loop.call(wire.inbox.set_accepting, False)
+    wire.request(Kind.CALL)
+    assert wire.next_response().kind == Kind.REJECT
+
+
+# -- hostile or broken input ------------------------------------------------------------------
+
+
+def test_bad_input_is_dropped_with_a_rate_limited_complaint_and_serving_goes_on(wire, caplog):
+    dealer = raw_dealer(wire)
+    with caplog.at_level(logging.WARNING, logger="zmqdriver"):
+        dealer.send_multipart([b"one frame only"])
+        dealer.send_multipart([b"not a header", b"{}"])
+        dealer.send_multipart([protocol.encode_header(Kind.REPLY, protocol.new_msg_id()), b"{}"])
+        wire.request(Kind.CALL)
+        wire.next_incoming()
+    assert "dropped a message of 2 frames (expected 3)" in caplog.text
+    complaints = [r for r in caplog.records if "zmqdriver server" in r.getMessage()]
+    assert len(complaints) == 1  # one line per _LOG_EVERY, with a count of the rest
+    dealer.close()
+
+
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        ({"exchange": "openstack", "topic": "t"}, "request has no message map"),
+        (
+            {"exchange": "openstack", "topic": "t", "message": {}, "ctxt": []},
+            "request context is not a map",
+        ),
+        ({"exchange": "x", "topic": "other", "message": {}}, "reached the server of"),
+    ],
+)
+def test_a_malformed_call_is_answered_with_a_failure_not_run(wire, body, error):
+    wire.request(Kind.CALL, body=body)
+    assert wire.next_response().kind == Kind.ACK
+    reply = wire.next_response()
+    assert reply.kind == Kind.REPLY
+    assert error in protocol.decode_body(reply.body, reply.codec)["failure"]
+    assert wire.incoming.empty()
+
+
+def test_a_request_after_its_listener_stopped_is_logged(wire, caplog):
+    wire.inbox.listener = None
+    with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.server"):
+        wire.request(Kind.CALL)
+        wait_for(lambda: "arrived after its listener stopped" in caplog.text, "the error")
+
+
+def test_an_answer_after_the_loop_stopped_is_logged_as_lost(caplog):
+    w = Wire()
+    w.request(Kind.CALL)
+    message = w.next_incoming()
+    w.loop.stop()
+    with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.server"):
+        message.reply("late")
+    assert "an answer to a client is lost" in caplog.text
+    w.context.destroy(linger=0)
+
+
+def test_no_free_port_names_the_options(wire):
+    taken = wire.inbox.endpoint.port
+    settings = BindSettings("127.0.0.1", "127.0.0.1", taken, taken + 1, retries=3)
+    with pytest.raises(zmq.ZMQBindError, match="rpc_zmq_min_port, rpc_zmq_max_port"):
+        wire.loop.call(wire._make_inbox, settings)
+
+
+# -- the outbox's connections ---------------------------------------------------------------
+
+
+def dead_endpoint() -> Endpoint:
+    probe = zmq.Context.instance().socket(zmq.ROUTER)
+    port = probe.bind_to_random_port("tcp://127.0.0.1")
+    probe.close(linger=0)
+    return Endpoint("127.0.0.1", port)
+
+
+def test_a_refused_connection_reports_peer_lost_once_in_the_log(wire, caplog):
+    server = dead_endpoint()
+    responses: queue.Queue = queue.Queue()
+    ids = [protocol.new_msg_id() for _ in range(2)]
+    with caplog.at_level(logging.WARNING, logger="zmqdriver"):
+        for msg_id in ids:
+            wire.outbox.expect(msg_id, responses.put)
+            wire.outbox.send(server, msg_id, [b"x", b"y"])
+        lost = {responses.get(timeout=WAIT).msg_id for _ in ids}
+    assert lost == set(ids)
+    assert server in wire.outbox.suspects
+    assert caplog.text.count(f"connection to {server} lost") == 1
+
+
+def test_drop_reports_everything_in_flight_but_the_callers_own(wire):
+    server = dead_endpoint()
+    responses: queue.Queue = queue.Queue()
+    mine, other = protocol.new_msg_id(), protocol.new_msg_id()
+    for msg_id in (mine, other):
+        wire.outbox.expect(msg_id, responses.put)
+        wire.outbox.send(server, msg_id, [b"x", b"y"])
+    wire.outbox.drop(server, known=mine)
+    first = responses.get(timeout=WAIT)
+    assert (first.kind, first.msg_id) == (PEER_LOST, other)
+    assert server in wire.outbox.suspects
+
+
+def test_malformed_responses_are_dropped_and_logged(wire, caplog):
+    router = wire.context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    server = Endpoint("127.0.0.1", port)
+    msg_id = protocol.new_msg_id()
+    wire.outbox.expect(msg_id, wire.responses.put)
+    wire.outbox.send(server, msg_id, [protocol.encode_header(Kind.CALL, msg_id), b"{}"])
+    identity = router.recv_multipart()[0]
+    with caplog.at_level(logging.WARNING, logger="zmqdriver"):
+        router.send_multipart([identity, b"a", b"b", b"c"])
+        router.send_multipart([identity, b"not a header"])
+        router.send_multipart([identity, protocol.encode_header(Kind.REPLY, msg_id), b"{}"])
+        assert wire.next_response().kind == Kind.REPLY
+    assert "dropped a 3-frame response" in caplog.text
+    assert "dropped response from" in caplog.text
+    router.close()
+
+
+def test_the_least_recently_used_idle_connection_makes_room(wire):
+    outbox = Outbox(
+        wire.loop, wire.context, linger_ms=0, heartbeats=Heartbeats(100, 300), max_connections=1
+    )
+    first, second = dead_endpoint(), wire.inbox.endpoint
+    outbox.send(first, protocol.new_msg_id(), [b"x"])
+    wait_for(lambda: first in outbox._dealers, "the first connection")
+    outbox._inflight.clear()  # nothing in flight on it: idle
+    outbox.send(second, protocol.new_msg_id(), [b"x"])
+    wait_for(lambda: list(outbox._dealers) == [second], "the idle one closed")
+    wire.loop.call(outbox.close)
+
+
+@pytest.mark.parametrize(
+    "event, value, curve, says",
+    [
+        (zmq.EVENT_HANDSHAKE_FAILED_AUTH, 400, True, "refused this client's CURVE key"),
+        (
+            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+            zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH,
+            True,
+            "this client uses CURVE, the server does not",
+        ),
+        (
+            zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+            zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH,
+            False,
+            "the server requires CURVE",
+        ),
+        (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, 0x1000, False, "ZMTP protocol error 0x1000"),
+        (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 5, True, "does not match its matchmaker record"),
+        (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, 5, False, "does the server require CURVE?"),
+    ],
+)
+def test_handshake_failures_are_explained(event, value, curve, says):
+    assert says in outbox_module.handshake_failure(event, value, curve)
+
+
+# -- the listener -------------------------------------------------------------------------
+
+
+def test_a_listener_registers_on_start_and_unregisters_then_rejects_on_stop(wire):
+    matchmaker = MemoryMatchMaker()
+    registrar = Registrar(matchmaker, expire=60.0, update=30.0)
+    listener = RpcListener(wire.loop, wire.inbox, registrar, ["k"], 1, None)
+    wire.loop.call(wire.inbox.set_accepting, False)
+    listener.start(wire._collect)
+    record = addressing.encode_record(wire.inbox.endpoint)
+    assert matchmaker.records["k"] == {record}
+    wire.request(Kind.CALL)
+    wire.next_incoming()
+    listener.stop()
+    assert matchmaker.records["k"] == set()
+    wire.request(Kind.CALL)
+    assert [wire.next_response().kind for _ in range(2)][-1] == Kind.REJECT
+    listener.cleanup()
+    listener.cleanup()  # idempotent
+    registrar.stop()
+
+
+def test_a_listener_whose_registration_fails_does_not_accept(wire):
+    matchmaker = MemoryMatchMaker()
+
+    def refuse(key, record, expire):
+        raise RuntimeError("no registrations today")
+
+    matchmaker.register = refuse
+    listener = RpcListener(wire.loop, wire.inbox, Registrar(matchmaker, 60.0, 30.0), ["k"], 1, None)
+    with pytest.raises(RuntimeError, match="no registrations today"):
+        listener.start(wire._collect)
+    wire.request(Kind.CALL)
+    assert wire.next_response().kind == Kind.REJECT
+
+
+def test_an_answer_queued_after_close_is_dropped_quietly(wire):
+    wire.loop.call(wire.inbox.close)
+    wire.loop.call(wire.inbox.send, [b"id", b"frame"])  # no error: the listener is gone
