@@ -66,6 +66,8 @@ def test_sdist_carries_docs_examples_and_config(dists):
         "examples/roundtrip.py",
         "examples/_common.py",
         "config/driver_zmq.conf",
+        "etc/zmqdriver.conf.sample",
+        "etc/oslo-config-generator/zmqdriver.conf",
     }
     assert expected <= files, sorted(expected - files)
 
