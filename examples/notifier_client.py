@@ -13,7 +13,7 @@ import sys
 
 # isort: off
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import load_config  # noqa: E402  (first: it quiets dependency warnings)
+from _common import load_config, run  # noqa: E402  (first: it quiets dependency warnings)
 
 import oslo_messaging  # noqa: E402
 from oslo_config import cfg  # noqa: E402
@@ -33,4 +33,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

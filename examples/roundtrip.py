@@ -24,7 +24,10 @@ def main() -> int:
         text=True,
     )
     try:
-        print(server.stdout.readline().strip(), flush=True)  # "server ... ready"
+        ready = server.stdout.readline().strip()  # "server ... ready"
+        if not ready:  # it failed, and said why on stderr
+            return server.wait(30) or 1
+        print(ready, flush=True)
         client = subprocess.run(
             [sys.executable, os.path.join(HERE, "rpc_client.py"), *args, *topic],
             timeout=120,

@@ -13,7 +13,7 @@ import sys
 
 # isort: off
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import load_config, serve_until_stopped  # noqa: E402  (first: it quiets dependency warnings)
+from _common import load_config, run, serve_until_stopped  # noqa: E402  (first: it quiets dependency warnings)
 
 import oslo_messaging  # noqa: E402
 from oslo_config import cfg  # noqa: E402
@@ -46,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -16,8 +16,9 @@ TARGET = os.path.join(HERE, os.pardir, "doc", "options.md")
 HEADER = """# Options reference
 
 All options live in group `[oslo_messaging_zmq]`. This page is generated from
-the code by `python tools/gen_options_doc.py`; a sample config file comes from
-`oslo-config-generator --namespace zmqdriver`.
+the code by `python tools/gen_options_doc.py`. A sample config file with every
+option is shipped as `etc/zmqdriver.conf.sample`; regenerate it with
+`oslo-config-generator --config-file etc/oslo-config-generator/zmqdriver.conf`.
 
 The transport URL (`[DEFAULT] transport_url`) chooses the matchmaker:
 `zmq://` (embedded), `zmq+redis://[user:password@]host:port[,host2:port2][/db]`.
@@ -47,7 +48,9 @@ def render() -> str:
         "",
         "## Accepted for compatibility, ignored\n",
         "Options of the old in-tree ZeroMQ driver that have no meaning here. A config",
-        "file that sets them still loads; each one set is logged once as ignored.\n",
+        "file that sets them still loads; each one set is logged once as ignored. They are",
+        "deprecated for removal (oslo.config warns about them too): delete them from config",
+        "files.\n",
         "| name | note |",
         "|---|---|",
     ]

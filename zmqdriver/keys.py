@@ -1,8 +1,9 @@
-"""zmqdriver-keys: create, list and allow CURVE keys for zmq_curve_* options.
+"""zmqdriver-keys: create, list, allow and revoke CURVE keys for zmq_curve_* options.
 
     zmqdriver-keys create DIR NAME     write DIR/NAME.key and DIR/NAME.key_secret (0600)
     zmqdriver-keys list DIR            the key files of DIR with their public keys
     zmqdriver-keys allow KEYFILE DIR   copy a public key file into an allowed-keys directory
+    zmqdriver-keys revoke KEY DIR      remove a key from an allowed-keys directory
 
 The files are those of zmq.auth (``create_certificates``/``load_certificate``):
 NAME.key_secret goes to zmq_curve_secret_key_file, NAME.key is given to the
@@ -116,19 +117,86 @@ def allow(key_file: str, directory: str) -> str:
     return target
 
 
+def revoke(key: str, directory: str) -> list[str]:
+    """Remove a client's key from an allowed-keys ``directory``; returns the removed files.
+
+    ``key`` is a name as ``list`` shows it (the file ``NAME.key`` of ``directory``), a key
+    file, or a Z85 public key. Every '.key' file of ``directory`` holding that public key
+    goes, so a copy under another name does not keep the client in.
+    """
+    if not os.path.isdir(directory):
+        raise KeyToolError(f"{directory}: not a directory")
+    named = os.path.join(directory, key if key.endswith(".key") else f"{key}.key")
+    if os.sep not in key and os.path.isfile(named):
+        doomed = {named}
+        try:
+            public = read_public_key(named)
+        except KeyToolError:
+            public = None  # a broken file grants nothing, but it goes all the same
+    elif os.path.isfile(key):
+        doomed, public = set(), read_public_key(key)
+    elif is_z85_key(key):
+        doomed, public = set(), key
+    else:
+        raise KeyToolError(
+            f"{key!r} is not allowed in {directory}: no file {os.path.basename(named)} there, "
+            "and it is neither a key file nor a Z85 public key (see 'zmqdriver-keys list')"
+        )
+    if public is not None:
+        for name, listed, _ in list_keys(directory)[0]:
+            if listed == public:
+                doomed.add(os.path.join(directory, f"{name}.key"))
+    if not doomed:
+        raise KeyToolError(f"no key file in {directory} holds the public key {public}")
+    for path in sorted(doomed):
+        os.unlink(path)
+    return sorted(doomed)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="zmqdriver-keys", description="Manage the CURVE keys of zmqdriver (zmq_curve_*)."
+        prog="zmqdriver-keys",
+        description="Manage the CURVE keys of zmqdriver (zmq_curve_* options). "
+        "Run 'zmqdriver-keys COMMAND --help' for the arguments of a command.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    make = commands.add_parser("create", help="create NAME.key and NAME.key_secret in DIR")
-    make.add_argument("dir")
-    make.add_argument("name")
-    show = commands.add_parser("list", help="list the public keys in DIR")
-    show.add_argument("dir")
-    grant = commands.add_parser("allow", help="copy a public key file into an allowed-keys DIR")
-    grant.add_argument("keyfile")
-    grant.add_argument("dir")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary)
+
+    make = command(
+        "create",
+        "Create a key pair: DIR/NAME.key (public, for servers' allowed-keys directories) "
+        "and DIR/NAME.key_secret (mode 0600, for zmq_curve_secret_key_file). "
+        "Never overwrites.",
+    )
+    make.add_argument("dir", metavar="DIR", help="directory to write to (created 0700 if missing)")
+    make.add_argument("name", metavar="NAME", help="plain file name for the pair, e.g. compute-1")
+    show = command("list", "List the '.key' files of DIR: name, public key, '(with secret)'.")
+    show.add_argument(
+        "dir", metavar="DIR", help="a key directory or an allowed-keys directory to list"
+    )
+    grant = command(
+        "allow",
+        "Let a client in: copy its public key file into a server's allowed-keys directory "
+        "(zmq_curve_allowed_keys_dir; running servers see it within 2 seconds).",
+    )
+    grant.add_argument(
+        "keyfile", metavar="KEYFILE", help="the client's public NAME.key file (never the secret)"
+    )
+    grant.add_argument("dir", metavar="DIR", help="the allowed-keys directory (created if missing)")
+    deny = command(
+        "revoke",
+        "Shut a client out: remove every file of its public key from a server's allowed-keys "
+        "directory. Running servers refuse its new connections within 2 seconds; connections "
+        "already open stay up until they close.",
+    )
+    deny.add_argument(
+        "key",
+        metavar="KEY",
+        help="the client: its name as 'list' shows it, its public key file, or its Z85 public key",
+    )
+    deny.add_argument("dir", metavar="DIR", help="the allowed-keys directory")
     return parser
 
 
@@ -144,8 +212,11 @@ def _run(args: argparse.Namespace) -> None:
             print(f"{name}\t{key}" + ("\t(with secret)" if has_secret else ""))
         if problems:
             raise KeyToolError("; ".join(problems))
-    else:
+    elif args.command == "allow":
         print(f"wrote {allow(args.keyfile, args.dir)}")
+    else:
+        for path in revoke(args.key, args.dir):
+            print(f"removed {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

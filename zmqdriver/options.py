@@ -269,35 +269,61 @@ zmq_opts = [
 
 # Options of the old in-tree driver that have no meaning here. They stay
 # registered so old config files load; a value set for one is logged once.
+# Marked deprecated for removal, so the generated sample says so too.
+IGNORED_REASON = (
+    "An option of the old in-tree ZeroMQ driver that zmqdriver ignores; it is accepted "
+    "only so that old config files still load. Remove it from your config file."
+)
+
+
+def _ignored(opt_class: type[cfg.Opt], name: str, note: str = "Ignored.", **kwargs) -> cfg.Opt:
+    return opt_class(
+        name,
+        help=note,
+        deprecated_for_removal=True,
+        deprecated_reason=IGNORED_REASON,
+        **kwargs,
+    )
+
+
 legacy_ignored_opts = [
-    cfg.StrOpt(
+    _ignored(
+        cfg.StrOpt,
         "rpc_zmq_matchmaker",
+        "Ignored: the matchmaker comes from transport_url.",
         deprecated_group="DEFAULT",
-        help="Ignored: the matchmaker comes from transport_url.",
     ),
-    cfg.IntOpt("rpc_zmq_contexts", deprecated_group="DEFAULT", help="Ignored."),
-    cfg.IntOpt("rpc_zmq_topic_backlog", deprecated_group="DEFAULT", help="Ignored."),
-    cfg.StrOpt(
-        "rpc_zmq_ipc_dir", deprecated_group="DEFAULT", help="Ignored: no IPC sockets are used."
+    _ignored(cfg.IntOpt, "rpc_zmq_contexts", deprecated_group="DEFAULT"),
+    _ignored(cfg.IntOpt, "rpc_zmq_topic_backlog", deprecated_group="DEFAULT"),
+    _ignored(
+        cfg.StrOpt,
+        "rpc_zmq_ipc_dir",
+        "Ignored: no IPC sockets are used.",
+        deprecated_group="DEFAULT",
     ),
-    cfg.IntOpt("rpc_poll_timeout", deprecated_group="DEFAULT", help="Ignored."),
-    cfg.BoolOpt(
-        "use_pub_sub", deprecated_group="DEFAULT", help="Ignored: fanout is sent peer to peer."
+    _ignored(cfg.IntOpt, "rpc_poll_timeout", deprecated_group="DEFAULT"),
+    _ignored(
+        cfg.BoolOpt,
+        "use_pub_sub",
+        "Ignored: fanout is sent peer to peer.",
+        deprecated_group="DEFAULT",
     ),
-    cfg.BoolOpt("use_router_proxy", deprecated_group="DEFAULT", help="Ignored: there is no proxy."),
-    cfg.BoolOpt("use_dynamic_connections", help="Ignored."),
-    cfg.IntOpt("zmq_failover_connections", help="Ignored."),
-    cfg.BoolOpt("zmq_immediate", help="Ignored."),
-    cfg.IntOpt("zmq_tcp_keepalive", help="Ignored."),
-    cfg.IntOpt("zmq_tcp_keepalive_idle", help="Ignored."),
-    cfg.IntOpt("zmq_tcp_keepalive_cnt", help="Ignored."),
-    cfg.IntOpt("zmq_tcp_keepalive_intvl", help="Ignored."),
-    cfg.IntOpt("rpc_thread_pool_size", help="Ignored: see executor_thread_pool_size."),
-    cfg.IntOpt("rpc_message_ttl", help="Ignored."),
-    cfg.BoolOpt("rpc_use_acks", help="Ignored: acknowledgements are always on."),
-    cfg.IntOpt("rpc_ack_timeout_multiplier", help="Ignored."),
-    cfg.IntOpt("rpc_retry_attempts", help="Ignored: see the retry argument of the client."),
-    cfg.ListOpt("subscribe_on", help="Ignored."),
+    _ignored(
+        cfg.BoolOpt, "use_router_proxy", "Ignored: there is no proxy.", deprecated_group="DEFAULT"
+    ),
+    _ignored(cfg.BoolOpt, "use_dynamic_connections"),
+    _ignored(cfg.IntOpt, "zmq_failover_connections"),
+    _ignored(cfg.BoolOpt, "zmq_immediate"),
+    _ignored(cfg.IntOpt, "zmq_tcp_keepalive"),
+    _ignored(cfg.IntOpt, "zmq_tcp_keepalive_idle"),
+    _ignored(cfg.IntOpt, "zmq_tcp_keepalive_cnt"),
+    _ignored(cfg.IntOpt, "zmq_tcp_keepalive_intvl"),
+    _ignored(cfg.IntOpt, "rpc_thread_pool_size", "Ignored: see executor_thread_pool_size."),
+    _ignored(cfg.IntOpt, "rpc_message_ttl"),
+    _ignored(cfg.BoolOpt, "rpc_use_acks", "Ignored: acknowledgements are always on."),
+    _ignored(cfg.IntOpt, "rpc_ack_timeout_multiplier"),
+    _ignored(cfg.IntOpt, "rpc_retry_attempts", "Ignored: see the retry argument of the client."),
+    _ignored(cfg.ListOpt, "subscribe_on"),
 ]
 
 _warned_ignored: set[str] = set()

@@ -57,3 +57,29 @@ def test_notifier_examples_store_and_forward(deployment, private_env):
         "{'n': 1}",
         "{'n': 2}",
     ]
+
+
+def test_a_config_error_is_one_line_and_debug_shows_the_traceback(tmp_path, private_env):
+    # redis-py's spelling of TLS, as a user coming from it would write it.
+    config = tmp_path / "bad.conf"
+    config.write_text("[DEFAULT]\ntransport_url = zmq+rediss://127.0.0.1:6380\n")
+    command = [sys.executable, "examples/rpc_client.py", "--config-file", str(config)]
+    done = subprocess.run(
+        command, cwd=helpers.REPO, env=private_env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("rpc_client.py: error: Unknown matchmaker 'rediss'")
+    assert "zmq+redis://" in line and "?tls=true" in line and "--debug" in line
+
+    debug = subprocess.run(
+        [*command, "--debug"],
+        cwd=helpers.REPO,
+        env=private_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert debug.returncode != 0
+    assert "Traceback" in debug.stderr and "Unknown matchmaker 'rediss'" in debug.stderr

@@ -1,4 +1,4 @@
-"""The zmqdriver-keys command: create, list and allow CURVE keys."""
+"""The zmqdriver-keys command: create, list, allow and revoke CURVE keys."""
 
 from __future__ import annotations
 
@@ -101,6 +101,94 @@ def test_allow_refuses_secret_files_and_non_keys(tmp_path, capsys):
     assert keys.main(["allow", str(junk), str(allowed)]) == 1
     assert keys.main(["allow", str(tmp_path / "missing.key"), str(allowed)]) == 1
     assert not allowed.exists() or os.listdir(allowed) == []
+
+
+def _allowed_dir_with(tmp_path, *names):
+    """An allowed-keys directory holding the public keys of clients ``names``."""
+    allowed = tmp_path / "allowed"
+    files = {}
+    for name in names:
+        public_file, _ = keys.create(str(tmp_path / "clients"), name)
+        keys.allow(public_file, str(allowed))
+        files[name] = public_file
+    return allowed, files
+
+
+def _loaded(allowed) -> set[bytes]:
+    # What a server's ZAP handler reads from zmq_curve_allowed_keys_dir.
+    return set(zmq.auth.load_certificates(str(allowed)))
+
+
+@pytest.mark.parametrize("how", ["name", "file name", "key file", "public key"])
+def test_revoke_removes_the_clients_key_from_the_allowed_dir(tmp_path, capsys, how):
+    allowed, files = _allowed_dir_with(tmp_path, "a", "b")
+    a_key = keys.read_public_key(files["a"])
+    given = {
+        "name": "a",
+        "file name": "a.key",
+        "key file": files["a"],
+        "public key": a_key,
+    }[how]
+    capsys.readouterr()
+    assert keys.main(["revoke", given, str(allowed)]) == 0
+    assert capsys.readouterr().out == f"removed {allowed / 'a.key'}\n"
+    assert sorted(os.listdir(allowed)) == ["b.key"]
+    assert _loaded(allowed) == {keys.read_public_key(files["b"]).encode()}
+
+
+def test_revoke_removes_copies_of_the_key_under_other_names(tmp_path):
+    allowed, files = _allowed_dir_with(tmp_path, "a")
+    shutil.copy(files["a"], allowed / "a-again.key")
+    assert keys.revoke("a", str(allowed)) == [str(allowed / "a-again.key"), str(allowed / "a.key")]
+    assert os.listdir(allowed) == []
+
+
+def test_revoke_of_a_key_not_allowed_fails_clearly(tmp_path, capsys):
+    allowed, _ = _allowed_dir_with(tmp_path, "a")
+    stranger, _ = keys.create(str(tmp_path / "others"), "stranger")
+    capsys.readouterr()
+    assert keys.main(["revoke", "nobody", str(allowed)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("zmqdriver-keys: error: 'nobody' is not allowed in ")
+    assert "no file nobody.key there" in err and "zmqdriver-keys list" in err
+    assert keys.main(["revoke", stranger, str(allowed)]) == 1
+    stranger_key = keys.read_public_key(stranger)
+    assert (
+        f"no key file in {allowed} holds the public key {stranger_key}" in capsys.readouterr().err
+    )
+    assert keys.main(["revoke", "a", str(tmp_path / "missing")]) == 1
+    assert "not a directory" in capsys.readouterr().err
+    assert os.listdir(allowed) == ["a.key"]
+
+
+def test_revoke_by_name_removes_a_broken_key_file(tmp_path):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "junk.key").write_text("garbage\n")
+    assert keys.revoke("junk", str(allowed)) == [str(allowed / "junk.key")]
+    assert os.listdir(allowed) == []
+
+
+@pytest.mark.parametrize("command", ["create", "list", "allow", "revoke"])
+def test_help_of_every_command_describes_each_argument(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        keys.main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    subparsers = next(a for a in keys._parser()._actions if a.choices)  # noqa: SLF001
+    arguments = [a for a in subparsers.choices[command]._actions if a.dest != "help"]
+    assert arguments
+    for argument in arguments:
+        assert argument.help, f"{command} {argument.metavar}: no help"
+        assert argument.metavar in out.split("positional arguments:")[1]
+        assert " ".join(argument.help.split()[:3]) in " ".join(out.split())
+
+
+def test_top_level_help_names_every_command(capsys):
+    with pytest.raises(SystemExit):
+        keys.main(["--help"])
+    out = capsys.readouterr().out
+    assert all(f"    {name} " in out for name in ("create", "list", "allow", "revoke"))
 
 
 def test_the_console_script_is_installed(tmp_path):

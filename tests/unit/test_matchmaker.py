@@ -7,6 +7,7 @@ a few start a second, throwaway server and kill it by PID afterwards.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import subprocess
@@ -225,10 +226,28 @@ def test_load_redis(redis_url, closing):
 
 
 @pytest.mark.usefixtures("entry_points_installed")
-def test_load_unknown_scheme():
+def test_load_unknown_scheme_lists_the_valid_names(caplog):
     conf = make_conf()
-    with pytest.raises(matchmaker.MatchMakerError, match="nosuch"):
+    with caplog.at_level(logging.DEBUG), pytest.raises(matchmaker.MatchMakerError) as info:
         matchmaker.load(conf, parse(conf, "zmq+nosuch://host:1"))
+    message = str(info.value)
+    assert message.startswith("Unknown matchmaker 'nosuch' in transport URL scheme 'zmq+nosuch'")
+    assert "valid: zmq:// (local), zmq+redis://, zmq+sentinel://" in message
+    assert "tls" not in message and "\n" not in message
+    assert "Could not load" not in caplog.text  # the error says it all, once
+
+
+@pytest.mark.usefixtures("entry_points_installed")
+def test_load_rediss_hints_at_the_tls_query_option(caplog):
+    conf = make_conf()
+    with caplog.at_level(logging.DEBUG), pytest.raises(matchmaker.MatchMakerError) as info:
+        matchmaker.load(conf, parse(conf, "zmq+rediss://user:secret@host:6380/0"))
+    message = str(info.value)
+    assert "Unknown matchmaker 'rediss'" in message
+    assert "valid: zmq:// (local), zmq+redis://, zmq+sentinel://" in message
+    assert "zmq+redis://...?tls=true" in message
+    assert "secret" not in message
+    assert "Could not load" not in caplog.text
 
 
 # --- Redis specifics ----------------------------------------------------------------

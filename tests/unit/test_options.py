@@ -277,6 +277,13 @@ def test_legacy_options_say_they_are_ignored():
     assert not IMPLEMENTED & LEGACY_SET_IN_OLD_CONF
 
 
+def test_legacy_options_are_deprecated_for_removal_with_a_reason():
+    for opt in options.legacy_ignored_opts:
+        assert opt.deprecated_for_removal, opt.name
+        assert "ignores" in opt.deprecated_reason, opt.name
+    assert not any(opt.deprecated_for_removal for opt in options.zmq_opts)
+
+
 def _generator_command() -> list[str]:
     beside_python = Path(sys.executable).with_name("oslo-config-generator")
     if beside_python.exists():
@@ -303,6 +310,41 @@ def test_oslo_config_generator_prints_a_sample(tmp_path):
     assert "#rpc_zmq_host = <hostname>" in sample
     assert "#rpc_zmq_serialization = json" in sample
     assert "#use_router_proxy = <None>" in sample
+
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "etc" / "zmqdriver.conf.sample"
+
+
+def test_shipped_sample_config_is_current(tmp_path):
+    fresh = tmp_path / "zmqdriver.conf.sample"
+    result = subprocess.run(
+        [
+            *_generator_command(),
+            "--config-file",
+            str(REPO / "etc" / "oslo-config-generator" / "zmqdriver.conf"),
+            "--output-file",
+            str(fresh),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert SAMPLE.read_text() == fresh.read_text(), (
+        "etc/zmqdriver.conf.sample is out of date: run "
+        "oslo-config-generator --config-file etc/oslo-config-generator/zmqdriver.conf"
+    )
+
+
+def test_sample_config_marks_the_ignored_options_deprecated():
+    sample = SAMPLE.read_text()
+    for opt in options.legacy_ignored_opts:
+        entry = sample.split(f"#{opt.name} = ", 1)[0].rsplit("\n\n", 1)[1]
+        assert "DEPRECATED" in entry and "deprecated for removal" in entry, opt.name
+    assert sample.count("deprecated for removal") == len(options.legacy_ignored_opts)
 
 
 def test_options_reference_page_is_current():
