@@ -9,16 +9,22 @@ cache so the matchmaker is not on every message's path.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections.abc import Iterator
 
 from zmqdriver import addressing
 from zmqdriver.addressing import Endpoint
-from zmqdriver.matchmaker import MatchMaker, MatchMakerError, MatchMakerUnavailable
+from zmqdriver.backoff import Backoff
+from zmqdriver.exceptions import BackendError, BackendUnavailable
+from zmqdriver.matchmaker import MatchMaker
+from zmqdriver.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
 
-_MAX_BACKOFF = 30.0
+# Pauses between refreshes while the matchmaker fails.
+_REFRESH_BACKOFF = Backoff(1.0, 30.0)
 _WATCH_EVERY = 1.0  # seconds between checks that the matchmaker still has our records
 
 
@@ -34,7 +40,8 @@ class Directory:
         self._ttl = ttl
         self._require_key = require_key
         self._cache: dict[str, tuple[float, list[Endpoint]]] = {}
-        self._warned_keyless: set[Endpoint] = set()
+        # Once per server, not per lookup (math.inf: each key is admitted once).
+        self._keyless = Throttle(every=math.inf)
 
     def endpoints(self, key: str, fresh: bool = False) -> list[Endpoint]:
         """Live endpoints for ``key``; ``fresh`` bypasses the cache.
@@ -48,7 +55,7 @@ class Directory:
             return cached[1]
         try:
             records = self._matchmaker.lookup(key)
-        except MatchMakerError as exc:
+        except BackendError as exc:
             if cached:
                 LOG.warning("Matchmaker lookup of %s failed (%s); using the last answer", key, exc)
                 # Ask again only after another ttl, not on every message.
@@ -64,10 +71,7 @@ class Directory:
     def _keyed(self, key: str, endpoints: list[Endpoint]) -> list[Endpoint]:
         keyed = [endpoint for endpoint in endpoints if endpoint.key]
         for endpoint in endpoints:
-            if not endpoint.key and endpoint not in self._warned_keyless:
-                if len(self._warned_keyless) > 1024:
-                    self._warned_keyless.clear()
-                self._warned_keyless.add(endpoint)  # once per server, not per lookup
+            if not endpoint.key and self._keyless.admit(endpoint) is not None:
                 LOG.warning(
                     "Skipping server %s under %s: its record has no CURVE key and "
                     "zmq_curve_enabled is on here (the server runs without CURVE)",
@@ -108,6 +112,7 @@ class Registrar:
         self._wakeup = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
+        self._retry_pauses: Iterator[float] | None = None  # while refreshes fail
 
     def add(self, keys: list[str], record: str) -> None:
         """Register ``record`` under ``keys`` now, and keep it registered.
@@ -126,10 +131,10 @@ class Registrar:
         try:
             for key in keys:
                 self._matchmaker.register(key, record, self._expire)
-        except MatchMakerUnavailable as exc:
+        except BackendUnavailable as exc:
             LOG.error("Cannot register %s in the matchmaker yet (%s); retrying", keys, exc)
             self._wakeup.set()
-        except MatchMakerError:
+        except BackendError:
             with self._lock:
                 self._records.difference_update((key, record) for key in keys)
             raise
@@ -141,7 +146,7 @@ class Registrar:
         for key in keys:
             try:
                 self._matchmaker.unregister(key, record)
-            except MatchMakerError as exc:
+            except BackendError as exc:
                 LOG.warning("Cannot unregister %s (%s); it expires in %ss", key, exc, self._expire)
 
     def _undo_if_removed(self, key: str, record: str) -> None:
@@ -158,16 +163,14 @@ class Registrar:
             self._thread.join(10)
 
     def _run(self) -> None:
-        delay = self._update
-        next_refresh = time.monotonic() + delay
+        next_refresh = time.monotonic() + self._update
         while not self._stopped:
             woken = self._wakeup.wait(min(_WATCH_EVERY, max(0.0, next_refresh - time.monotonic())))
             self._wakeup.clear()
             if self._stopped:
                 return
             if woken or time.monotonic() >= next_refresh or self._backend_was_reset():
-                delay = self._refresh_all(delay)
-                next_refresh = time.monotonic() + delay
+                next_refresh = time.monotonic() + self._refresh_all()
 
     def _backend_was_reset(self) -> bool:
         """True when the matchmaker lost its data since we last looked (Redis restart)."""
@@ -183,7 +186,8 @@ class Registrar:
             return True
         return False
 
-    def _refresh_all(self, delay: float) -> float:
+    def _refresh_all(self) -> float:
+        """Register every record again; returns the seconds until the next refresh."""
         with self._lock:
             records = list(self._records)
         try:
@@ -191,9 +195,12 @@ class Registrar:
                 self._matchmaker.register(key, record, self._expire)
                 self._undo_if_removed(key, record)
         except Exception as exc:  # the thread must survive anything a plugin raises
-            backoff = min(max(1.0, delay * 2 if delay < self._update else 1.0), _MAX_BACKOFF)
-            LOG.error("Matchmaker refresh failed (%s); retrying in %.0fs", exc, backoff)
-            return backoff
-        if delay < self._update:
+            if self._retry_pauses is None:
+                self._retry_pauses = _REFRESH_BACKOFF.delays()
+            pause = next(self._retry_pauses)
+            LOG.error("Matchmaker refresh failed (%s); retrying in %.0fs", exc, pause)
+            return pause
+        if self._retry_pauses is not None:
+            self._retry_pauses = None
             LOG.info("Matchmaker registrations restored (%d records)", len(records))
         return self._update

@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 
 import zmq
@@ -22,11 +21,14 @@ from oslo_messaging import exceptions
 from oslo_messaging._drivers import base
 
 from zmqdriver import addressing, matchmaker, options, protocol, security
+from zmqdriver.backoff import Backoff, call_with_retry
 from zmqdriver.discovery import Directory, Registrar
 from zmqdriver.eventloop import IoLoop, runtime_for_process
-from zmqdriver.matchmaker import MatchMaker, MatchMakerError
+from zmqdriver.exceptions import BackendError
+from zmqdriver.matchmaker import MatchMaker
+from zmqdriver.notify import notification_store_for
 from zmqdriver.notify.listener import NotificationListener, encode_notification
-from zmqdriver.notify.store import NotificationStore, Retention
+from zmqdriver.notify.store import NotificationStore
 from zmqdriver.rpc.calls import Caller
 from zmqdriver.rpc.casts import CastKeeper, CastLimits, start_thread
 from zmqdriver.rpc.chooser import ServerChooser
@@ -37,6 +39,7 @@ from zmqdriver.rpc.server import BindSettings, Inbox, RpcListener, default_host
 LOG = logging.getLogger(__name__)
 
 _LOOPBACK = "127.0.0.1"
+_STORE_BACKOFF = Backoff(0.1, 10.0)  # pauses while the notification store is out
 
 
 class Engine:
@@ -268,30 +271,26 @@ class ZmqDriver(base.BaseDriver):
 
     def _notification_store(self) -> NotificationStore:
         if self._store is None:
-            zconf = self.conf[options.GROUP]
-            retention = Retention(
-                zconf.zmq_notification_retention_count, zconf.zmq_notification_retention_age
-            )
-            self._store = self.matchmaker.notification_store(
-                retention, zconf.zmq_notification_redelivery
-            )
+            self._store = notification_store_for(self.matchmaker, self.conf)
         return self._store
 
     @staticmethod
     def _with_retry(retry, operation):
         """Run ``operation``, retrying store outages ``retry`` times (None/-1: for ever)."""
-        attempt, delay = 0, 0.1
-        while True:
-            try:
-                return operation()
-            except MatchMakerError as exc:
-                if retry is not None and 0 <= retry <= attempt:
-                    raise exceptions.MessageDeliveryFailure(
-                        f"Notification not stored after {attempt + 1} attempts: {exc}"
-                    ) from exc
-                LOG.warning("Storing a notification failed (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-                attempt, delay = attempt + 1, min(delay * 2, 10.0)
+        try:
+            return call_with_retry(
+                operation,
+                retry_on=(BackendError,),
+                backoff=_STORE_BACKOFF,
+                retries=retry,
+                on_retry=lambda exc, delay: LOG.warning(
+                    "Storing a notification failed (%s); retrying in %.1fs", exc, delay
+                ),
+            )
+        except BackendError as exc:
+            raise exceptions.MessageDeliveryFailure(
+                f"Notification not stored after {retry + 1} attempts: {exc}"
+            ) from exc
 
     def _bind_settings(self) -> BindSettings:
         zconf = self.conf[options.GROUP]

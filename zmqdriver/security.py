@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import os
-import stat
 import time
 from dataclasses import dataclass, field
 
@@ -29,7 +27,11 @@ from zmq.utils import z85
 from zmqdriver.addressing import is_z85_key
 from zmqdriver.eventloop import IoLoop
 from zmqdriver.eventloop.runtime import Runtime
+from zmqdriver.exceptions import CurveConfigError
+from zmqdriver.keyfiles import warn_if_exposed
+from zmqdriver.keyfiles import where as _where
 from zmqdriver.options import GROUP
+from zmqdriver.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
 
@@ -44,8 +46,7 @@ RELOAD_EVERY = 2.0
 _LOG_REFUSALS_EVERY = 10.0
 
 
-class CurveConfigError(cfg.Error):
-    """A CURVE option names a missing, unreadable or malformed file or directory."""
+__all__ = ["CurveConfigError", "warn_if_exposed"]  # their old home, for callers
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,6 @@ class CurveSettings:
 
     keys: KeyPair
     allowed_keys_dir: str | None  # absolute; None in processes that only send
-
-
-def _where(option: str, path: str) -> str:
-    return f"[{GROUP}] {option} = {path}"
 
 
 def load_key_pair(path: str, option: str = "zmq_curve_secret_key_file") -> KeyPair:
@@ -90,18 +87,6 @@ def load_key_pair(path: str, option: str = "zmq_curve_secret_key_file") -> KeyPa
         raise CurveConfigError(f"{where}: the public key does not belong to the secret key")
     warn_if_exposed(path, option)
     return pair
-
-
-def warn_if_exposed(path: str, option: str) -> None:
-    """Log a warning if the secret at ``path`` is accessible to group or others."""
-    mode = os.stat(path).st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        LOG.warning(
-            "%s is accessible to other users (mode %04o): anyone who reads it can impersonate "
-            "this process; chmod 600 it",
-            _where(option, path),
-            stat.S_IMODE(mode),
-        )
 
 
 def check_allowed_keys_dir(path: str, option: str = "zmq_curve_allowed_keys_dir") -> int:
@@ -259,8 +244,8 @@ class ZapHandler:
         self._auth = _LoopAuthenticator(context, self._socket, _LoopLog(loop.runtime))
         self._signature: tuple | None = None
         self._next_check = 0.0
-        self._refused = 0
-        self._last_report = -math.inf
+        # A refused client retries, and hostile ones may flood: one line per period.
+        self._refusals = Throttle(every=_LOG_REFUSALS_EVERY)
         self._reload_if_changed()
         loop.add_reader(self._socket, self._on_request)
 
@@ -309,10 +294,8 @@ class ZapHandler:
             self._note_refusal(request, verdict[1])
 
     def _note_refusal(self, request: list[bytes], reason: bytes) -> None:
-        # Rate-limited: a refused client retries, and hostile ones may flood.
-        self._refused += 1
-        now = time.monotonic()
-        if now - self._last_report < _LOG_REFUSALS_EVERY:
+        suppressed = self._refusals.admit()
+        if suppressed is None:
             return
         address = request[3].decode("utf-8", "replace") if len(request) > 3 else "?"
         key = z85.encode(request[6]).decode() if len(request) > 6 and len(request[6]) == 32 else "?"
@@ -321,11 +304,9 @@ class ZapHandler:
             "zmqdriver: refused %d client connection(s) since the last report; latest from %s "
             "with CURVE key %s (%s). Clients are accepted when their public key file is in "
             "zmq_curve_allowed_keys_dir = %s",
-            self._refused,
+            suppressed + 1,
             address,
             key,
             reason.decode("utf-8", "replace"),
             self._dir,
         )
-        self._refused = 0
-        self._last_report = now

@@ -12,6 +12,7 @@ from oslo_config import cfg
 
 from zmqdriver import discovery, options
 from zmqdriver.addressing import Endpoint, encode_record
+from zmqdriver.backoff import Backoff
 from zmqdriver.discovery import Directory, Registrar
 from zmqdriver.matchmaker import MatchMaker, MatchMakerUnavailable
 from zmqdriver.matchmaker.local import LocalMatchMaker
@@ -108,8 +109,8 @@ def clock(monkeypatch) -> FakeClock:
 
 @pytest.fixture
 def fast_backoff(monkeypatch):
-    # Retries after a failure wait at least 1s; cap them so tests stay fast.
-    monkeypatch.setattr(discovery, "_MAX_BACKOFF", 0.02)
+    # Retries after a failure wait 1s and more; shorten them so tests stay fast.
+    monkeypatch.setattr(discovery, "_REFRESH_BACKOFF", Backoff(0.01, 0.02))
 
 
 @pytest.fixture

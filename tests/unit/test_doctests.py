@@ -11,6 +11,10 @@ MODULES = [
     "zmqdriver.throttle",
     "zmqdriver.backoff",
     "zmqdriver.matchmaker",
+    "zmqdriver.keyfiles",
+    "zmqdriver.backends.redis",
+    "zmqdriver.backends.sentinel",
+    "zmqdriver.backends.sqlitefile",
 ]
 
 

@@ -23,6 +23,7 @@ import pytest
 from tests.redis_fixture import RedisServer, free_port
 from tests.support import eventually, make_conf, parse
 from zmqdriver import matchmaker
+from zmqdriver.backends.redis import RedisBackend
 from zmqdriver.matchmaker.local import LocalMatchMaker
 from zmqdriver.matchmaker.redis import RedisMatchMaker
 
@@ -389,10 +390,10 @@ def test_redis_user_without_password(redis_url):
 
 def test_redis_default_host_and_port():
     conf = make_conf()
-    backends = RedisMatchMaker(conf, parse(conf, "zmq+redis://"))._backends
-    assert [(b.host, b.port) for b in backends] == [("127.0.0.1", 6379)]
-    backends = RedisMatchMaker(conf, parse(conf, "zmq+redis://:7000,h2"))._backends
-    assert [(b.host, b.port) for b in backends] == [("127.0.0.1", 7000), ("h2", 6379)]
+    hosts = RedisBackend.from_url(conf, parse(conf, "zmq+redis://")).hosts
+    assert [h.address for h in hosts] == ["127.0.0.1:6379"]
+    hosts = RedisBackend.from_url(conf, parse(conf, "zmq+redis://:7000,h2")).hosts
+    assert [h.address for h in hosts] == ["127.0.0.1:7000", "h2:6379"]
 
 
 def test_redis_scores_use_server_clock(redis_mm, redis_server):

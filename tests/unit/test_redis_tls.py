@@ -16,11 +16,11 @@ import pytest
 from tests.redis_fixture import RedisServer
 from tests.support import make_conf, parse
 from tests.tls_fixture import ACL_PASSWORD, ACL_USER, SENTINEL_MASTER_PASSWORD
-from zmqdriver import security
+from zmqdriver import keyfiles
 from zmqdriver.matchmaker import MatchMakerError, MatchMakerUnavailable
 from zmqdriver.matchmaker.redis import RedisMatchMaker
 from zmqdriver.matchmaker.sentinel import SentinelMatchMaker
-from zmqdriver.notify.store import Retention
+from zmqdriver.notify import notification_store_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,7 +61,8 @@ def test_tls_from_url(new_mm, tls_files):
 
 
 def test_notification_store_uses_tls(new_mm, tls_files):
-    store = new_mm(**tls_files.driver_options()).notification_store(Retention(100, 3600.0), 30.0)
+    options = tls_files.driver_options()
+    store = notification_store_for(new_mm(**options), make_conf(**options))
     store.subscribe(["tls-stream"], "pool", "me")
     store.append("tls-stream", '{"n": 1}')
     [message] = store.read(["tls-stream"], "pool", "me", 1, 5.0)
@@ -180,7 +181,7 @@ def test_sentinel_plain_client_is_told_about_tls(tls_sentinels):
 def test_a_client_key_readable_by_others_is_used_with_a_warning(new_mm, tls_files, caplog):
     os.chmod(tls_files.client_key, 0o644)
     try:
-        with caplog.at_level(logging.WARNING, logger=security.LOG.name):
+        with caplog.at_level(logging.WARNING, logger=keyfiles.LOG.name):
             new_mm(**tls_files.driver_options()).register(KEY, "a:1", 60)
         assert any(
             "zmq_redis_tls_key_file" in r.getMessage() and "chmod 600" in r.getMessage()

@@ -16,9 +16,11 @@ from tests.redis_fixture import free_port
 from tests.sentinel_fixture import SERVICE, SentinelCluster
 from tests.support import eventually, make_conf, parse
 from zmqdriver import matchmaker
+from zmqdriver.backends.sentinel import SentinelBackend
 from zmqdriver.matchmaker.redis import RedisMatchMaker
 from zmqdriver.matchmaker.sentinel import SentinelMatchMaker
-from zmqdriver.notify.store import Retention
+from zmqdriver.notify import notification_store_for
+from zmqdriver.notify.redis_store import RedisNotificationStore
 
 KEY = "zmqdriver/exchange/topic"
 GONE_TIMEOUT = 10.0
@@ -103,8 +105,11 @@ def test_a_dead_sentinel_is_skipped(sentinel_cluster, sentinel_url, sentinel_mm)
 
 
 def test_notifications_through_sentinel(mm):
-    # The store only ever uses matchmaker.execute and backend.client: inherited.
-    store = mm.notification_store(Retention(max_count=10, max_age=60.0), 30.0)
+    # The store shares the matchmaker's backend: the master Sentinel names.
+    store = notification_store_for(
+        mm, make_conf(zmq_notification_retention_count=10, zmq_notification_retention_age=60)
+    )
+    assert isinstance(store, RedisNotificationStore)
     try:
         store.subscribe(["notifications.info"], "pool", "listener1")
         store.append("notifications.info", '{"message": 1}')
@@ -132,7 +137,8 @@ def test_load_by_url(sentinel_url):
     mm = matchmaker.load(conf, parse(conf, sentinel_url))
     try:
         assert isinstance(mm, SentinelMatchMaker)
-        assert isinstance(mm, RedisMatchMaker)  # scripts, notifications, errors: inherited
+        assert isinstance(mm, RedisMatchMaker)  # records and scripts: inherited
+        assert isinstance(mm.backend, SentinelBackend)
         mm.register(KEY, "a:1", 60)
         assert mm.lookup(KEY) == ["a:1"]
     finally:
@@ -144,12 +150,12 @@ def test_load_by_url(sentinel_url):
 
 def test_sentinel_addresses_and_defaults():
     conf = make_conf()
-    mm = SentinelMatchMaker(conf, parse(conf, "zmq+sentinel://h1,h2:1234,:7000/svc"))
-    assert mm.sentinel_addresses == [("h1", 26379), ("h2", 1234), ("127.0.0.1", 7000)]
-    assert mm.service == "svc"
-    assert mm.db == 0
-    mm = SentinelMatchMaker(conf, parse(conf, "zmq+sentinel:///svc"))
-    assert mm.sentinel_addresses == [("127.0.0.1", 26379)]
+    backend = SentinelBackend.from_url(conf, parse(conf, "zmq+sentinel://h1,h2:1234,:7000/svc"))
+    assert backend.sentinel_addresses == [("h1", 26379), ("h2", 1234), ("127.0.0.1", 7000)]
+    assert backend.service == "svc"
+    assert backend.db == 0
+    backend = SentinelBackend.from_url(conf, parse(conf, "zmq+sentinel:///svc"))
+    assert backend.sentinel_addresses == [("127.0.0.1", 26379)]
 
 
 @pytest.mark.parametrize(
@@ -158,7 +164,7 @@ def test_sentinel_addresses_and_defaults():
 def test_missing_service_name(url):
     conf = make_conf()
     with pytest.raises(matchmaker.MatchMakerError, match="names no master service") as info:
-        SentinelMatchMaker(conf, parse(conf, url))
+        SentinelBackend.from_url(conf, parse(conf, url))
     assert "/<service>" in str(info.value)
 
 
@@ -174,20 +180,20 @@ def test_missing_service_name(url):
 def test_invalid_query(query, message):
     conf = make_conf()
     with pytest.raises(matchmaker.MatchMakerError, match=message):
-        SentinelMatchMaker(conf, parse(conf, f"zmq+sentinel://127.0.0.1:26379/svc{query}"))
+        SentinelBackend.from_url(conf, parse(conf, f"zmq+sentinel://127.0.0.1:26379/svc{query}"))
 
 
 def test_master_user_without_password():
     conf = make_conf()
     with pytest.raises(matchmaker.MatchMakerError, match="someone"):
-        SentinelMatchMaker(conf, parse(conf, "zmq+sentinel://someone@h1:26379/svc"))
+        SentinelBackend.from_url(conf, parse(conf, "zmq+sentinel://someone@h1:26379/svc"))
 
 
 def test_conflicting_master_credentials():
     conf = make_conf()
     url = "zmq+sentinel://:pw1@h1:26379,:pw2@h2:26379/svc"
     with pytest.raises(matchmaker.MatchMakerError, match="different credentials") as info:
-        SentinelMatchMaker(conf, parse(conf, url))
+        SentinelBackend.from_url(conf, parse(conf, url))
     assert "pw1" not in str(info.value)
 
 

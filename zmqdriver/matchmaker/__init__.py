@@ -16,8 +16,18 @@ from zmqdriver.matchmaker.base import MatchMaker, MatchMakerError, MatchMakerUna
 
 NAMESPACE = "zmqdriver.matchmaker"
 DEFAULT = "local"
+# The plugin contract of NAMESPACE (doc/deployment.md, "Matchmaker plugins"). 2: the
+# notification store comes from the matchmaker's ``backend``, not from its own method.
+CONTRACT_VERSION = 2
 
-__all__ = ["MatchMaker", "MatchMakerError", "MatchMakerUnavailable", "load", "name_from_url"]
+__all__ = [
+    "CONTRACT_VERSION",
+    "MatchMaker",
+    "MatchMakerError",
+    "MatchMakerUnavailable",
+    "load",
+    "name_from_url",
+]
 
 
 def name_from_url(transport: str) -> str:

@@ -5,12 +5,21 @@ what they contain. A record is *live* until its expiry passes; ``register``
 of an existing record refreshes its expiry. Implementations must be safe to
 call from several threads, and must not be called from the I/O loop thread
 (they may block on the network).
+
+A matchmaker is one user of a backend (``zmqdriver.backends``); the
+notification store is another. A matchmaker that exposes its backend as
+``backend`` lets the driver keep notifications there too (see
+``zmqdriver.notify.notification_store_for``).
 """
 
 from __future__ import annotations
 
 import abc
 
+from oslo_config import cfg
+from oslo_messaging import TransportURL
+
+from zmqdriver.backends import Backend
 from zmqdriver.exceptions import BackendError, BackendUnavailable
 
 # The names plugins raise: the package's backend errors under their old names.
@@ -21,7 +30,12 @@ MatchMakerUnavailable = BackendUnavailable
 class MatchMaker(abc.ABC):
     """Register, unregister and look up the records stored under a key."""
 
-    def __init__(self, conf, url) -> None:
+    # The connection this matchmaker uses, for the notification store to
+    # share: a RedisBackend keeps notifications in the same Redis; None (or
+    # anything else) means the embedded store of this host.
+    backend: Backend | None = None
+
+    def __init__(self, conf: cfg.ConfigOpts, url: TransportURL) -> None:
         self.conf = conf
         self.url = url
 
@@ -48,14 +62,6 @@ class MatchMaker(abc.ABC):
         refresh. None means the backend cannot tell (nothing is watched).
         """
         return None
-
-    def notification_store(self, retention, redelivery):
-        """The store that keeps notifications for this deployment (store-and-forward).
-
-        A plugin without one cannot carry notifications; the driver then
-        raises NotImplementedError for them.
-        """
-        raise NotImplementedError(f"matchmaker {type(self).__name__} has no notification store")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold no resources
         """Release connections and files held by this matchmaker."""

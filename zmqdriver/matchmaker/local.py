@@ -3,7 +3,7 @@
 ``zmq://`` needs no server: all processes of one user on one machine open
 the same file (under the user's runtime directory by default) and SQLite's
 file locking keeps them consistent. The directory is created private (0700)
-and the file readable only by its owner.
+and the file readable only by its owner (:mod:`zmqdriver.backends.sqlitefile`).
 
 Each record also remembers the process that registered it. All its readers
 are on the same host, so a lookup can tell that a server was killed without
@@ -15,11 +15,13 @@ foreign PIDs and rely on expiry).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 
-from zmqdriver.matchmaker.base import MatchMaker, MatchMakerUnavailable
-from zmqdriver.matchmaker.sqlitefile import SQLiteFile
+from oslo_config import cfg
+from oslo_messaging import TransportURL
+
+from zmqdriver.backends.sqlitefile import SQLiteFile, embedded_directory, matchmaker_path
+from zmqdriver.matchmaker.base import MatchMaker
 
 # Bump when the table changes: the store holds only soft state, so an old
 # table is simply dropped (servers re-register within zmq_target_update).
@@ -53,43 +55,23 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def default_path() -> str:
-    """Where the store lives when ``zmq_matchmaker_path`` is not set."""
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime_dir and os.path.isdir(runtime_dir):
-        base = os.path.join(runtime_dir, "zmqdriver")
-    else:
-        base = os.path.join(tempfile.gettempdir(), f"zmqdriver-{os.getuid()}")
-    return os.path.join(base, "matchmaker.sqlite")
-
-
-def _ensure_private_dir(path: str) -> None:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    info = os.stat(path)
-    if info.st_uid != os.getuid():
-        raise MatchMakerUnavailable(
-            f"Embedded matchmaker directory {path} belongs to uid {info.st_uid}, not to us "
-            f"(uid {os.getuid()}); set [oslo_messaging_zmq] zmq_matchmaker_path"
-        )
-
-
 class LocalMatchMaker(MatchMaker):
     """Records in a SQLite table ``(key, record, expires, pid, pidns)``.
 
     ``expires`` NULL means never; ``pid``/``pidns`` name the registering process.
     """
 
-    def __init__(self, conf, url) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, url: TransportURL) -> None:
         super().__init__(conf, url)
-        self.path = conf.oslo_messaging_zmq.zmq_matchmaker_path or default_path()
-        _ensure_private_dir(os.path.dirname(self.path) or ".")
-        self._db = SQLiteFile(
+        embedded_directory(conf)  # created private before the file is
+        self.path = matchmaker_path(conf)
+        self.backend: SQLiteFile = SQLiteFile(
             self.path, "embedded matchmaker store", _SCHEMA_VERSION, [_SCHEMA], ["records"]
         )
         self._pidns = _pid_namespace()
 
     def _execute(self, sql: str, args: tuple) -> list[tuple]:
-        return self._db.execute(sql, args)
+        return self.backend.execute(sql, args)
 
     def register(self, key: str, record: str, expire: float) -> None:
         now = time.time()
@@ -119,13 +101,5 @@ class LocalMatchMaker(MatchMaker):
                 live.append(record)
         return live
 
-    def notification_store(self, retention, redelivery):
-        from zmqdriver.notify.sqlite_store import SQLiteNotificationStore
-
-        directory = os.path.dirname(self.path) or "."
-        _ensure_private_dir(directory)
-        path = os.path.join(directory, "notifications.sqlite")
-        return SQLiteNotificationStore(path, retention, redelivery)
-
     def close(self) -> None:
-        self._db.close()
+        self.backend.close()

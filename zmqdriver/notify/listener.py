@@ -16,13 +16,19 @@ from oslo_messaging._drivers import common as driver_common
 from oslo_serialization import jsonutils
 
 from zmqdriver import protocol
-from zmqdriver.matchmaker import MatchMakerError
+from zmqdriver.backoff import Backoff
+from zmqdriver.exceptions import BackendError
 from zmqdriver.notify.store import NotificationStore, StoredNotification
+from zmqdriver.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
 
 # Longest single wait on the store, so stop() is noticed quickly.
 _WAIT_SLICE = 0.5
+# Pauses between reads while the store fails (each also ends at the poll's deadline).
+_READ_BACKOFF = Backoff(0.1, 1.0)
+# An outage fails every read: say so once per period, with a count.
+_LOG_READ_FAILURES_EVERY = 10.0
 
 
 def encode_notification(ctxt: dict, message: dict, version: float) -> str:
@@ -62,7 +68,7 @@ class NotificationMessage(base.IncomingMessage):
     def acknowledge(self) -> None:
         try:
             self._store.ack(self._stored, self._group)
-        except MatchMakerError as exc:
+        except BackendError as exc:
             LOG.error(
                 "Cannot acknowledge notification %s (%s); it will be delivered again",
                 self.msg_id,
@@ -72,7 +78,7 @@ class NotificationMessage(base.IncomingMessage):
     def requeue(self) -> None:
         try:
             self._store.requeue(self._stored, self._group)
-        except MatchMakerError as exc:
+        except BackendError as exc:
             LOG.error(
                 "Cannot requeue notification %s (%s); it will be redelivered later",
                 self.msg_id,
@@ -93,6 +99,7 @@ class NotificationListener(base.PollStyleListener):
         # A store may hand out more than asked (Redis counts per stream);
         # the surplus is ours already and waits here for the next poll.
         self._surplus: list[NotificationMessage] = []
+        self._read_failures = Throttle(every=_LOG_READ_FAILURES_EVERY)
         store.subscribe(streams, group, consumer)
 
     def poll(self, timeout=None, batch_size=1, batch_timeout=None):
@@ -113,6 +120,7 @@ class NotificationListener(base.PollStyleListener):
         if self._surplus:
             batch, self._surplus = self._surplus[:count], self._surplus[count:]
             return batch
+        pauses = _READ_BACKOFF.delays()
         while not self._stopped:
             wait = _WAIT_SLICE
             if deadline is not None:
@@ -121,15 +129,26 @@ class NotificationListener(base.PollStyleListener):
                 return []
             try:
                 stored = self._store.read(self._streams, self._group, self._consumer, count, wait)
-            except MatchMakerError as exc:
-                LOG.error("Reading notifications failed (%s); retrying", exc)
-                time.sleep(min(1.0, wait))
+            except BackendError as exc:
+                self._note_read_failure(exc)
+                time.sleep(min(next(pauses), wait))
                 continue
+            self._read_failures.forget()  # the next outage is reported at once
             messages = [m for m in map(self._incoming, stored) if m is not None]
             if messages:
                 self._surplus = messages[count:]
                 return messages[:count]
         return []
+
+    def _note_read_failure(self, exc: BackendError) -> None:
+        suppressed = self._read_failures.admit()
+        if suppressed is not None:
+            LOG.error(
+                "Reading notifications failed (%s); retrying (%d more failures since the "
+                "last report)",
+                exc,
+                suppressed,
+            )
 
     def _incoming(self, stored: StoredNotification) -> NotificationMessage | None:
         try:
@@ -148,7 +167,7 @@ class NotificationListener(base.PollStyleListener):
             message.requeue()
         try:
             self._store.unsubscribe(self._streams, self._group, self._consumer)
-        except MatchMakerError as exc:
+        except BackendError as exc:
             LOG.warning(
                 "Leaving the notification pool failed (%s); its messages move on "
                 "after zmq_notification_redelivery",

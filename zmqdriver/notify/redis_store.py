@@ -5,8 +5,8 @@ XREADGROUP delivers each message once per group, XACK settles it, and
 XAUTOCLAIM hands messages whose listener died (or that were requeued) to
 another listener of the group. Appends run as one Lua script that also
 enforces retention and counts, per group, the unread messages it dropped.
-Payloads are JSON text. Requests go through the matchmaker's connection
-handling (several hosts, failover, clear errors).
+Payloads are JSON text. Requests go through the Redis backend the
+matchmaker uses too (several hosts, failover, clear errors).
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import math
 import threading
 import time
 
+import redis
 from redis import exceptions as redis_exc
 
+from zmqdriver.backends.redis import RedisBackend
 from zmqdriver.notify.store import (
     NO_LISTENER_YET,
     NotificationStore,
@@ -97,22 +99,15 @@ _PREFETCH = 16
 
 
 class RedisNotificationStore(NotificationStore):
-    def __init__(self, matchmaker, retention: Retention, redelivery: float) -> None:
+    def __init__(self, backend: RedisBackend, retention: Retention, redelivery: float) -> None:
         super().__init__(retention, redelivery)
-        self._matchmaker = matchmaker
-        self._append_scripts: dict[int, object] = {}
+        self._backend = backend
+        self._append_script = backend.script(_APPEND)
         self._last_claim: dict[tuple[str, str], float] = {}
         # Acknowledgements go out in batches before the next read (a crash
         # loses only acks: those messages are delivered again).
         self._acks: dict[tuple[str, str], list[str]] = {}
         self._acks_lock = threading.Lock()
-
-    def _script(self, backend):
-        script = self._append_scripts.get(id(backend))
-        if script is None:
-            script = backend.client.register_script(_APPEND)
-            self._append_scripts[id(backend)] = script
-        return script
 
     def append(self, stream: str, payload: str) -> dict[str, int]:
         args = [
@@ -121,23 +116,23 @@ class RedisNotificationStore(NotificationStore):
             math.ceil(self.retention.max_age * 1000),
             NO_LISTENER_YET,
         ]
-        result = self._matchmaker.execute(
+        result = self._backend.execute(
             "store a notification",
-            lambda backend: self._script(backend)(keys=[stream], args=args),
+            lambda client: self._append_script(keys=[stream], args=args, client=client),
         )
         return {result[i]: int(result[i + 1]) for i in range(0, len(result), 2)}
 
     def subscribe(self, streams: list[str], group: str, consumer: str) -> None:
         # Redis adds the consumer on its first XREADGROUP.
         for stream in streams:
-            self._matchmaker.execute(
-                "create a notification group", lambda b, s=stream: self._create_group(b, s, group)
+            self._backend.execute(
+                "create a notification group", lambda c, s=stream: self._create_group(c, s, group)
             )
 
     @staticmethod
-    def _create_group(backend, stream: str, group: str) -> None:
+    def _create_group(client: redis.Redis, stream: str, group: str) -> None:
         try:
-            backend.client.xgroup_create(stream, group, id="0", mkstream=True)
+            client.xgroup_create(stream, group, id="0", mkstream=True)
         except redis_exc.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -158,9 +153,9 @@ class RedisNotificationStore(NotificationStore):
         return messages
 
     def _read_new(self, streams, group, consumer, count, block_ms) -> list[StoredNotification]:
-        def xreadgroup(backend):
+        def xreadgroup(client: redis.Redis):
             try:
-                return backend.client.xreadgroup(
+                return client.xreadgroup(
                     group, consumer, {s: ">" for s in streams}, count=count, block=block_ms
                 )
             except redis_exc.ResponseError as exc:
@@ -168,10 +163,10 @@ class RedisNotificationStore(NotificationStore):
                     raise
                 # Redis restarted empty: recreate the groups and read next time.
                 for stream in streams:
-                    self._create_group(backend, stream, group)
+                    self._create_group(client, stream, group)
                 return []
 
-        replies = self._matchmaker.execute("read notifications", xreadgroup)
+        replies = self._backend.execute("read notifications", xreadgroup)
         return [
             StoredNotification(stream, entry_id, fields.get("p", ""))
             for stream, entries in replies or []
@@ -190,9 +185,9 @@ class RedisNotificationStore(NotificationStore):
             self._last_claim[(stream, group)] = now
 
             want = count - len(claimed)
-            reply = self._matchmaker.execute(
+            reply = self._backend.execute(
                 "claim notifications",
-                lambda b, s=stream, n=want: self._autoclaim(b, s, group, consumer, idle_ms, n),
+                lambda c, s=stream, n=want: self._autoclaim(c, s, group, consumer, idle_ms, n),
             )
             entries = reply[1] if reply else []
             claimed += [
@@ -203,9 +198,9 @@ class RedisNotificationStore(NotificationStore):
         return claimed
 
     @staticmethod
-    def _autoclaim(backend, stream, group, consumer, idle_ms, count):
+    def _autoclaim(client: redis.Redis, stream, group, consumer, idle_ms, count):
         try:
-            return backend.client.xautoclaim(stream, group, consumer, idle_ms, "0-0", count=count)
+            return client.xautoclaim(stream, group, consumer, idle_ms, "0-0", count=count)
         except redis_exc.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -220,9 +215,9 @@ class RedisNotificationStore(NotificationStore):
         with self._acks_lock:
             acks, self._acks = self._acks, {}
         for (stream, group), ids in acks.items():
-            self._matchmaker.execute(
+            self._backend.execute(
                 "acknowledge notifications",
-                lambda backend, s=stream, g=group, i=ids: backend.client.xack(s, g, *i),
+                lambda client, s=stream, g=group, i=ids: client.xack(s, g, *i),
             )
 
     def unsubscribe(self, streams: list[str], group: str, consumer: str) -> None:
@@ -235,9 +230,9 @@ class RedisNotificationStore(NotificationStore):
         # Make the entry look idle for longer than ``redelivery`` so the next
         # XAUTOCLAIM of any listener of the group takes it.
         idle_ms = math.ceil(self.redelivery * 1000) + 1
-        self._matchmaker.execute(
+        self._backend.execute(
             "requeue a notification",
-            lambda backend: backend.client.xclaim(
+            lambda client: client.xclaim(
                 message.stream, group, "requeued", 0, [message.id], idle=idle_ms, justid=True
             ),
         )

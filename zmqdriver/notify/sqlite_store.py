@@ -1,4 +1,4 @@
-"""The embedded notification store: SQLite tables next to the matchmaker file.
+"""The embedded notification store: SQLite tables in a file next to the matchmaker's.
 
 Balance without a broker: listeners pull, so whoever polls first would take
 a whole burst. Instead ``append`` assigns each message, per group, to one of
@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 
-from zmqdriver.matchmaker.sqlitefile import SQLiteFile
+from zmqdriver.backends.sqlitefile import SQLiteFile
 from zmqdriver.notify.store import (
     NO_LISTENER_YET,
     NotificationStore,

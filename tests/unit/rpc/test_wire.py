@@ -279,8 +279,15 @@ def test_a_refused_connection_reports_peer_lost_once_in_the_log(wire, caplog):
     assert caplog.text.count(f"connection to {server} lost") == 1
 
 
+def silent_server(wire: Wire) -> tuple[zmq.Socket, Endpoint]:
+    """A ROUTER that takes requests and never answers."""
+    router = wire.context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    return router, Endpoint("127.0.0.1", router.bind_to_random_port("tcp://127.0.0.1"))
+
+
 def test_drop_reports_everything_in_flight_but_the_callers_own(wire):
-    server = dead_endpoint()
+    router, server = silent_server(wire)
     responses: queue.Queue = queue.Queue()
     mine, other = protocol.new_msg_id(), protocol.new_msg_id()
     for msg_id in (mine, other):
@@ -290,13 +297,12 @@ def test_drop_reports_everything_in_flight_but_the_callers_own(wire):
     first = responses.get(timeout=WAIT)
     assert (first.kind, first.msg_id) == (PEER_LOST, other)
     assert server in wire.outbox.suspects
+    assert responses.empty()
+    router.close()
 
 
 def test_malformed_responses_are_dropped_and_logged(wire, caplog):
-    router = wire.context.socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    port = router.bind_to_random_port("tcp://127.0.0.1")
-    server = Endpoint("127.0.0.1", port)
+    router, server = silent_server(wire)
     msg_id = protocol.new_msg_id()
     wire.outbox.expect(msg_id, wire.responses.put)
     wire.outbox.send(server, msg_id, [protocol.encode_header(Kind.CALL, msg_id), b"{}"])

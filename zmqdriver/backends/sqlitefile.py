@@ -1,4 +1,9 @@
-"""A private SQLite file shared by the processes of one user: the embedded stores' base.
+"""A private SQLite file shared by the processes of one user: the embedded backend.
+
+``zmq://`` needs no server: the embedded matchmaker and the embedded
+notification store are files in one private directory (under the user's
+runtime directory by default), and SQLite's file locking keeps the
+processes of a host consistent.
 
 One connection per process (a connection must not cross ``fork()``), used
 under a lock by every thread. WAL mode lets readers and one writer work at
@@ -9,19 +14,57 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 import threading
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from zmqdriver.matchmaker.base import MatchMakerUnavailable
+from zmqdriver.backoff import Backoff, call_with_retry
+from zmqdriver.exceptions import BackendUnavailable
+from zmqdriver.options import GROUP
 
 T = TypeVar("T")
 
 _BUSY_TIMEOUT = 30.0
+_WAL_BACKOFF = Backoff(0.005, 0.2)
+
+
+def default_path() -> str:
+    """Where the embedded matchmaker lives when ``zmq_matchmaker_path`` is not set."""
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime_dir and os.path.isdir(runtime_dir):
+        base = os.path.join(runtime_dir, "zmqdriver")
+    else:
+        base = os.path.join(tempfile.gettempdir(), f"zmqdriver-{os.getuid()}")
+    return os.path.join(base, "matchmaker.sqlite")
+
+
+def matchmaker_path(conf) -> str:
+    """The embedded matchmaker's file: the option, or :func:`default_path`."""
+    return conf[GROUP].zmq_matchmaker_path or default_path()
+
+
+def embedded_directory(conf) -> str:
+    """The private directory of the embedded files (created 0700, checked to be ours)."""
+    directory = os.path.dirname(matchmaker_path(conf)) or "."
+    ensure_private_dir(directory)
+    return directory
+
+
+def ensure_private_dir(path: str) -> None:
+    """Create ``path`` private (0700); refuse a directory another user owns."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.stat(path)
+    if info.st_uid != os.getuid():
+        raise BackendUnavailable(
+            f"Embedded matchmaker directory {path} belongs to uid {info.st_uid}, not to us "
+            f"(uid {os.getuid()}); set [{GROUP}] zmq_matchmaker_path"
+        )
 
 
 class SQLiteFile:
+    """One SQLite file with its schema; statements and transactions under a lock."""
+
     def __init__(
         self, path: str, what: str, version: int, schema: list[str], tables: list[str]
     ) -> None:
@@ -91,8 +134,8 @@ class SQLiteFile:
                 self._conn.close()
             self._conn = None
 
-    def _failed(self, exc: Exception) -> MatchMakerUnavailable:
-        return MatchMakerUnavailable(f"{self._what} {self.path} failed: {exc}")
+    def _failed(self, exc: Exception) -> BackendUnavailable:
+        return BackendUnavailable(f"{self._what} {self.path} failed: {exc}")
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
@@ -113,7 +156,7 @@ class SQLiteFile:
             conn.execute("PRAGMA synchronous=NORMAL")
             self._migrate(conn)
         except (OSError, sqlite3.Error) as exc:
-            raise MatchMakerUnavailable(f"Cannot open the {self._what} {self.path}: {exc}") from exc
+            raise BackendUnavailable(f"Cannot open the {self._what} {self.path}: {exc}") from exc
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -131,18 +174,45 @@ class SQLiteFile:
         conn.execute("COMMIT")
 
 
+class _Locked(Exception):
+    """Another process holds the lock that switching to WAL needs: worth another try."""
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise
+        raise _Locked() from exc
+
+
+def retries_within(backoff: Backoff, seconds: float) -> int:
+    """How many pauses of ``backoff`` fit in ``seconds`` (a deadline as a retry count).
+
+    >>> retries_within(Backoff(1.0, 4.0), 10.0)
+    3
+    >>> retries_within(Backoff(1.0, 4.0), 0.5)
+    0
+    """
+    total = 0.0
+    for retries, delay in enumerate(backoff.delays()):
+        total += delay
+        if total > seconds:
+            return retries
+    raise AssertionError("unreachable: delays() does not end")
+
+
 def _enable_wal(conn: sqlite3.Connection) -> None:
     # Switching a new file to WAL takes an exclusive lock that the busy
     # timeout does not cover: processes opening a fresh file together must
     # retry (seen as "database is locked" when servers start at once).
-    deadline = time.monotonic() + _BUSY_TIMEOUT
-    delay = 0.005
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
+    try:
+        call_with_retry(
+            lambda: _set_wal(conn),
+            retry_on=(_Locked,),
+            backoff=_WAL_BACKOFF,
+            retries=retries_within(_WAL_BACKOFF, _BUSY_TIMEOUT),
+        )
+    except _Locked as exc:
+        raise exc.__cause__ from None  # still locked after the busy timeout: SQLite's error

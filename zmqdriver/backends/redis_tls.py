@@ -3,7 +3,7 @@
 TLS is on when ``[oslo_messaging_zmq] zmq_redis_tls_enabled`` is true, or
 when the transport URL says ``?tls=true`` (``?tls=false`` turns it off for
 that URL whatever the option says). The files are read once, when the
-matchmaker is made, so a missing or malformed one stops the service at
+connection is made, so a missing or malformed one stops the service at
 startup with an error naming the option; redis-py reads them again for each
 connection it opens.
 
@@ -20,8 +20,8 @@ import ssl
 from oslo_utils import strutils
 from redis import exceptions as redis_exc
 
-from zmqdriver import security
-from zmqdriver.matchmaker.base import MatchMakerError
+from zmqdriver.exceptions import BackendError
+from zmqdriver.keyfiles import warn_if_exposed
 from zmqdriver.options import GROUP
 
 QUERY_OPTION = "tls"
@@ -37,7 +37,7 @@ def url_flag(query: dict[str, str]) -> bool | None:
     try:
         return strutils.bool_from_string(text, strict=True)
     except ValueError as exc:
-        raise MatchMakerError(
+        raise BackendError(
             f"Invalid ?{QUERY_OPTION}={text} in the Redis transport URL: expected true or false"
         ) from exc
 
@@ -50,7 +50,7 @@ def connection_kwargs(conf, query: dict[str, str]) -> dict[str, object]:
     files = {name: zconf[name] for name in _FILE_OPTIONS if zconf[name]}
     if not enabled:
         if files and flag is None:
-            raise MatchMakerError(
+            raise BackendError(
                 f"[{GROUP}] {', '.join(files)} set but TLS to Redis is off: set "
                 f"zmq_redis_tls_enabled = true (or ?{QUERY_OPTION}=true in the transport URL)"
             )
@@ -70,16 +70,16 @@ def _check_files(zconf) -> None:
     """Load the files into a throwaway context: errors name the option and the path."""
     cert, key = zconf.zmq_redis_tls_cert_file, zconf.zmq_redis_tls_key_file
     if bool(cert) != bool(key):
-        raise MatchMakerError(
+        raise BackendError(
             f"[{GROUP}] zmq_redis_tls_cert_file and zmq_redis_tls_key_file go together: "
             "set both (a client certificate and its key) or neither"
         )
     for name in _FILE_OPTIONS:
         path = zconf[name]
         if path and not os.path.isfile(path):
-            raise MatchMakerError(f"[{GROUP}] {name} = {path}: no such file")
+            raise BackendError(f"[{GROUP}] {name} = {path}: no such file")
     if key:
-        security.warn_if_exposed(key, "zmq_redis_tls_key_file")
+        warn_if_exposed(key, "zmq_redis_tls_key_file")
     context = ssl.create_default_context()
     where = f"[{GROUP}] zmq_redis_tls_ca_file = {zconf.zmq_redis_tls_ca_file}"
     try:
@@ -89,7 +89,7 @@ def _check_files(zconf) -> None:
         if cert:
             context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise MatchMakerError(f"{where}: not usable for TLS: {exc}") from exc
+        raise BackendError(f"{where}: not usable for TLS: {exc}") from exc
 
 
 def _ssl_cause(exc: BaseException) -> BaseException | None:
