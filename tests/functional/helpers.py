@@ -1,4 +1,4 @@
-"""Helpers of the functional tests: configs, server processes, waiting."""
+"""Helpers of the functional tests: configs, server processes, clients."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable
 
 import oslo_messaging
 from oslo_config import cfg
@@ -18,15 +16,6 @@ from oslo_messaging._metrics import client as metrics_client
 from oslo_messaging._tracing import client as tracing_client
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def write_config(path: str, url: str, **zmq_options) -> str:
-    """A config file for ``url``; options go to [oslo_messaging_zmq]."""
-    lines = ["[DEFAULT]", f"transport_url = {url}", "", "[oslo_messaging_zmq]"]
-    lines += [f"{name} = {value}" for name, value in zmq_options.items()]
-    with open(path, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    return path
 
 
 def make_conf(config_file: str) -> cfg.ConfigOpts:
@@ -38,18 +27,6 @@ def make_conf(config_file: str) -> cfg.ConfigOpts:
     conf.register_opts(metrics_client.oslo_messaging_metrics, group="oslo_messaging_metrics")
     conf(["--config-file", config_file])
     return conf
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.05)
 
 
 def unique(name: str) -> str:

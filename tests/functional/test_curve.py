@@ -20,8 +20,9 @@ from pathlib import Path
 import oslo_messaging
 import pytest
 
+from harness.wait import wait_until
 from tests.functional import helpers
-from tests.functional.helpers import client, unique, wait_until
+from tests.functional.helpers import client, unique
 from zmqdriver import addressing, matchmaker, options
 from zmqdriver.security import CurveConfigError
 

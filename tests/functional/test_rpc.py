@@ -16,8 +16,9 @@ import time
 import oslo_messaging
 import pytest
 
+from harness.wait import wait_until
 from tests.functional import helpers
-from tests.functional.helpers import client, unique, wait_until
+from tests.functional.helpers import client, unique
 from zmqdriver.rpc.client import ServerLost
 
 # -- a cluster shared by the tests of this module -------------------------------------

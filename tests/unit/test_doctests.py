@@ -11,6 +11,7 @@ MODULES = [
     "zmqdriver.throttle",
     "zmqdriver.backoff",
     "zmqdriver.matchmaker",
+    "harness.wait",
 ]
 
 

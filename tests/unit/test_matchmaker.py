@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_fixture import RedisServer, free_port
-from tests.support import eventually, make_conf, parse
+from harness.net import free_port
+from harness.redis_server import RedisServer
+from harness.wait import eventually
+from tests.support import make_conf, parse
 from zmqdriver import matchmaker
 from zmqdriver.matchmaker.local import LocalMatchMaker
 from zmqdriver.matchmaker.redis import RedisMatchMaker
