@@ -14,6 +14,11 @@ with warnings.catch_warnings():
     import eventlet
 
 
+def command(module: str, *args: str) -> list[str]:
+    """The command line that runs ``python -m <module> <args>`` under eventlet."""
+    return [sys.executable, "-m", "harness.green", module, *args]
+
+
 def main() -> None:
     eventlet.monkey_patch()
     module, sys.argv = sys.argv[1], sys.argv[1:]

@@ -15,6 +15,8 @@ from oslo_config import cfg
 from oslo_messaging._metrics import client as metrics_client
 from oslo_messaging._tracing import client as tracing_client
 
+from harness import green
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -27,6 +29,13 @@ def make_conf(config_file: str) -> cfg.ConfigOpts:
     conf.register_opts(metrics_client.oslo_messaging_metrics, group="oslo_messaging_metrics")
     conf(["--config-file", config_file])
     return conf
+
+
+def python_m(module: str, args: list[str], eventlet: bool = False) -> list[str]:
+    """``python -m <module> <args>``; under ``eventlet`` monkey-patched first (harness.green)."""
+    if eventlet:
+        return green.command(module, *args)
+    return [sys.executable, "-m", module, *args]
 
 
 def unique(name: str) -> str:
@@ -67,10 +76,7 @@ class ServerProcess(ChildProcess):
     ) -> None:
         """``log_file``: where the server's stderr (its warnings) goes; default: inherited."""
         self.name = server
-        cmd = [
-            sys.executable,
-            "-m",
-            "tests.functional.rpc_server_proc",
+        args = [
             "--config-file",
             config_file,
             "--topic",
@@ -81,9 +87,10 @@ class ServerProcess(ChildProcess):
             mode,
         ]
         if exchange:
-            cmd += ["--exchange", exchange]
+            args += ["--exchange", exchange]
         if journal:
-            cmd += ["--journal", journal]
+            args += ["--journal", journal]
+        cmd = python_m("tests.functional.rpc_server_proc", args, eventlet=mode == "eventlet")
         env = dict(os.environ, PYTHONPATH=REPO)
         # The child gets its own copy of the descriptor; ours is closed below.
         stderr = open(log_file, "a") if log_file else None
@@ -119,16 +126,10 @@ class ListenerProcess(ChildProcess):
     """
 
     def __init__(self, config_file: str, topic: str, *options: str) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "tests.functional.notify_listener_proc",
-            "--config-file",
-            config_file,
-            "--topic",
-            topic,
-            *options,
-        ]
+        args = ["--config-file", config_file, "--topic", topic, *options]
+        cmd = python_m(
+            "tests.functional.notify_listener_proc", args, eventlet="eventlet" in options
+        )
         env = dict(os.environ, PYTHONPATH=REPO)
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
         self.records: list[dict] = []
