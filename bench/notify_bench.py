@@ -2,7 +2,7 @@
 
 The notifier runs in this process on ``cfg.CONF`` (parsed once by the
 caller), on a notification transport; the listener (bench/notify_listener.py)
-runs in its own process with the threading executor, on a topic unique to
+runs in its own process with the threading (or eventlet) executor, on a topic unique to
 this run. bench/rpc_bench.py starts it with the RPC servers, so it listens
 before anything is sent.
 """
@@ -17,7 +17,7 @@ from oslo_config import cfg
 
 from bench.measure import SMALL, Counts, Deadline, Result
 from bench.notify_listener import END_EVENT
-from bench.procs import Child
+from bench.procs import Child, child_spec
 
 EVENT = "bench.sample"
 DONE_MARGIN = 10.0  # seconds beyond the listener's own drain cap to wait for its DONE line
@@ -38,7 +38,7 @@ def listener_spec(
         "--drain-cap", str(counts.drain_cap),
         "--executor", executor,
     ]  # fmt: skip
-    return ("notify_listener", args, "notification listener"), topic
+    return child_spec("bench.notify_listener", args, "notification listener", executor), topic
 
 
 def measure(url: str, listener: Child, topic: str, counts: Counts, result: Result) -> None:

@@ -1,7 +1,7 @@
 """A notification listener process of the benchmark (threading or eventlet executor).
 
-    python -m bench.notify_listener --config-file F --url URL [--executor eventlet] \
-        --topic T --drain-cap S
+    python -m bench.notify_listener --config-file F --url URL --topic T --drain-cap S
+    python -m harness.green bench.notify_listener --executor eventlet ...   # monkey-patched
 
 Prints "READY" once listening and stops gracefully on SIGTERM (SIGUSR1 prints
 every thread's stack to stderr). The endpoint counts ``info`` notifications
@@ -16,30 +16,17 @@ marker arrived, it prints
 
 from __future__ import annotations
 
-import sys
+import argparse
+import faulthandler
+import logging
+import signal
+import threading
+import time
 
-if "eventlet" in sys.argv:  # --executor eventlet: patch before anything imports threading
-    import warnings
+import oslo_messaging
+from oslo_config import cfg
 
-    warnings.simplefilter("ignore")  # eventlet's deprecation notice
-    import eventlet
-
-    eventlet.monkey_patch()
-
-import argparse  # noqa: E402
-import faulthandler  # noqa: E402
-import logging  # noqa: E402
-import signal  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-
-warnings.simplefilter("ignore")  # eventlet's deprecation notice on import
-
-import oslo_messaging  # noqa: E402
-from oslo_config import cfg  # noqa: E402
-
-from bench.procs import StopRequest  # noqa: E402
+from bench.procs import StopRequest
 
 END_EVENT = "bench.end"
 

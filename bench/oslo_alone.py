@@ -28,17 +28,14 @@ import contextlib
 import os
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 
-warnings.simplefilter("ignore")  # eventlet's deprecation notice, imported by oslo libraries
+import oslo_messaging
+from oslo_config import cfg
+from oslo_messaging import transport as oslo_transport
+from oslo_messaging._drivers import base
 
-import oslo_messaging  # noqa: E402
-from oslo_config import cfg  # noqa: E402
-from oslo_messaging import transport as oslo_transport  # noqa: E402
-from oslo_messaging._drivers import base  # noqa: E402
-
-from bench.measure import FULL, LARGE, QUICK, SMALL, Counts, Result, latency_values  # noqa: E402
+from bench.measure import FULL, LARGE, QUICK, SMALL, Counts, Result, latency_values
 
 WAIT = 60.0  # seconds: generous bound on any single wait here
 

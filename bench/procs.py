@@ -1,7 +1,7 @@
-"""Processes of a benchmark run: child processes, a private Redis, the local RabbitMQ.
+"""Processes of a benchmark run: child processes and the local RabbitMQ.
 
 Everything started here is stopped by PID (``stop()``), and callers do so in
-``finally`` blocks. Nothing here touches the shared Redis on 127.0.0.1:6379.
+``finally`` blocks. The private Redis of the zmq+redis:// column is harness.redis_server's.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOOPBACK = "127.0.0.1"
-SHARED_REDIS_PORT = 6379
+from harness.net import LOOPBACK
+from harness.wait import eventually
+
 STOP_TIMEOUT = 10.0
 
 
@@ -52,28 +51,6 @@ class ProcessError(RuntimeError):
     """A helper process did not start or misbehaved."""
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now (never the shared Redis port)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((LOOPBACK, 0))
-            port = sock.getsockname()[1]
-        if port != SHARED_REDIS_PORT:
-            return port
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``condition`` with a growing pause until it holds (True) or ``timeout`` (False)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.25)
-    return True
-
-
 def stop_pid(process: subprocess.Popen, name: str = "", dump_stacks: bool = False) -> None:
     """Stop ``process`` by its PID: SIGTERM first, SIGKILL if it lingers.
 
@@ -102,23 +79,22 @@ def stop_pid(process: subprocess.Popen, name: str = "", dump_stacks: bool = Fals
 
 
 class Child:
-    """A module of bench/ run in its own process (``python -m bench.<module>``).
+    """A module run in its own process: ``python -m <module> <args>``, e.g. ``bench.rpc_server``.
 
+    Started from this process's working directory, the repository root, as the benchmark is
+    (``harness.green`` with the module as its first argument runs it under eventlet).
     Its stdout lines are queued: the module announces itself with a line
     (``READY ...``), and ``expect`` waits for a line with a given prefix.
     """
 
     def __init__(self, module: str, *args: str, name: str | None = None) -> None:
         self.name = name or module
-        command = [sys.executable, "-m", f"bench.{module}", *args]
-        path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
         self.process = subprocess.Popen(
-            command,
+            [sys.executable, "-m", module, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
-            env=dict(os.environ, PYTHONPATH=path),
         )
         self.ready_line = ""  # the READY line, once start_children has seen it
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -156,6 +132,16 @@ class Child:
         stop_pid(self.process, self.name, dump_stacks=True)
 
 
+def child_spec(
+    module: str, args: list[str], name: str, executor: str = "threading"
+) -> tuple[str, list[str], str]:
+    """A ``start_children`` spec of ``python -m <module> <args>``; with the eventlet executor
+    it runs through ``harness.green``, monkey-patched before the module is imported."""
+    if executor == "eventlet":
+        return "harness.green", [module, *args], name
+    return module, args, name
+
+
 def start_children(specs: list[tuple[str, list[str], str]], timeout: float) -> list[Child]:
     """Start several children at once (module, args, name); wait up to ``timeout`` for READY.
 
@@ -185,53 +171,6 @@ def stop_all(children: list[Child]) -> None:
             child.stop()
         except Exception as exc:  # reported, the others still get stopped
             print(f"warning: could not stop {child.name} (pid {child.pid}): {exc}", flush=True)
-
-
-class RedisServer:
-    """A private redis-server on a free loopback port, in ``directory``, without persistence."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"zmq+redis://{LOOPBACK}:{self.port}"
-
-    def start(self, timeout: float = 20.0) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise ProcessError("redis-server not found on PATH (apt-get install redis-server)")
-        command = [
-            binary,
-            "--port", str(self.port),
-            "--bind", LOOPBACK,
-            "--dir", self.directory,
-            "--save", "",
-            "--appendonly", "no",
-            "--daemonize", "no",
-            "--logfile", os.path.join(self.directory, "redis.log"),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-        if not wait_for(self._ready, timeout):
-            self.stop()
-            raise ProcessError(f"redis-server on port {self.port} did not answer PING")
-
-    def _ready(self) -> bool:
-        if self.process is None or self.process.poll() is not None:
-            raise ProcessError(f"redis-server on port {self.port} exited")
-        try:
-            with socket.create_connection((LOOPBACK, self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_pid(self.process)
-            self.process = None
 
 
 def amqp_answers(host: str, port: int, timeout: float = 2.0) -> bool:
@@ -267,7 +206,7 @@ class RabbitMQ:
         )
         if started.returncode != 0:
             return f"rabbitmq-server -detached failed: {started.stderr.strip()[-300:]}"
-        if not wait_for(lambda: amqp_answers(self.host, self.port), timeout):
+        if not eventually(lambda: amqp_answers(self.host, self.port), timeout, 0.01, 0.25):
             return f"RabbitMQ did not answer on {self.host}:{self.port} within {timeout:.0f} s"
         self.started_pid = _rabbit_os_pid()
         return None
@@ -281,7 +220,7 @@ class RabbitMQ:
             os.kill(pid, signal.SIGTERM)  # the Erlang VM shuts down gracefully on SIGTERM
         except ProcessLookupError:
             return
-        if not wait_for(lambda: not _pid_alive(pid), 60.0):
+        if not eventually(lambda: not _pid_alive(pid), 60.0, 0.01, 0.25):
             os.kill(pid, signal.SIGKILL)
 
 

@@ -54,7 +54,7 @@ def serve() -> None:
 
 def run(counts: Counts) -> Result:
     """All raw rows: the server in its own process, the client here."""
-    (server,) = start_children([("raw_zmq", [], "raw pyzmq server")], counts.start_cap)
+    (server,) = start_children([("bench.raw_zmq", [], "raw pyzmq server")], counts.start_cap)
     result = Result()
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
@@ -64,7 +64,7 @@ def run(counts: Counts) -> Result:
         port = int(server.ready_line.split()[1])
         dealer.connect(f"tcp://{LOOPBACK}:{port}")
         for prefix, size in (("lat_small", SMALL), ("lat_large", LARGE)):
-            samples = _sequential(dealer, "x" * size, counts, result, prefix)
+            samples = sequential(dealer, "x" * size, counts, result, prefix)
             result.values.update(latency_values(prefix, samples))
         result.values["call_tput"] = _pipelined(dealer, counts, result)
     finally:
@@ -82,7 +82,7 @@ def _round_trip(dealer: zmq.Socket, request_id: int, payload: str) -> None:
         raise AssertionError(f"raw echo: unexpected reply to request {request_id}")
 
 
-def _sequential(
+def sequential(
     dealer: zmq.Socket, payload: str, counts: Counts, result: Result, prefix: str
 ) -> list[float]:
     for i in range(counts.warmup):

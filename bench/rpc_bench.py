@@ -2,7 +2,7 @@
 
 The client side runs in this process on ``cfg.CONF`` (parsed once by the
 caller); the RPC servers (bench/rpc_server.py) run in their own processes
-with the threading executor, on topics unique to this run, and so does the
+with the threading (or eventlet) executor, on topics unique to this run, and so does the
 notification listener of bench/notify_bench.py.
 """
 
@@ -17,7 +17,7 @@ from oslo_config import cfg
 
 from bench import notify_bench
 from bench.measure import LARGE, SMALL, Counts, Deadline, Result, latency_values
-from bench.procs import delete_rabbit_queues, start_children, stop_all
+from bench.procs import child_spec, delete_rabbit_queues, start_children, stop_all
 
 CALL_TIMEOUT = 30  # seconds, for every RPC call of the benchmark
 
@@ -43,7 +43,7 @@ def run_column(
     def spec(topic: str, server: str) -> tuple[str, list[str], str]:
         args = ["--config-file", config_file, "--url", url, "--executor", executor]
         args += ["--topic", topic, "--server", server]
-        return "rpc_server", args, f"rpc server {server}"
+        return child_spec("bench.rpc_server", args, f"rpc server {server}", executor)
 
     specs = [spec(topic, "single")] + [spec(fanout_topic, name) for name in fanout_names]
     listener_spec, notify_topic = notify_bench.listener_spec(url, config_file, counts, executor)
@@ -83,14 +83,14 @@ def run_column(
     return result
 
 
-def _client(transport, topic: str, server: str | None = None, fanout: bool = False):
+def rpc_client(transport, topic: str, server: str | None = None, fanout: bool = False):
     target = oslo_messaging.Target(topic=topic, server=server, fanout=fanout)
     return oslo_messaging.get_rpc_client(transport, target, timeout=CALL_TIMEOUT)
 
 
 def _latency(transport, topic: str, counts: Counts, result: Result) -> None:
     """Sequential calls, one at a time: p50/p99 at each payload size."""
-    client = _client(transport, topic, server="single")
+    client = rpc_client(transport, topic, server="single")
     for prefix, size in (("lat_small", SMALL), ("lat_large", LARGE)):
         payload = "x" * size
         for _ in range(counts.warmup):
@@ -109,7 +109,7 @@ def _latency(transport, topic: str, counts: Counts, result: Result) -> None:
         result.values.update(latency_values(prefix, samples))
 
 
-class _SharedBudget:
+class SharedBudget:
     """Calls left for the caller threads to make; closed by the time cap or by an error."""
 
     def __init__(self, calls: int) -> None:
@@ -137,9 +137,9 @@ class _SharedBudget:
 
 def _call_throughput(transport, topic: str, counts: Counts, result: Result) -> None:
     """``counts.threads`` threads share one transport and one client, calling flat out."""
-    client = _client(transport, topic, server="single")
+    client = rpc_client(transport, topic, server="single")
     payload = "x" * SMALL
-    budget = _SharedBudget(counts.throughput_calls)
+    budget = SharedBudget(counts.throughput_calls)
     ready = threading.Barrier(counts.threads + 1)
 
     def caller() -> None:
@@ -180,8 +180,8 @@ def _call_throughput(transport, topic: str, counts: Counts, result: Result) -> N
 
 def _cast_throughput(transport, topic: str, counts: Counts, result: Result) -> None:
     """Casts from one thread to the one server of ``topic``, until it has them all."""
-    client = _client(transport, topic)
-    probes = {"single": _client(transport, topic, server="single")}
+    client = rpc_client(transport, topic)
+    probes = {"single": rpc_client(transport, topic, server="single")}
     _warm_casts(client, list(probes.values()), counts.warmup, counts.drain_cap)
     rate = _cast_rate(client, probes, counts.casts, counts.cast_cap, counts.drain_cap, result)
     if rate:
@@ -190,8 +190,8 @@ def _cast_throughput(transport, topic: str, counts: Counts, result: Result) -> N
 
 def _fanout(transport, topic: str, names: list[str], counts: Counts, result: Result) -> None:
     """Fanout casts to every server of ``topic``, until all of them have all the casts."""
-    client = _client(transport, topic, fanout=True)
-    probes = {name: _client(transport, topic, server=name) for name in names}
+    client = rpc_client(transport, topic, fanout=True)
+    probes = {name: rpc_client(transport, topic, server=name) for name in names}
     _warm_casts(client, list(probes.values()), max(1, counts.warmup // 10), counts.drain_cap)
     rate = _cast_rate(
         client, probes, counts.fanout_casts, counts.fanout_cap, counts.drain_cap, result

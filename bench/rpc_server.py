@@ -1,6 +1,7 @@
 """An oslo.messaging RPC server process of the benchmark (threading or eventlet executor).
 
-    python -m bench.rpc_server --config-file F --url URL [--executor eventlet] --topic T --server S
+    python -m bench.rpc_server --config-file F --url URL --topic T --server S
+    python -m harness.green bench.rpc_server --executor eventlet ...   # monkey-patched
 
 Prints "READY <server>" once serving and stops gracefully on SIGTERM (SIGUSR1
 prints every thread's stack to stderr). The
@@ -11,30 +12,17 @@ compare it with its own start time).
 
 from __future__ import annotations
 
-import sys
+import argparse
+import faulthandler
+import logging
+import signal
+import threading
+import time
 
-if "eventlet" in sys.argv:  # --executor eventlet: patch before anything imports threading
-    import warnings
+import oslo_messaging
+from oslo_config import cfg
 
-    warnings.simplefilter("ignore")  # eventlet's deprecation notice
-    import eventlet
-
-    eventlet.monkey_patch()
-
-import argparse  # noqa: E402
-import faulthandler  # noqa: E402
-import logging  # noqa: E402
-import signal  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-
-warnings.simplefilter("ignore")  # eventlet's deprecation notice on import
-
-import oslo_messaging  # noqa: E402
-from oslo_config import cfg  # noqa: E402
-
-from bench.procs import StopRequest  # noqa: E402
+from bench.procs import StopRequest
 
 
 class BenchEndpoint:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark zmqdriver against RabbitMQ and raw pyzmq, side by side, in one run.
 
-    python bench/run.py [--quick] [--json FILE]
+    python -m bench.run [--quick] [--json FILE]
         [--only zmq,zmq-curve,zmq-eventlet,zmq+redis,rabbit,raw,oslo]
 
 Columns: zmq:// (embedded matchmaker), zmq:// + CURVE (the same with CURVE
@@ -23,26 +23,19 @@ import argparse
 import json
 import logging
 import os
-import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass
-from importlib import metadata
 
-warnings.simplefilter("ignore")  # eventlet's deprecation notice, imported by oslo libraries
-if __package__ in (None, ""):  # run as a script (python bench/run.py): import bench.* from here
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from oslo_config import cfg  # noqa: E402
-
-from bench import oslo_alone, raw_zmq, rpc_bench  # noqa: E402
-from bench.measure import FULL, QUICK, Counts, Result  # noqa: E402
-from bench.procs import ProcessError, RabbitMQ, RedisServer  # noqa: E402
-from zmqdriver import keys  # noqa: E402
+from bench import oslo_alone, raw_zmq, rpc_bench
+from bench.config import loopback_config, parse_config
+from bench.measure import FULL, QUICK, Counts, Result
+from bench.procs import ProcessError, RabbitMQ
+from bench.report import load_average, machine_facts, markdown
+from harness.redis_server import RedisServer, RedisServerError
+from zmqdriver import keys
 
 DEFAULT_RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 COLUMNS = {
@@ -83,22 +76,6 @@ def metrics(counts: Counts) -> list[Metric]:
 # -- running the columns -----------------------------------------------------------
 
 
-def write_config(directory: str, name: str = "bench.conf", extra: str = "") -> str:
-    """The config file of every oslo process of this run: loopback only, private matchmaker.
-
-    ``extra`` adds lines to its [oslo_messaging_zmq] section.
-    """
-    path = os.path.join(directory, name)
-    with open(path, "w") as handle:
-        handle.write(
-            "[oslo_messaging_zmq]\n"
-            "rpc_zmq_bind_address = 127.0.0.1\n"
-            "rpc_zmq_host = 127.0.0.1\n"
-            f"zmq_matchmaker_path = {os.path.join(directory, 'matchmaker.sqlite')}\n" + extra
-        )
-    return path
-
-
 def write_curve_configs(directory: str) -> tuple[str, str]:
     """The config files (client, servers) of the zmq:// + CURVE column, with fresh key pairs.
 
@@ -112,30 +89,26 @@ def write_curve_configs(directory: str) -> tuple[str, str]:
     client_public, client_secret = keys.create(key_dir, "bench-client")
     _, server_secret = keys.create(key_dir, "bench-server")
     keys.allow(client_public, allowed_dir)
-    client = write_config(
+    client = loopback_config(
         directory,
         "bench-curve-client.conf",
-        f"zmq_curve_enabled = true\nzmq_curve_secret_key_file = {client_secret}\n",
+        zmq_curve_enabled="true",
+        zmq_curve_secret_key_file=client_secret,
     )
-    server = write_config(
+    server = loopback_config(
         directory,
         "bench-curve-server.conf",
-        "zmq_curve_enabled = true\n"
-        f"zmq_curve_secret_key_file = {server_secret}\n"
-        f"zmq_curve_allowed_keys_dir = {allowed_dir}\n",
+        zmq_curve_enabled="true",
+        zmq_curve_secret_key_file=server_secret,
+        zmq_curve_allowed_keys_dir=allowed_dir,
     )
     return client, server
-
-
-def parse_config(config_file: str) -> None:
-    """(Re)parse this process's ``cfg.CONF`` from ``config_file`` alone."""
-    cfg.CONF(["--config-file", config_file], project="zmqdriver-bench", default_config_files=[])
 
 
 def run_columns(
     selected: list[str], counts: Counts, rabbit_url: str, workdir: str
 ) -> dict[str, Result]:
-    config_file = write_config(workdir)
+    config_file = loopback_config(workdir)
     parse_config(config_file)
     results: dict[str, Result] = {}
     redis: RedisServer | None = None
@@ -174,7 +147,7 @@ def run_columns(
                     results[column] = oslo_alone.run(counts)
                 else:
                     results[column] = raw_zmq.run(counts)
-            except ProcessError as exc:
+            except (ProcessError, RedisServerError) as exc:
                 results[column] = Result(unavailable=str(exc))
             for note in results[column].notes:
                 print(f"    note: {note}", flush=True)
@@ -258,17 +231,7 @@ def table(results: dict[str, Result], counts: Counts) -> str:
             cells.append(cost(value("zmq-eventlet", metric.key), zmq, metric))
         rows.append(cells)
 
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        padded = [
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = "|" + "|".join("-" * (w + 1) + ":" if i else "-" * (w + 2) for i, w in enumerate(widths))
-    lines = [line(header), rule + "|", *(line(row) for row in rows), ""]
+    lines = [markdown(header, rows), ""]
     lines.append(
         f"† raw pyzmq: pipelined round trips/s, one thread, {counts.raw_window} in flight."
     )
@@ -298,50 +261,6 @@ def table(results: dict[str, Result], counts: Counts) -> str:
         for note in result.notes:
             lines.append(f"{COLUMNS[column]}: {note}")
     return "\n".join(lines)
-
-
-# -- machine facts -----------------------------------------------------------------
-
-
-def _first_line(command: list[str]) -> str:
-    """The first line ``command`` prints, or "" if it cannot run or prints nothing."""
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return next(iter(done.stdout.strip().splitlines()), "")
-
-
-def load_average() -> str:
-    """This machine's 1-minute load average: other work running next to the benchmark."""
-    return f"{os.getloadavg()[0]:.2f}"
-
-
-def zmqdriver_revision() -> str:
-    """The git commit the driver code comes from, and whether it has local changes."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    commit = _first_line(["git", "-C", repo, "rev-parse", "--short", "HEAD"]) or "unknown"
-    changed = _first_line(["git", "-C", repo, "status", "--porcelain", "--", "zmqdriver"])
-    return f"commit {commit}" + (" + uncommitted changes" if changed else "")
-
-
-def machine_facts(selected: list[str]) -> dict[str, str]:
-    import zmq
-
-    facts = {
-        "nproc": str(os.cpu_count()),
-        "python": platform.python_version(),
-        "oslo.messaging": metadata.version("oslo.messaging"),
-        "zmqdriver": f"{metadata.version('zmqdriver')} ({zmqdriver_revision()})",
-        "pyzmq": f"{zmq.pyzmq_version()} (libzmq {zmq.zmq_version()})",
-        "kombu": metadata.version("kombu"),
-    }
-    if "zmq+redis" in selected:
-        version = _first_line(["redis-server", "--version"])  # "Redis server v=7.0.15 ..."
-        facts["redis-server"] = version.split("v=")[-1].split()[0] if "v=" in version else "?"
-    if "rabbit" in selected:
-        facts["rabbitmq"] = _first_line(["rabbitmqctl", "version"]) or "?"
-    return facts
 
 
 # -- command line --------------------------------------------------------------------

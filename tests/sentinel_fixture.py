@@ -21,12 +21,8 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from tests.redis_fixture import (
-    START_TIMEOUT,
-    RedisServer,
-    redis_server_binary,
-    wait_for,
-)
+from harness.redis_server import START_TIMEOUT, RedisServer, redis_server_binary
+from harness.wait import wait_until
 
 if TYPE_CHECKING:
     from tests.tls_fixture import TlsFiles
@@ -80,7 +76,7 @@ class SentinelServer(RedisServer):
             self.config_path.write_text("\n".join(lines) + "\n")
         command = [redis_server_binary(), str(self.config_path), "--sentinel"]
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-        wait_for(self._ready, START_TIMEOUT, f"sentinel on port {self.port} ({self._log()})")
+        self.wait_ready(f"sentinel on port {self.port}")
 
     def client(self, **kwargs) -> redis.Redis:
         kwargs.setdefault("password", self.password)
@@ -171,10 +167,10 @@ class SentinelCluster:
             replica.start()
         # Sentinels learn replicas from the master's INFO, read on connecting
         # and then only every 10 s: let the replicas attach first.
-        wait_for(self._replicas_in_sync, START_TIMEOUT, "the replicas to sync with the master")
+        wait_until(self._replicas_in_sync, START_TIMEOUT, "the replicas to sync with the master")
         for sentinel in self.sentinels:
             sentinel.start()
-        wait_for(self._sentinels_ready, START_TIMEOUT, "the sentinels to see the whole cluster")
+        wait_until(self._sentinels_ready, START_TIMEOUT, "the sentinels to see the whole cluster")
 
     def stop(self) -> None:
         """Kill every process this cluster started, by PID."""
@@ -232,7 +228,7 @@ class SentinelCluster:
             promoted[:] = [server]
             return True
 
-        wait_for(done, timeout, f"the sentinels to promote a new master ({self._logs()})")
+        wait_until(done, timeout, f"the sentinels to promote a new master ({self._logs()})")
         return promoted[0]
 
     def _replicas_in_sync(self) -> bool:

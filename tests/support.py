@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import oslo_messaging
 from oslo_config import cfg
 
@@ -23,13 +20,3 @@ def make_conf(**overrides) -> cfg.ConfigOpts:
 
 def parse(conf: cfg.ConfigOpts, url: str) -> oslo_messaging.TransportURL:
     return oslo_messaging.TransportURL.parse(conf, url)
-
-
-def eventually(condition: Callable[[], bool], timeout: float, poll: float = 0.05) -> bool:
-    """Poll ``condition``; True as soon as it holds, False after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(poll)
-    return True

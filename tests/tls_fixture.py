@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.redis_fixture import RedisServer
+from harness.redis_server import RedisServer
 from tests.sentinel_fixture import SentinelCluster
 
 # The TLS Redis's only user: its default user is off.

@@ -12,10 +12,8 @@ import json
 import time
 import warnings
 
-warnings.simplefilter("ignore")
-
-import oslo_messaging  # noqa: E402
-from oslo_config import cfg  # noqa: E402
+import oslo_messaging
+from oslo_config import cfg
 
 CALL_TIMEOUT = 30
 ARRIVAL_TIMEOUT = 30.0
@@ -24,6 +22,7 @@ CASTS = 20
 
 
 def main() -> None:
+    warnings.simplefilter("ignore")  # library deprecation notices: noise here
     parser = argparse.ArgumentParser()
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--topic", required=True)

@@ -17,7 +17,8 @@ from pathlib import Path
 import oslo_messaging
 import pytest
 
-from tests.functional.helpers import client, unique, wait_until
+from harness.wait import wait_until
+from tests.functional.helpers import client, unique
 from zmqdriver import options
 from zmqdriver.exceptions import ServerLost
 

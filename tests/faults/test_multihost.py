@@ -24,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.config import write_config
+from harness.redis_server import redis_server_binary
+from harness.wait import wait_until
 from tests.faults import netns
 from tests.functional import helpers
-from tests.redis_fixture import redis_server_binary
 
 REDIS_PORT = 6379
 START_TIMEOUT = 30.0
@@ -92,7 +94,7 @@ def multihost(network, tmp_path_factory) -> Deployment:
     url = f"zmq+redis://{a.ip}:{REDIS_PORT}"
     prefix = helpers.unique("multihost")
     configs = {
-        host.name: helpers.write_config(
+        host.name: write_config(
             str(tmpdir / f"{host.name}.conf"),
             url,
             rpc_zmq_host=host.ip,
@@ -111,7 +113,7 @@ def multihost(network, tmp_path_factory) -> Deployment:
         except subprocess.CalledProcessError:
             return False
 
-    helpers.wait_until(answers, START_TIMEOUT, f"redis-server at {a.ip} to answer from {b.name}")
+    wait_until(answers, START_TIMEOUT, f"redis-server at {a.ip} to answer from {b.name}")
     return deployment
 
 

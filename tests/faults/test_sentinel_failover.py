@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 
-from tests.functional import helpers
+from harness.config import write_config
+from harness.wait import wait_until
 from tests.functional.conftest import Deployment
-from tests.functional.helpers import client, unique, wait_until
+from tests.functional.helpers import client, unique
 
 
 def test_rpc_continues_through_a_sentinel_failover(sentinel_cluster_factory, tmp_path):
     cluster = sentinel_cluster_factory()
-    config_file = helpers.write_config(
+    config_file = write_config(
         os.path.join(tmp_path, "zmq.conf"),
         cluster.url,
         zmq_matchmaker_prefix=unique("sentinel"),

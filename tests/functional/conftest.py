@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import oslo_messaging
 import pytest
 
+from harness.config import write_config
 from tests.functional import helpers
 from zmqdriver import options
 
@@ -51,7 +52,7 @@ def _deployment(kind: str, tmpdir: str, request) -> Deployment:
     else:
         url = request.getfixturevalue("redis_server").url
         options = {}
-    config_file = helpers.write_config(
+    config_file = write_config(
         os.path.join(tmpdir, "zmq.conf"), url, zmq_matchmaker_prefix=prefix, **options
     )
     return Deployment(kind, url, config_file, tmpdir)

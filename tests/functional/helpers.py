@@ -1,4 +1,4 @@
-"""Helpers of the functional tests: configs, server processes, waiting."""
+"""Helpers of the functional tests: configs, server processes, clients."""
 
 from __future__ import annotations
 
@@ -8,25 +8,16 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable
 
 import oslo_messaging
 from oslo_config import cfg
 from oslo_messaging._metrics import client as metrics_client
 from oslo_messaging._tracing import client as tracing_client
 
+from harness import green
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def write_config(path: str, url: str, **zmq_options) -> str:
-    """A config file for ``url``; options go to [oslo_messaging_zmq]."""
-    lines = ["[DEFAULT]", f"transport_url = {url}", "", "[oslo_messaging_zmq]"]
-    lines += [f"{name} = {value}" for name, value in zmq_options.items()]
-    with open(path, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    return path
 
 
 def make_conf(config_file: str) -> cfg.ConfigOpts:
@@ -40,16 +31,11 @@ def make_conf(config_file: str) -> cfg.ConfigOpts:
     return conf
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.05)
+def python_m(module: str, args: list[str], eventlet: bool = False) -> list[str]:
+    """``python -m <module> <args>``; under ``eventlet`` monkey-patched first (harness.green)."""
+    if eventlet:
+        return green.command(module, *args)
+    return [sys.executable, "-m", module, *args]
 
 
 def unique(name: str) -> str:
@@ -90,10 +76,7 @@ class ServerProcess(ChildProcess):
     ) -> None:
         """``log_file``: where the server's stderr (its warnings) goes; default: inherited."""
         self.name = server
-        cmd = [
-            sys.executable,
-            "-m",
-            "tests.functional.rpc_server_proc",
+        args = [
             "--config-file",
             config_file,
             "--topic",
@@ -104,9 +87,10 @@ class ServerProcess(ChildProcess):
             mode,
         ]
         if exchange:
-            cmd += ["--exchange", exchange]
+            args += ["--exchange", exchange]
         if journal:
-            cmd += ["--journal", journal]
+            args += ["--journal", journal]
+        cmd = python_m("tests.functional.rpc_server_proc", args, eventlet=mode == "eventlet")
         env = dict(os.environ, PYTHONPATH=REPO)
         # The child gets its own copy of the descriptor; ours is closed below.
         stderr = open(log_file, "a") if log_file else None
@@ -142,16 +126,10 @@ class ListenerProcess(ChildProcess):
     """
 
     def __init__(self, config_file: str, topic: str, *options: str) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "tests.functional.notify_listener_proc",
-            "--config-file",
-            config_file,
-            "--topic",
-            topic,
-            *options,
-        ]
+        args = ["--config-file", config_file, "--topic", topic, *options]
+        cmd = python_m(
+            "tests.functional.notify_listener_proc", args, eventlet="eventlet" in options
+        )
         env = dict(os.environ, PYTHONPATH=REPO)
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
         self.records: list[dict] = []

@@ -4,28 +4,22 @@
         [--pool P] [--batch-size N --batch-timeout S] [--requeue-first]
         [--delay SECONDS] [--mode threading|eventlet] [--workers N]
 
+``--mode eventlet`` runs through ``python -m harness.green tests.functional.notify_listener_proc``,
+monkey-patched before this module is imported.
+
 Prints "READY", then one JSON line per notification its endpoint handled
 (after handling, before the acknowledgement); stops on SIGTERM.
 """
 
-import sys
+import argparse
+import json
+import signal
+import threading
+import time
+import warnings
 
-if "eventlet" in sys.argv:
-    import eventlet
-
-    eventlet.monkey_patch()
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import signal  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-
-warnings.simplefilter("ignore")
-
-import oslo_messaging  # noqa: E402
-from oslo_config import cfg  # noqa: E402
+import oslo_messaging
+from oslo_config import cfg
 
 _print_lock = threading.Lock()
 
@@ -57,6 +51,7 @@ class BatchEndpoint:
 
 
 def main() -> None:
+    warnings.simplefilter("ignore")  # library deprecation notices: noise here
     parser = argparse.ArgumentParser()
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--topic", required=True)

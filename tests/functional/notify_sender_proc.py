@@ -7,14 +7,13 @@ python -m tests.functional.notify_sender_proc --config-file F --topic T --count 
 import argparse
 import warnings
 
-warnings.simplefilter("ignore")
-
-import oslo_messaging  # noqa: E402
-from oslo_config import cfg  # noqa: E402
-from oslo_context import context  # noqa: E402
+import oslo_messaging
+from oslo_config import cfg
+from oslo_context import context
 
 
 def main() -> None:
+    warnings.simplefilter("ignore")  # library deprecation notices: noise here
     parser = argparse.ArgumentParser()
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--topic", required=True)

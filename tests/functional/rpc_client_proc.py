@@ -1,34 +1,25 @@
 """An RPC client process running under eventlet, for the functional tests.
 
-    python -m tests.functional.rpc_client_proc --config-file F --topic T eventlet
+    python -m harness.green tests.functional.rpc_client_proc --config-file F --topic T
 
 Exercises call, concurrent green calls, cast and fanout against servers s1 and
 s2 of topic T, prints "OK" on success and exits non-zero otherwise.
 """
 
-import sys
+import argparse
+import warnings
 
-if "eventlet" in sys.argv:
-    import eventlet
-
-    eventlet.monkey_patch()
-
-import argparse  # noqa: E402
-import warnings  # noqa: E402
-
-warnings.simplefilter("ignore")
-
-import eventlet  # noqa: E402
-import oslo_messaging  # noqa: E402
-from oslo_config import cfg  # noqa: E402
+import eventlet
+import oslo_messaging
+from oslo_config import cfg
 
 
 def main() -> None:
+    warnings.simplefilter("ignore")  # library deprecation notices: noise here
     parser = argparse.ArgumentParser()
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--exchange")
-    parser.add_argument("mode", nargs="?")
     args = parser.parse_args()
     cfg.CONF(["--config-file", args.config_file])
     transport = oslo_messaging.get_rpc_transport(cfg.CONF)

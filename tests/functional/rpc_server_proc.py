@@ -3,28 +3,22 @@
     python -m tests.functional.rpc_server_proc --config-file F --topic T --server S
         [--exchange E] [--mode threading|eventlet]
 
+``--mode eventlet`` runs through ``python -m harness.green tests.functional.rpc_server_proc``,
+monkey-patched before this module is imported.
+
 Prints "READY" once serving; stops gracefully on SIGTERM.
 """
 
-import sys
+import argparse
+import os
+import signal
+import time
+import warnings
 
-if "eventlet" in sys.argv:  # --mode eventlet: patch before anything imports threading
-    import eventlet
+import oslo_messaging
+from oslo_config import cfg
 
-    eventlet.monkey_patch()
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-
-warnings.simplefilter("ignore")
-
-import oslo_messaging  # noqa: E402
-from oslo_config import cfg  # noqa: E402
-
-from tests.functional import remote_errors  # noqa: E402
+from tests.functional import remote_errors
 
 
 class TestEndpoint:
@@ -74,6 +68,7 @@ class TestEndpoint:
 
 
 def main() -> None:
+    warnings.simplefilter("ignore")  # library deprecation notices: noise here
     parser = argparse.ArgumentParser()
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--topic", required=True)

@@ -1,4 +1,4 @@
-"""The scaling benchmark still runs: ``python -m bench.scaling --quick`` prints both tables.
+"""The scaling benchmark still runs: ``python -m bench.studies.scaling --quick`` prints both tables.
 
 A smoke test of the benchmark's code, not of performance: no timing is asserted.
 """
@@ -14,7 +14,7 @@ from tests.functional.test_bench_smoke import run_bench, table_rows
 
 pytestmark = pytest.mark.timeout(240)
 
-# Every row of both tables (bench/scaling.py QUICK: the same grid and sizes as a full run).
+# Every row of both tables (bench/studies/scaling.py QUICK: the same grid and sizes as a full run).
 GRID_ROWS = [
     f"{servers} server{'s' * (servers > 1)}, {threads} thread{'s' * (threads > 1)}"
     for servers in (1, 3, 10)
@@ -29,7 +29,7 @@ def test_quick_run_prints_every_row(tmp_path):
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
     out_dir = tmp_path / "out"
 
-    code, out = run_bench(["--quick", "--out", str(out_dir)], env, ["-m", "bench.scaling"])
+    code, out = run_bench(["--quick", "--out", str(out_dir)], env, "bench.studies.scaling")
 
     assert code == 0, out
     rows = table_rows(out)

@@ -1,4 +1,4 @@
-"""The benchmark still runs: ``bench/run.py --quick --only zmq,raw,oslo`` prints its whole table.
+"""The benchmark still runs: ``python -m bench.run --quick --only zmq,raw,oslo`` prints its table.
 
 A smoke test of the benchmark's code, not of performance: no timing is asserted.
 """
@@ -32,14 +32,13 @@ ROWS = [
 RAW_ROWS = ROWS[:5]  # the rows raw pyzmq has a number for
 
 
-def run_bench(args: list[str], env: dict, program: list[str] | None = None) -> tuple[int, str]:
-    """Run a benchmark (bench/run.py unless ``program``, e.g. ``["-m", "bench.scaling"]``).
+def run_bench(args: list[str], env: dict, module: str = "bench.run") -> tuple[int, str]:
+    """Run a benchmark module (``python -m <module>``) from the repository root.
 
     On timeout it is stopped by PID with SIGTERM, so it stops its own children.
     """
-    program = program or ["bench/run.py"]
     process = subprocess.Popen(
-        [sys.executable, *program, *args],
+        [sys.executable, "-m", module, *args],
         cwd=helpers.REPO,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -56,7 +55,7 @@ def run_bench(args: list[str], env: dict, program: list[str] | None = None) -> t
         except subprocess.TimeoutExpired:
             process.kill()
             out, _ = process.communicate()
-        pytest.fail(f"{' '.join(program)} did not finish within {RUN_TIMEOUT} s:\n{out}")
+        pytest.fail(f"{module} did not finish within {RUN_TIMEOUT} s:\n{out}")
     finally:
         if process.poll() is None:
             process.kill()
@@ -108,12 +107,12 @@ def test_quick_run_prints_every_row(tmp_path):
 
 
 def test_call_timeline_prints_every_step(tmp_path):
-    # bench/call_timeline.py wraps driver methods by name: this fails if one is renamed.
+    # bench/studies/call_timeline.py wraps driver methods by name: this fails if one is renamed.
     runtime = tmp_path / "runtime"
     runtime.mkdir(mode=0o700)
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
 
-    code, out = run_bench(["--calls", "30"], env, ["-m", "bench.call_timeline"])
+    code, out = run_bench(["--calls", "30"], env, "bench.studies.call_timeline")
 
     assert code == 0, out
     rows = table_rows(out)

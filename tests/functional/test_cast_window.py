@@ -14,6 +14,7 @@ import oslo_messaging
 import pytest
 import zmq
 
+from harness.config import write_config
 from tests.functional import helpers
 from tests.functional.helpers import client, unique
 from zmqdriver import addressing, protocol
@@ -55,7 +56,7 @@ class HandDrivenServer:
 
 @pytest.fixture
 def config_file(tmp_path) -> str:
-    return helpers.write_config(
+    return write_config(
         os.path.join(tmp_path, "zmq.conf"),
         "zmq://",
         zmq_matchmaker_path=os.path.join(tmp_path, "mm", "matchmaker.sqlite"),

@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -20,8 +19,10 @@ from pathlib import Path
 import oslo_messaging
 import pytest
 
+from harness import green
+from harness.wait import wait_until
 from tests.functional import helpers
-from tests.functional.helpers import client, unique, wait_until
+from tests.functional.helpers import client, unique
 from zmqdriver import addressing, matchmaker, options
 from zmqdriver.security import CurveConfigError
 
@@ -193,8 +194,13 @@ def test_an_eventlet_client_process_with_curve(deployment, keys, curve_servers):
         zmq_curve_secret_key_file=keys.secret("client"),
     )
     done = subprocess.run(
-        [sys.executable, "-m", "tests.functional.rpc_client_proc", "--config-file", config]
-        + ["--topic", curve_servers.topic, "eventlet"],
+        green.command(
+            "tests.functional.rpc_client_proc",
+            "--config-file",
+            config,
+            "--topic",
+            curve_servers.topic,
+        ),
         cwd=helpers.REPO,
         env=dict(os.environ, PYTHONPATH=helpers.REPO),
         capture_output=True,

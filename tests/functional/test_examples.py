@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from harness.config import write_config
 from tests.functional import helpers
 from tests.functional.helpers import unique
 
@@ -39,7 +40,7 @@ def test_readme_roundtrip_on_the_embedded_default(private_env):
 
 
 def test_roundtrip_with_a_redis_config(redis_server, tmp_path, private_env):
-    config = helpers.write_config(
+    config = write_config(
         str(tmp_path / "redis.conf"), redis_server.url, zmq_matchmaker_prefix=unique("ex")
     )
     out = run_example(["examples/roundtrip.py", "--config-file", config], private_env)

@@ -10,7 +10,8 @@ import logging
 import oslo_messaging
 import pytest
 
-from tests.functional.helpers import ListenerProcess, send_notifications, unique, wait_until
+from harness.wait import wait_until
+from tests.functional.helpers import ListenerProcess, send_notifications, unique
 
 
 @pytest.fixture

@@ -12,8 +12,10 @@ import os
 import oslo_messaging
 import pytest
 
+from harness import config
+from harness.wait import wait_until
 from tests.functional import helpers
-from tests.functional.helpers import ListenerProcess, client, send_notifications, unique, wait_until
+from tests.functional.helpers import ListenerProcess, client, send_notifications, unique
 from tests.tls_fixture import ACL_PASSWORD, ACL_USER
 
 pytestmark = pytest.mark.timeout(300)
@@ -31,7 +33,7 @@ def tls_url(request) -> str:
 def write_config(tmp_path, url: str, name: str = "zmq", **zmq_options) -> str:
     """A config file for ``url``: its own key prefix, plus ``zmq_options`` (the TLS files)."""
     path = os.path.join(tmp_path, f"{name}.conf")
-    return helpers.write_config(path, url, zmq_matchmaker_prefix=unique("tls"), **zmq_options)
+    return config.write_config(path, url, zmq_matchmaker_prefix=unique("tls"), **zmq_options)
 
 
 def rpc_client(config_file: str, topic: str, timeout: float = 30):

@@ -10,14 +10,15 @@ import concurrent.futures
 import logging
 import os
 import subprocess
-import sys
 import time
 
 import oslo_messaging
 import pytest
 
+from harness import green
+from harness.wait import wait_until
 from tests.functional import helpers
-from tests.functional.helpers import client, unique, wait_until
+from tests.functional.helpers import client, unique
 from zmqdriver.exceptions import ServerLost
 
 # -- a cluster shared by the tests of this module -------------------------------------
@@ -189,9 +190,7 @@ def test_connection_limit_keeps_a_connection_with_a_call_in_flight(cluster):
 def test_eventlet_client_process(cluster):
     env = dict(os.environ, PYTHONPATH=helpers.REPO)
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
+        green.command(
             "tests.functional.rpc_client_proc",
             "--config-file",
             cluster.deployment.config_file,
@@ -199,8 +198,7 @@ def test_eventlet_client_process(cluster):
             cluster.topic,
             "--exchange",
             "ex_a",
-            "eventlet",
-        ],
+        ),
         cwd=helpers.REPO,
         env=env,
         capture_output=True,

@@ -15,6 +15,7 @@ MODULES = [
     "zmqdriver.backends.redis",
     "zmqdriver.backends.sentinel",
     "zmqdriver.backends.sqlitefile",
+    "harness.wait",
 ]
 
 

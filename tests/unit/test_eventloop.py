@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from tests.support import eventually
+from harness.wait import eventually
 from zmqdriver.eventloop import IoLoop, runtime_for_process
 from zmqdriver.eventloop.loop import LoopStopped
 from zmqdriver.eventloop.native import NativeRuntime

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_fixture import RedisServer, free_port
-from tests.support import eventually, make_conf, parse
+from harness.net import free_port
+from harness.redis_server import RedisServer
+from harness.wait import eventually
+from tests.support import make_conf, parse
 from zmqdriver import matchmaker
 from zmqdriver.backends.redis import RedisBackend
 from zmqdriver.matchmaker.local import LocalMatchMaker

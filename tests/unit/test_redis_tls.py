@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.redis_fixture import RedisServer
+from harness.redis_server import RedisServer
 from tests.support import make_conf, parse
 from tests.tls_fixture import ACL_PASSWORD, ACL_USER, SENTINEL_MASTER_PASSWORD
 from zmqdriver import keyfiles

@@ -18,7 +18,8 @@ from oslo_config import cfg
 from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
-from tests.support import eventually, make_conf
+from harness.wait import eventually
+from tests.support import make_conf
 from zmqdriver import addressing, options, security
 from zmqdriver.addressing import Endpoint, decode_record, encode_record, is_z85_key
 from zmqdriver.discovery import Directory

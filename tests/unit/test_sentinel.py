@@ -12,9 +12,10 @@ from importlib import metadata
 
 import pytest
 
-from tests.redis_fixture import free_port
+from harness.net import free_port
+from harness.wait import eventually
 from tests.sentinel_fixture import SERVICE, SentinelCluster
-from tests.support import eventually, make_conf, parse
+from tests.support import make_conf, parse
 from zmqdriver import matchmaker
 from zmqdriver.backends.sentinel import SentinelBackend
 from zmqdriver.matchmaker.redis import RedisMatchMaker

@@ -1,6 +1,6 @@
 """Memory of a client that knows many servers, with and without a connection limit.
 
-    python -m bench.rss [--servers 1000] [--processes 4] [--limits 0,256,100]
+    python -m bench.studies.rss [--servers 1000] [--processes 4] [--limits 0,256,100]
 
 Starts ``--servers`` RPC servers on one topic (spread over ``--processes``
 processes, each with its own name) on ``zmq://`` with a private matchmaker
@@ -20,7 +20,8 @@ import sys
 import tempfile
 import textwrap
 
-from bench.procs import REPO, stop_pid
+from bench.procs import stop_pid
+from harness.config import write_config
 
 MIB = 1024 * 1024
 
@@ -86,15 +87,13 @@ CLIENT = textwrap.dedent(
 )
 
 
-def _start_servers(config: str, topic: str, servers: int, processes: int, env: dict) -> list:
+def _start_servers(config: str, topic: str, servers: int, processes: int) -> list:
     per_process = -(-servers // processes)
     children = []
     for first in range(0, servers, per_process):
         count = min(per_process, servers - first)
         args = [sys.executable, "-c", SERVERS, config, topic, str(first), str(count)]
-        child = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-        )
+        child = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         children.append(child)
     for child in children:
         if child.stdout.readline().strip() != "READY":
@@ -102,9 +101,9 @@ def _start_servers(config: str, topic: str, servers: int, processes: int, env: d
     return children
 
 
-def _measure(config: str, topic: str, servers: int, limit: int, env: dict) -> dict:
+def _measure(config: str, topic: str, servers: int, limit: int) -> dict:
     args = [sys.executable, "-c", CLIENT, config, topic, str(servers), str(limit)]
-    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600)
     if out.returncode:
         raise RuntimeError(f"client with limit {limit} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -116,16 +115,13 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--limits", default="0,256,100")
     args = parser.parse_args()
-    pythonpath = [REPO, os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, pythonpath)))
     with tempfile.TemporaryDirectory() as tmp:
-        config = os.path.join(tmp, "zmq.conf")
-        with open(config, "w") as f:
-            f.write(
-                "[DEFAULT]\ntransport_url = zmq://\n[oslo_messaging_zmq]\n"
-                f"zmq_matchmaker_path = {tmp}/matchmaker.sqlite\n"
-            )
-        children = _start_servers(config, "rss", args.servers, args.processes, env)
+        config = write_config(
+            os.path.join(tmp, "zmq.conf"),
+            "zmq://",
+            zmq_matchmaker_path=os.path.join(tmp, "matchmaker.sqlite"),
+        )
+        children = _start_servers(config, "rss", args.servers, args.processes)
         try:
             print(
                 f"| zmq_max_connections | RSS, 1 server | RSS, {args.servers} servers "
@@ -133,7 +129,7 @@ def main() -> None:
             )
             print("|---:|---:|---:|---:|---:|---:|")
             for limit in (int(x) for x in args.limits.split(",")):
-                m = _measure(config, "rss", args.servers, limit, env)
+                m = _measure(config, "rss", args.servers, limit)
                 one, every = m["rss_one"] / MIB, m["rss_all"] / MIB
                 print(
                     f"| {limit or 'no limit'} | {one:.1f} MiB | {every:.1f} MiB "

@@ -1,6 +1,6 @@
 """What the threading model costs: a round trip with and without the I/O-loop hand-off.
 
-    python -m bench.handoff [--count N]
+    python -m bench.studies.handoff [--count N]
 
 Both variants talk to the raw echo server of ``bench.raw_zmq`` (another
 process), with the same frames:
@@ -85,7 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=5000)
     args = parser.parse_args()
-    (server,) = start_children([("raw_zmq", [], "raw pyzmq server")], 30)
+    (server,) = start_children([("bench.raw_zmq", [], "raw pyzmq server")], 30)
     try:
         port = int(server.ready_line.split()[1])
         direct(port, 200)  # warm up both paths

@@ -1,6 +1,6 @@
 """How zmq:// scales with servers, client threads and payload size.
 
-    python -m bench.scaling [--quick] [--out DIR]
+    python -m bench.studies.scaling [--quick] [--out DIR]
 
 (a) 1, 3 and 10 RPC servers on one topic (the client's calls go round-robin
 across them) x 1, 8 and 32 client threads sharing one transport and one
@@ -9,7 +9,7 @@ RPCClient: calls/s and the p50/p99 latency of those calls. (b) Payloads of
 calls/s with 8 threads, and the same sequential round trips over raw pyzmq
 (bench/raw_zmq.py) for comparison. The servers are bench/rpc_server.py
 processes (threading executor), started per group on a topic of their own and
-stopped by PID; the matchmaker is private to the run (bench/run.py's config).
+stopped by PID; the matchmaker is private to the run (bench/config.py, as for bench.run).
 Every loop is bounded by a count and a time cap. ``--out DIR`` writes
 ``scaling.json`` and ``scaling.png`` (needs matplotlib: ``pip install -e .[bench]``).
 See doc/benchmarks.md, Scaling.
@@ -26,22 +26,21 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
-warnings.simplefilter("ignore")  # eventlet's deprecation notice, imported by oslo libraries
+import oslo_messaging
+import zmq
+from oslo_config import cfg
 
-import oslo_messaging  # noqa: E402
-import zmq  # noqa: E402
-from oslo_config import cfg  # noqa: E402
-
-from bench import measure, raw_zmq, rpc_bench  # noqa: E402
-from bench.measure import percentile  # noqa: E402
-from bench.procs import LOOPBACK, start_children, stop_all  # noqa: E402
-from bench.run import load_average, machine_facts, parse_config, write_config  # noqa: E402
+from bench import measure, raw_zmq, rpc_bench
+from bench.config import loopback_config, parse_config
+from bench.measure import percentile
+from bench.procs import start_children, stop_all
+from bench.report import load_average, machine_facts, markdown
+from harness.net import LOOPBACK
 
 URL = "zmq://"
 GRID_PAYLOAD = 100  # bytes, the grid's payload
@@ -122,7 +121,7 @@ def timed_calls(client, payload: str, threads: int, counts: ScaleCounts) -> Cell
     Every call is bounded by the RPC timeout and the loop by ``counts.cap``, so
     the threads end; the first error of any of them is raised here.
     """
-    budget = rpc_bench._SharedBudget(counts.calls)
+    budget = rpc_bench.SharedBudget(counts.calls)
     with ThreadPoolExecutor(threads, thread_name_prefix="caller") as pool:
         # Warm-up calls from every thread, also starting all threads before the clock does.
         list(pool.map(lambda _: _echo(client, payload), range(threads * counts.warmup)))
@@ -140,7 +139,7 @@ def rpc_servers(count: int, config_file: str, counts: ScaleCounts) -> Iterator[o
     topic = f"scale-{uuid.uuid4().hex[:8]}"
     specs = [
         (
-            "rpc_server",
+            "bench.rpc_server",
             ["--config-file", config_file, "--url", URL, "--topic", topic, "--server", f"s{i}"],
             f"rpc server s{i}",
         )
@@ -150,7 +149,7 @@ def rpc_servers(count: int, config_file: str, counts: ScaleCounts) -> Iterator[o
     transport = None
     try:
         transport = oslo_messaging.get_rpc_transport(cfg.CONF, url=URL)
-        client = rpc_bench._client(transport, topic)  # no server: round-robin
+        client = rpc_bench.rpc_client(transport, topic)  # no server: round-robin
         for _ in range(4 * count):  # every server connected and known before timing
             _echo(client, "x")
         yield client
@@ -195,7 +194,7 @@ def measure_payloads(client, results: Results) -> None:
 def measure_raw(counts: ScaleCounts, results: Results) -> None:
     """The payload sweep's sequential round trips over a bare DEALER/ROUTER pair."""
     _log("raw pyzmq payload sweep")
-    (server,) = start_children([("raw_zmq", [], "raw pyzmq server")], counts.start_cap)
+    (server,) = start_children([("bench.raw_zmq", [], "raw pyzmq server")], counts.start_cap)
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
@@ -207,7 +206,7 @@ def measure_raw(counts: ScaleCounts, results: Results) -> None:
         dealer.connect(f"tcp://{LOOPBACK}:{int(server.ready_line.split()[1])}")
         for size in SIZES:
             noted = measure.Result()
-            samples = raw_zmq._sequential(dealer, "x" * size, loop, noted, f"raw {size} B")
+            samples = raw_zmq.sequential(dealer, "x" * size, loop, noted, f"raw {size} B")
             results.raw[size] = cell(samples, sum(samples))
     finally:
         dealer.close()
@@ -233,22 +232,6 @@ def _cells(value: Cell | None) -> list[str]:
     if value is None:
         return ["-", "-", "-"]
     return [f"{value.per_s:,.0f}/s", f"{value.p50:.3f} ms", f"{value.p99:.3f} ms"]
-
-
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    """An aligned Markdown table: the first column left-aligned, the others right-aligned."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        padded = [
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = "|" + "|".join(
-        "-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)
-    )
-    return "\n".join([line(header), rule + "|", *(line(row) for row in rows)])
 
 
 def grid_table(results: Results, counts: ScaleCounts) -> str:
@@ -289,7 +272,7 @@ def save(results: Results, counts: ScaleCounts, out: str) -> None:
     with open(os.path.join(out, "scaling.json"), "w") as handle:
         json.dump({"counts": asdict(counts), "results": asdict(results)}, handle, indent=2)
     try:
-        from bench import scaling_plot
+        from bench.studies import scaling_plot
     except ImportError as exc:
         print(f"no plot: {exc} (pip install -e .[bench])", flush=True)
         return
@@ -297,7 +280,7 @@ def save(results: Results, counts: ScaleCounts, out: str) -> None:
 
 
 def run(counts: ScaleCounts, workdir: str) -> Results:
-    config_file = write_config(workdir)
+    config_file = loopback_config(workdir)
     parse_config(config_file)
     results = Results(counts)
     measure_grid(config_file, results)

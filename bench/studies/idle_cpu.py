@@ -1,6 +1,6 @@
 """Idle CPU of a server process and of a client process (no busy polling).
 
-    python -m bench.idle_cpu [--url zmq://] [--seconds 10]
+    python -m bench.studies.idle_cpu [--url zmq://] [--seconds 10]
 
 Starts an RPC server and a notification listener in one process and a client
 process that made one call and then idles; samples both processes' CPU time

@@ -1,6 +1,6 @@
 """Where a call's time goes: timestamps at each hand-over, client and server.
 
-    python -m bench.call_timeline [--calls 1000]
+    python -m bench.studies.call_timeline [--calls 1000]
 
 A zmq:// RPC server runs in its own process (threading executor), the client
 here makes sequential 100 B calls. Both wrap a few driver methods so each
@@ -25,16 +25,13 @@ import os
 import statistics
 import tempfile
 import time
-import warnings
 
-warnings.simplefilter("ignore")  # eventlet's deprecation notice, imported by oslo libraries
+import oslo_messaging
+from oslo_config import cfg
 
-import oslo_messaging  # noqa: E402
-from oslo_config import cfg  # noqa: E402
-
-from bench.procs import StopRequest, start_children, stop_all  # noqa: E402
-from bench.run import write_config  # noqa: E402
-from zmqdriver.rpc import outbox, server  # noqa: E402
+from bench.config import loopback_config
+from bench.procs import StopRequest, start_children, stop_all
+from zmqdriver.rpc import outbox, server
 
 WARMUP = 200
 PAYLOAD = "x" * 100
@@ -164,9 +161,11 @@ def main() -> None:
     if args.serve:
         return serve(*args.serve)
     with tempfile.TemporaryDirectory(prefix="zmqdriver-timeline-") as workdir:
-        config = write_config(workdir)
+        config = loopback_config(workdir)
         out = os.path.join(workdir, "server-points.json")
-        children = start_children([("call_timeline", ["--serve", config, out], "server")], 60)
+        children = start_children(
+            [("bench.studies.call_timeline", ["--serve", config, out], "server")], 60
+        )
         try:
             points = call(config, args.calls)
         finally:

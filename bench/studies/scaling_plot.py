@@ -1,6 +1,7 @@
-"""The plot of bench/scaling.py: one PNG, three panels (matplotlib, Agg backend).
+"""The plot of bench/studies/scaling.py: one PNG, three panels (matplotlib).
 
-matplotlib is an extra (``pip install -e .[bench]``); bench/scaling.py runs without it.
+matplotlib is an extra (``pip install -e .[bench]``); the study runs without it. The figure
+is drawn without pyplot, so no GUI backend is ever chosen.
 """
 
 from __future__ import annotations
@@ -8,23 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator  # noqa: E402
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 if TYPE_CHECKING:
-    from bench.scaling import Cell, Results, ScaleCounts
+    from bench.studies.scaling import Cell, Results, ScaleCounts
 
 
 def plot(
     results: Results, counts: ScaleCounts, path: str, size_label: Callable[[int], str]
 ) -> None:
     """Write the PNG to ``path``; ``size_label`` names a payload size on the x axes."""
-    figure, (grid, latency, rate) = plt.subplots(1, 3, figsize=(16, 4.8))
+    figure = Figure(figsize=(16, 4.8))
+    grid, latency, rate = figure.subplots(1, 3)
     _grid_panel(grid, results, counts)
     _latency_panel(latency, results)
     _rate_panel(rate, results, counts)
@@ -35,7 +33,6 @@ def plot(
     figure.suptitle("zmqdriver zmq:// scaling (2 cores shared by client and servers)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def _series(table: dict[int, Cell], attribute: str) -> tuple[list[int], list[float]]:
