@@ -21,7 +21,7 @@ import queue
 import time
 from dataclasses import dataclass, field
 
-from oslo_messaging import Target, exceptions
+from oslo_messaging import exceptions
 from oslo_messaging._drivers import common as driver_common
 
 from zmqdriver import protocol
@@ -29,6 +29,7 @@ from zmqdriver.addressing import Endpoint, describe_target
 from zmqdriver.exceptions import ServerLost
 from zmqdriver.rpc.chooser import NoServer, ServerChooser
 from zmqdriver.rpc.outbox import PEER_LOST, Outbox, Response, Waiter
+from zmqdriver.rpc.request import Request
 from zmqdriver.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
@@ -38,19 +39,13 @@ _SILENCE_LOG_EVERY = 30.0
 
 
 @dataclass(eq=False)
-class Call:
-    """One call on its way: its address, frames and time limits."""
+class Call(Request):
+    """One call on its way: a request with time limits."""
 
-    target: Target
-    key: str  # the matchmaker key of its servers
-    msg_id: bytes
-    frames: list[bytes]
     timeout: float | None = None  # None: wait for ever, as with the other drivers
-    retry: int | None = None  # None or -1: no limit; N: at most N resends
     monitor_timeout: float | None = None  # call_monitor_timeout
     started: float = field(default_factory=time.monotonic)
     sent_at: float = 0.0  # when it was last sent
-    tried: set[Endpoint] = field(default_factory=set)  # servers that failed it
 
     @property
     def deadline(self) -> float | None:
@@ -109,7 +104,6 @@ class Caller:
         behind its ACK (if any).
         """
         lookup_deadline = call.deadline if call.deadline is not None else float("inf")
-        attempts = 0
         refusal = ""  # the last failed security handshake, for the final error
         while True:
             try:
@@ -121,7 +115,7 @@ class Caller:
                 ) from None
             self._outbox.send(server, call.msg_id, call.frames)
             call.sent_at = time.monotonic()
-            attempts += 1
+            call.attempts += 1
             acked_by, response = self._await_ack(
                 waiter, server, call.ack_deadline(self._ack_timeout)
             )
@@ -137,10 +131,10 @@ class Caller:
                     f"{call.describe()}{refusal}"
                 )
             refusal = self._leave(call, server, response) or refusal
-            if call.retry is not None and 0 <= call.retry < attempts:
+            if call.out_of_retries():
                 raise exceptions.MessageDeliveryFailure(
-                    f"{describe_target(call.target)}: no server acknowledged after {attempts} "
-                    f"attempts{refusal}"
+                    f"{describe_target(call.target)}: no server acknowledged after "
+                    f"{call.attempts} attempts{refusal}"
                 )
 
     def _leave(self, call: Call, server: Endpoint, response: Response | None) -> str:

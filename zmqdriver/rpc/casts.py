@@ -38,15 +38,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from oslo_messaging import Target, exceptions
+from oslo_messaging import exceptions
 
 from zmqdriver import protocol
 from zmqdriver.addressing import Endpoint, describe_target
 from zmqdriver.exceptions import BackendError
 from zmqdriver.rpc.chooser import NoServer, ServerChooser
 from zmqdriver.rpc.outbox import PEER_LOST, Outbox, Response
+from zmqdriver.rpc.request import Request
 from zmqdriver.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
@@ -67,24 +68,14 @@ class CastLimits:
 
 
 @dataclass(eq=False)
-class Cast:
+class Cast(Request):
     """One cast on its way, from ``cast()`` until every copy is DONE."""
 
-    target: Target
-    key: str  # the matchmaker key of its servers
-    msg_id: bytes
-    frames: list[bytes]
-    retry: int | None = None  # oslo's retry: None or -1 no limit, N at most N resends
-    attempts: int = 0  # how many times it was sent
-    tried: set[Endpoint] = field(default_factory=set)  # servers that failed it
     held_since: float | None = None  # when it first waited for a server
 
     @property
     def fanout(self) -> bool:
         return bool(self.target.fanout)
-
-    def out_of_retries(self) -> bool:
-        return self.retry is not None and 0 <= self.retry < self.attempts
 
     def describe(self) -> str:
         return f"cast {protocol.msg_id_str(self.msg_id)} to {describe_target(self.target)}"

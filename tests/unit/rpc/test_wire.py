@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import sys
 import time
 from types import SimpleNamespace
@@ -258,15 +259,17 @@ def test_no_free_port_names_the_options(wire):
 # -- the outbox's connections ---------------------------------------------------------------
 
 
-def dead_endpoint() -> Endpoint:
-    probe = zmq.Context.instance().socket(zmq.ROUTER)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(linger=0)
-    return Endpoint("127.0.0.1", port)
+@pytest.fixture
+def dead_endpoint():
+    """A port that refuses connections: bound (so nobody else takes it), never listening."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    yield Endpoint("127.0.0.1", holder.getsockname()[1])
+    holder.close()
 
 
-def test_a_refused_connection_reports_peer_lost_once_in_the_log(wire, caplog):
-    server = dead_endpoint()
+def test_a_refused_connection_reports_peer_lost_once_in_the_log(wire, caplog, dead_endpoint):
+    server = dead_endpoint
     responses: queue.Queue = queue.Queue()
     ids = [protocol.new_msg_id() for _ in range(2)]
     with caplog.at_level(logging.WARNING, logger="zmqdriver"):
@@ -317,11 +320,11 @@ def test_malformed_responses_are_dropped_and_logged(wire, caplog):
     router.close()
 
 
-def test_the_least_recently_used_idle_connection_makes_room(wire):
+def test_the_least_recently_used_idle_connection_makes_room(wire, dead_endpoint):
     outbox = Outbox(
         wire.loop, wire.context, linger_ms=0, heartbeats=Heartbeats(100, 300), max_connections=1
     )
-    first, second = dead_endpoint(), wire.inbox.endpoint
+    first, second = dead_endpoint, wire.inbox.endpoint
     outbox.send(first, protocol.new_msg_id(), [b"x"])
     wait_for(lambda: first in outbox._dealers, "the first connection")
     outbox._inflight.clear()  # nothing in flight on it: idle
