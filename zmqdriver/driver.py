@@ -24,6 +24,7 @@ from zmqdriver import addressing, matchmaker, options, protocol, security
 from zmqdriver.backoff import Backoff, call_with_retry
 from zmqdriver.discovery import Directory, Registrar
 from zmqdriver.eventloop import IoLoop, runtime_for_process
+from zmqdriver.eventloop.pauses import PauseWatch, pause_threshold
 from zmqdriver.exceptions import BackendError
 from zmqdriver.matchmaker import MatchMaker
 from zmqdriver.notify import notification_store_for
@@ -60,7 +61,14 @@ class Engine:
         self.context = zmq.Context()
         self.context.max_sockets = _max_sockets(zconf.zmq_max_connections)
         self.linger_ms = zconf.zmq_linger * 1000 if zconf.zmq_linger >= 0 else -1
-        self.loop = IoLoop(self.runtime)
+        pauses = PauseWatch(
+            pause_threshold(
+                zconf.rpc_ack_timeout_base,
+                zconf.zmq_heartbeat_interval,
+                zconf.zmq_heartbeat_timeout,
+            )
+        )
+        self.loop = IoLoop(self.runtime, pauses=pauses)
         self.curve = curve
         self.zap: security.ZapHandler | None = None  # loop thread; bound by the first server
         self.outbox = Outbox(

@@ -16,6 +16,7 @@ MODULES = [
     "zmqdriver.backends.sentinel",
     "zmqdriver.backends.sqlitefile",
     "harness.wait",
+    "zmqdriver.eventloop.pauses",
 ]
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import zmq
 from eventlet import patcher
 
+from zmqdriver.eventloop.pauses import PauseWatch
 from zmqdriver.eventloop.runtime import Runtime
 
 LOG = logging.getLogger(__name__)
@@ -39,8 +40,12 @@ class LoopStopped(RuntimeError):
 
 
 class IoLoop:
-    def __init__(self, runtime: Runtime, name: str = "zmqdriver-io") -> None:
+    def __init__(
+        self, runtime: Runtime, name: str = "zmqdriver-io", pauses: PauseWatch | None = None
+    ) -> None:
+        """``pauses``, if given, is told every time the loop runs (see pauses.py)."""
         self.runtime = runtime
+        self.pauses = pauses
         self._tasks: collections.deque = collections.deque()
         self._wake_r, self._wake_w = _os.pipe()
         _os.set_blocking(self._wake_r, False)
@@ -143,6 +148,9 @@ class IoLoop:
                 continue
             finally:
                 self._sleeping = False
+            if self.pauses is not None:
+                # Before anything is read: what waited through a pause must be seen as such.
+                self.pauses.awake(timeout / 1000)
             for socket, _ in events:
                 if socket == self._wake_r:
                     self._drain_wake_pipe()
@@ -162,9 +170,11 @@ class IoLoop:
                 self.runtime.log(logging.ERROR, "zmqdriver I/O task %r failed", fn, exc_info=exc)
 
     def _poll_timeout_ms(self) -> int | None:
+        longest = None if self.pauses is None else math.ceil(self.pauses.longest_sleep * 1000)
         if not self._timers:
-            return None
-        return max(0, math.ceil((self._timers[0][0] - time.monotonic()) * 1000))
+            return longest
+        due = max(0, math.ceil((self._timers[0][0] - time.monotonic()) * 1000))
+        return due if longest is None else min(due, longest)
 
     def _run_timers(self) -> None:
         timers, now = self._timers, time.monotonic()
@@ -187,6 +197,8 @@ class IoLoop:
         for _ in range(_READ_BATCH):
             if callback is None or socket.closed:
                 return False
+            if self.pauses is not None:
+                self.pauses.awake()  # a pause in the middle of a batch counts too
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:

@@ -8,10 +8,12 @@ A call goes through two states:
    (same id, so a server can de-duplicate) goes to another server; ``retry``
    bounds those resends. The ACK itself wakes nobody: the caller looks at it
    when a reply or heartbeat comes, or when its ACK deadline passes.
-2. **Accepted**: never sent elsewhere again. It waits for the REPLY until
-   the call's timeout; with ``call_monitor_timeout`` every HEARTBEAT extends
-   a shorter monitor deadline; a lost connection fails it at once with
-   ``ServerLost`` (it may or may not have run).
+2. **Accepted**: never sent elsewhere again, unless the server REJECTs it
+   unrun (its process paused, and the call waited through the pause; see
+   ``rpc/server.py``), which puts it back in state 1. It waits for the REPLY
+   until the call's timeout; with ``call_monitor_timeout`` every HEARTBEAT
+   extends a shorter monitor deadline; a lost connection fails it at once
+   with ``ServerLost`` (it may or may not have run).
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ class Call(Request):
         )
 
 
+class _RefusedAfterAck(Exception):
+    """The server that acknowledged the call refused it before running it."""
+
+
 class Caller:
     def __init__(
         self,
@@ -90,8 +96,16 @@ class Caller:
         """The call's result; raises its remote exception, MessagingTimeout or ServerLost."""
         waiter = self._outbox.expect(call.msg_id)
         try:
-            server, early = self._deliver(call, waiter)
-            return self._await_reply(call, waiter, server, early)
+            while True:
+                server, early = self._deliver(call, waiter)
+                try:
+                    return self._await_reply(call, waiter, server, early)
+                except _RefusedAfterAck:
+                    # The server took it, then paused, and refused it unrun:
+                    # deliver it again, elsewhere first.
+                    LOG.debug("%s refused the %s after a pause", server, call.describe())
+                    call.tried.add(server)
+                    waiter.acked_by = None
         finally:
             self._outbox.forget(call.msg_id)
 
@@ -203,6 +217,8 @@ class Caller:
                 return self._result(response)
             if response.kind == protocol.Kind.HEARTBEAT and monitor:
                 monitor_deadline = time.monotonic() + monitor
+            if response.kind == protocol.Kind.REJECT and response.endpoint == server:
+                raise _RefusedAfterAck()
             if response.kind == PEER_LOST and response.endpoint == server:
                 raise ServerLost(
                     f"Connection to {server}, which accepted the {call.describe()}, was lost "

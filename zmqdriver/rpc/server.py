@@ -37,6 +37,36 @@ _LOG_EVERY = 10.0  # seconds between two log lines about bad input from peers
 # Calls are acknowledged at once: an acknowledged call is never sent elsewhere.
 CAST_ACK_DELAY = 0.01
 
+# After a pause of this process (see eventloop/pauses.py) every request is
+# refused for this long: what senders sent before or during the pause arrives
+# from the sockets' buffers within milliseconds of waking, and its senders may
+# have sent it elsewhere already. A refused request goes elsewhere, or comes
+# back here after the fence.
+FENCE_AFTER_PAUSE = 1.0
+
+
+class StaleRequest(Exception):
+    """A request that waited through a pause of this process: refused, not run."""
+
+
+class _StaleRequestLog(logging.Filter):
+    """oslo's server logs a message whose ``acknowledge()`` raised with a traceback
+    at ERROR and skips it; for a request refused after a pause that skip is the
+    intent, so it becomes one INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        refused = record.exc_info[1] if record.exc_info else None
+        if isinstance(refused, StaleRequest):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "zmqdriver: %s", (refused,)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_OSLO_SERVER_LOG = logging.getLogger("oslo_messaging.rpc.server")
+if not any(isinstance(f, _StaleRequestLog) for f in _OSLO_SERVER_LOG.filters):
+    _OSLO_SERVER_LOG.addFilter(_StaleRequestLog())
+
 
 @dataclass(frozen=True)
 class BindSettings:
@@ -78,6 +108,12 @@ class Inbox:
         self._unacked: collections.OrderedDict[bytes, tuple] = collections.OrderedDict()
         self._ack_timer = False
         self._complaints = Throttle(every=_LOG_EVERY)
+        # Requests handed to the executor that have started and not been
+        # answered yet (executor threads add, the loop removes).
+        self._running: set[bytes] = set()
+        self._fenced_until = 0.0
+        if loop.pauses is not None:
+            loop.pauses.subscribe(self._on_pause)
         self.listener: RpcListener | None = None
         self._router = context.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, linger_ms)
@@ -119,6 +155,24 @@ class Inbox:
         """A cast has run: send its DONE (the loop sends it)."""
         self._submit(self.cast_done, msg_id, frames)
 
+    def finish_call(self, msg_id: bytes, frames: list[bytes]) -> None:
+        """A call has run: send its REPLY (the loop sends it)."""
+        self._submit(self.call_done, msg_id, frames)
+
+    def start(self, message: ZmqIncomingMessage) -> None:
+        """An executor is about to run ``message``; StaleRequest if it waited through a pause.
+
+        Its sender may have sent it elsewhere meanwhile: it is refused
+        (REJECT) and forgotten, so a later resend to this server runs it.
+        """
+        pauses = self._loop.pauses
+        if pauses is not None and pauses.paused_since(message.pause_generation):
+            self._submit(self._refuse, message.identity, message.header)
+            raise StaleRequest(
+                f"request {message.msg_id} waited through a pause of this process; refused"
+            )
+        self._running.add(message.header.msg_id)
+
     def _submit(self, fn, *args) -> None:
         try:
             self._loop.submit(fn, *args)
@@ -138,7 +192,12 @@ class Inbox:
         except zmq.ZMQError as exc:
             self._complain("reply to a client failed: %s", exc)
 
+    def call_done(self, msg_id: bytes, frames: list[bytes]) -> None:
+        self._running.discard(msg_id)
+        self.send(frames)
+
     def cast_done(self, msg_id: bytes, frames: list[bytes]) -> None:
+        self._running.discard(msg_id)
         self._done.add(msg_id)
         self._unacked.pop(msg_id, None)  # DONE implies the ACK
         self.send(frames)
@@ -211,6 +270,9 @@ class Inbox:
         if not self._accepting:
             self._respond(identity, protocol.Kind.REJECT, header)
             return
+        if time.monotonic() < self._fenced_until:
+            self._refuse(identity, header)
+            return
         if header.msg_id in self._seen:
             # A resend of a message we already took: do not run it again, but
             # repeat DONE if it has run (the first one may have gone to a
@@ -231,8 +293,31 @@ class Inbox:
             if header.kind == protocol.Kind.CALL:
                 self._respond(identity, protocol.Kind.REPLY, header, {"failure": _failure_for(exc)})
             return
-        incoming = ZmqIncomingMessage(self, identity, header, request)
+        generation = self._loop.pauses.generation if self._loop.pauses is not None else 0
+        incoming = ZmqIncomingMessage(self, identity, header, request, generation)
         self._loop.runtime.deliver(self._dispatch, incoming)
+
+    def _on_pause(self, seconds: float) -> None:
+        """This process did not run for ``seconds``: fence off what waited through it."""
+        self._fenced_until = time.monotonic() + FENCE_AFTER_PAUSE
+        self._loop.runtime.log(
+            logging.WARNING,
+            "zmqdriver server %s: this process did not run for %.1fs (frozen or starved); "
+            "requests that waited through the pause are refused so their senders can resend "
+            "them; %d were running and may also have been run elsewhere",
+            self.endpoint,
+            seconds,
+            len(self._running),
+        )
+
+    def _refuse(self, identity: bytes, header: protocol.Header) -> None:
+        """Refuse a request that may have gone elsewhere; a cast that ran says DONE."""
+        if header.msg_id in self._done:
+            self._respond(identity, protocol.Kind.DONE, header)
+            return
+        self._seen.pop(header.msg_id)  # a resend after the fence must run
+        self._unacked.pop(header.msg_id, None)
+        self._respond(identity, protocol.Kind.REJECT, header)
 
     def _decode_request(self, payload: bytes, header: protocol.Header) -> dict:
         request = protocol.decode_body(payload, header.codec)
@@ -264,18 +349,32 @@ def _failure_for(exc: Exception) -> str:
 
 
 class ZmqIncomingMessage(base.RpcIncomingMessage):
-    def __init__(self, inbox: Inbox, identity: bytes, header: protocol.Header, request: dict):
+    def __init__(
+        self,
+        inbox: Inbox,
+        identity: bytes,
+        header: protocol.Header,
+        request: dict,
+        pause_generation: int = 0,
+    ):
         super().__init__(
             request.get("ctxt") or {}, request["message"], protocol.msg_id_str(header.msg_id)
         )
         self._inbox = inbox
-        self._identity = identity
-        self._header = header
+        self.identity = identity
+        self.header = header
+        self.pause_generation = pause_generation  # pauses seen when it arrived
         self._is_call = header.kind == protocol.Kind.CALL
         self.client_timeout = request.get("cm_timeout")
 
     def acknowledge(self) -> None:
-        """Nothing to do: the I/O loop acknowledged the request on arrival."""
+        """oslo's server calls this before it runs the message: the last chance to refuse it.
+
+        The I/O loop acknowledged the request on arrival. Raises StaleRequest
+        (oslo then skips the message) if it waited through a pause of this
+        process, since its sender may have sent it elsewhere.
+        """
+        self._inbox.start(self)
 
     def requeue(self) -> None:
         """RPC requests are not requeued (require_features(requeue=True) says so)."""
@@ -284,32 +383,27 @@ class ZmqIncomingMessage(base.RpcIncomingMessage):
         if not self._is_call:
             # oslo's server "replies" to casts too, once the endpoint has run:
             # tell the sender it may forget the cast.
-            frames = [self._identity, self._header_bytes(protocol.Kind.DONE)]
-            self._inbox.finish_cast(self._header.msg_id, frames)
+            frames = [self.identity, self._header_bytes(protocol.Kind.DONE)]
+            self._inbox.finish_cast(self.header.msg_id, frames)
             return
         if failure is not None:
             body = {"failure": driver_common.serialize_remote_exception(failure)}
         else:
             body = {"result": reply}
         try:
-            payload = protocol.encode_body(body, self._header.codec)
+            payload = protocol.encode_body(body, self.header.codec)
         except Exception as exc:
             LOG.error("zmqdriver: reply to %s cannot be encoded: %s", self.msg_id, exc)
-            payload = protocol.encode_body({"failure": _failure_for(exc)}, self._header.codec)
-        self._send(protocol.Kind.REPLY, payload)
+            payload = protocol.encode_body({"failure": _failure_for(exc)}, self.header.codec)
+        frames = [self.identity, self._header_bytes(protocol.Kind.REPLY), payload]
+        self._inbox.finish_call(self.header.msg_id, frames)
 
     def heartbeat(self) -> None:
         if self._is_call:
-            self._send(protocol.Kind.HEARTBEAT, None)
+            self._inbox.answer([self.identity, self._header_bytes(protocol.Kind.HEARTBEAT)])
 
     def _header_bytes(self, kind: protocol.Kind) -> bytes:
-        return protocol.encode_header(kind, self._header.msg_id, self._header.codec)
-
-    def _send(self, kind: protocol.Kind, payload: bytes | None) -> None:
-        frames = [self._identity, self._header_bytes(kind)]
-        if payload is not None:
-            frames.append(payload)
-        self._inbox.answer(frames)
+        return protocol.encode_header(kind, self.header.msg_id, self.header.codec)
 
 
 class RpcListener(base.Listener):

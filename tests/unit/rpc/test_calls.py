@@ -243,3 +243,12 @@ def test_a_call_without_timeout_waits_for_its_reply(c):
 
     c.outbox.on_send = serve
     assert c.call(timeout=None) == "x"
+
+
+def test_a_call_refused_after_its_ack_is_delivered_again_elsewhere(c):
+    c.matchmaker.serve(c.key, A, B)
+    c.script[A] = [(ACK, None), (REJECT, None)]  # took it, paused, refused it unrun
+    c.script[B] = [(ACK, None), reply("from B")]
+    assert c.call() == "from B"
+    assert c.servers_tried() == [A, B]
+    assert c.outbox.dropped == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import socket
 import sys
 import time
@@ -16,15 +17,17 @@ from types import SimpleNamespace
 import pytest
 import zmq
 
-from tests.unit.rpc.fakes import MemoryMatchMaker
+from tests.unit.rpc.fakes import Clock, MemoryMatchMaker
 from zmqdriver import addressing, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Registrar
 from zmqdriver.eventloop.loop import IoLoop
 from zmqdriver.eventloop.native import NativeRuntime
+from zmqdriver.eventloop.pauses import PauseWatch
 from zmqdriver.rpc import outbox as outbox_module
+from zmqdriver.rpc import server as server_module
 from zmqdriver.rpc.outbox import PEER_LOST, Heartbeats, Outbox
-from zmqdriver.rpc.server import BindSettings, Inbox, RpcListener
+from zmqdriver.rpc.server import BindSettings, Inbox, RpcListener, StaleRequest
 
 Kind = protocol.Kind
 WAIT = 10.0
@@ -42,9 +45,9 @@ def wait_for(condition, what: str) -> None:
 
 
 class Wire:
-    def __init__(self, **outbox_args) -> None:
+    def __init__(self, pauses: PauseWatch | None = None, **outbox_args) -> None:
         self.context = zmq.Context()
-        self.loop = IoLoop(NativeRuntime(), name="test-io")
+        self.loop = IoLoop(NativeRuntime(), name="test-io", pauses=pauses)
         self.incoming: queue.Queue = queue.Queue()
         self.inbox = self.loop.call(self._make_inbox)
         self.inbox.listener = SimpleNamespace(on_incoming_callback=self._collect)
@@ -397,3 +400,100 @@ def test_a_listener_whose_registration_fails_does_not_accept(wire):
 def test_an_answer_queued_after_close_is_dropped_quietly(wire):
     wire.loop.call(wire.inbox.close)
     wire.loop.call(wire.inbox.send, [b"id", b"frame"])  # no error: the listener is gone
+
+
+# -- pauses of the server's process ---------------------------------------------------------
+
+
+class Paused:
+    """A wire whose loop reads a hand-moved clock to notice pauses (threshold 0.2 s)."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.pauses = PauseWatch(0.2, clock=self.clock)
+        self.wire = Wire(pauses=self.pauses)
+
+    def pause(self, seconds: float = 10.0) -> None:
+        """The process stops for ``seconds``; returns once the loop has noticed."""
+        generation = self.pauses.generation
+        self.clock.advance(seconds)
+        wait_for(lambda: self.pauses.generation > generation, "the loop to notice the pause")
+
+
+@pytest.fixture
+def paused(monkeypatch):
+    monkeypatch.setattr(server_module, "FENCE_AFTER_PAUSE", 0.3)
+    p = Paused()
+    yield p
+    p.wire.close()
+
+
+def test_after_a_pause_requests_are_refused_then_served_again(paused, caplog):
+    wire = paused.wire
+    with caplog.at_level(logging.WARNING, logger="zmqdriver"):
+        paused.pause()
+    assert re.search(r"this process did not run for (9\.\d|10\.0)s", caplog.text)
+    msg_id = wire.request(Kind.CAST)
+    assert wire.next_response().kind == Kind.REJECT
+    assert wire.incoming.empty()
+    wait_for(lambda: time.monotonic() > wire.inbox._fenced_until, "the fence to end")
+    wire.request(Kind.CAST, msg_id)  # the refused id was forgotten: it runs now
+    wire.next_incoming().reply()
+    assert wire.next_response().kind == Kind.DONE
+
+
+def test_a_cast_that_ran_before_the_pause_answers_done_not_reject(paused):
+    wire = paused.wire
+    msg_id = wire.request(Kind.CAST)
+    wire.next_incoming().reply()
+    assert wire.next_response().kind == Kind.DONE
+    paused.pause()
+    wire.request(Kind.CAST, msg_id)
+    assert wire.next_response().kind == Kind.DONE
+
+
+@pytest.mark.parametrize("kind", [Kind.CAST, Kind.CALL])
+def test_a_request_queued_through_a_pause_is_refused_when_it_would_start(paused, kind):
+    wire = paused.wire
+    msg_id = wire.request(kind)
+    message = wire.next_incoming()  # handed to the executor, not started
+    wire.next_response()  # its ACK
+    paused.pause()
+    with pytest.raises(StaleRequest, match="waited through a pause"):
+        message.acknowledge()
+    assert wire.next_response().kind == Kind.REJECT
+    wait_for(lambda: time.monotonic() > wire.inbox._fenced_until, "the fence to end")
+    wire.request(kind, msg_id)  # forgotten: a resend runs
+    wire.next_incoming().acknowledge()
+
+
+def test_a_pause_the_loop_has_not_seen_yet_still_stops_a_start(paused):
+    wire = paused.wire
+    wire.request(Kind.CALL)
+    message = wire.next_incoming()
+    paused.clock.advance(10.0)  # executor threads may run before the loop notices
+    with pytest.raises(StaleRequest):
+        message.acknowledge()
+
+
+def test_requests_started_before_the_pause_are_counted_in_the_warning(paused, caplog):
+    wire = paused.wire
+    wire.request(Kind.CALL)
+    wire.next_incoming().acknowledge()  # running when the process stops
+    with caplog.at_level(logging.WARNING, logger="zmqdriver"):
+        paused.pause()
+    assert "1 were running and may also have been run elsewhere" in caplog.text
+
+
+def test_oslo_logs_a_refused_start_as_one_info_line(caplog):
+    oslo_log = logging.getLogger("oslo_messaging.rpc.server")
+    with caplog.at_level(logging.INFO, logger="oslo_messaging.rpc.server"):
+        try:
+            raise StaleRequest("request x waited through a pause of this process; refused")
+        except StaleRequest:
+            oslo_log.exception("Can not acknowledge message. Skip processing")
+    (record,) = caplog.records
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert record.getMessage() == (
+        "zmqdriver: request x waited through a pause of this process; refused"
+    )
