@@ -302,7 +302,7 @@ class Inbox:
         self._fenced_until = time.monotonic() + FENCE_AFTER_PAUSE
         self._loop.runtime.log(
             logging.WARNING,
-            "zmqdriver server %s: this process did not run for %.1fs (frozen or starved); "
+            "zmqdriver server %s: this process did not run for %.1fs or more (frozen or starved); "
             "requests that waited through the pause are refused so their senders can resend "
             "them; %d were running and may also have been run elsewhere",
             self.endpoint,
