@@ -45,3 +45,63 @@ def test_a_call_to_a_killed_servers_live_record_logs_at_most_one_warning(
     finally:
         transport.cleanup()
         server.kill()
+
+
+class _Endpoint:
+    def echo(self, ctxt, value):
+        return value
+
+
+def _server(transport, topic: str):
+    target = oslo_messaging.Target(topic=topic, server="s1")
+    return oslo_messaging.get_rpc_server(transport, target, [_Endpoint()], executor="threading")
+
+
+def _info(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.INFO and r.name.startswith("zmqdriver")
+    ]
+
+
+def test_a_server_says_where_it_bound_what_it_published_and_when_it_left(deployment, caplog):
+    topic = unique("said")
+    transport = deployment.transport()
+    try:
+        with caplog.at_level(logging.INFO, logger="zmqdriver"):
+            server = _server(transport, topic)
+            server.start()
+            assert client(transport, topic, timeout=30).call({}, "echo", value=1) == 1
+            server.stop()
+            server.wait()
+    finally:
+        transport.cleanup()
+    said = _info(caplog)
+    bound = [line for line in said if line.startswith("RPC server for ")]
+    assert len(bound) == 1, said
+    assert f"topic={topic!r}" in bound[0] and "exchange 'openstack'" in bound[0]
+    bind = "127.0.0.1" if deployment.kind == "zmq" else "*"
+    assert f" on {bind};" in bound[0]
+    published = [line for line in said if "published" in line]
+    assert len(published) == 1 and f"/rpc/openstack/{topic}/s1" in published[0]
+    assert any(line.startswith("zmqdriver: unregistered tcp://") for line in said), said
+
+
+def test_publishing_a_name_that_resolves_to_loopback_while_binding_everywhere_warns(
+    redis_deployment, caplog
+):
+    topic = unique("trap")
+    conf = redis_deployment.conf(rpc_zmq_host="localhost", rpc_zmq_bind_address="*")
+    transport = redis_deployment.transport(conf)
+    try:
+        with caplog.at_level(logging.WARNING, logger="zmqdriver.driver"):
+            server = _server(transport, topic)
+            server.start()
+            server.stop()
+            server.wait()
+    finally:
+        transport.cleanup()
+    warnings = [r.getMessage() for r in caplog.records if "loopback" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "rpc_zmq_host 'localhost'" in warnings[0] and "rpc_zmq_bind_address='*'" in warnings[0]
