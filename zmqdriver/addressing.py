@@ -179,3 +179,55 @@ def _valid_host(host: str) -> bool:
         label and len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
         for label in labels
     )
+
+
+def binds_everywhere(bind_address: str) -> bool:
+    """``rpc_zmq_bind_address`` means every interface (``*``, ``0.0.0.0``, ``::``).
+
+    >>> [binds_everywhere(a) for a in ("*", "0.0.0.0", "::", "127.0.0.1", "eth0")]
+    [True, True, True, False, False]
+    """
+    if bind_address == "*":
+        return True
+    try:
+        return ipaddress.ip_address(bind_address).is_unspecified
+    except ValueError:
+        return False  # an interface name: one interface
+
+
+def loopback_trap(bind_address: str, host: str, resolved: list[str]) -> str | None:
+    """Why publishing ``host`` will strand clients on other hosts, or None.
+
+    A server binding every interface publishes ``host`` (``rpc_zmq_host``,
+    by default the hostname) for clients everywhere. When that name resolves
+    only to loopback addresses here (Debian maps the hostname to 127.0.1.1 in
+    /etc/hosts), clients that resolve it the same way reach their own host,
+    not this one: the classic multi-host trap. ``resolved`` is what ``host``
+    resolves to on this host (the caller does the lookup).
+
+    >>> loopback_trap("*", "node1", ["127.0.1.1"]) is not None
+    True
+    >>> loopback_trap("*", "node1", ["10.0.0.5", "127.0.1.1"]) is None
+    True
+    >>> loopback_trap("127.0.0.1", "127.0.0.1", ["127.0.0.1"]) is None  # loopback on purpose
+    True
+    >>> loopback_trap("*", "node1", []) is None  # unresolvable: not ours to judge here
+    True
+    """
+    if not binds_everywhere(bind_address) or not resolved:
+        return None
+    loopback = []
+    for address in resolved:
+        try:
+            if not ipaddress.ip_address(address.split("%", 1)[0]).is_loopback:
+                return None
+        except ValueError:
+            return None
+        loopback.append(address)
+    return (
+        f"rpc_zmq_host {host!r}, the address this server publishes, resolves to the loopback "
+        f"address {', '.join(sorted(set(loopback)))} here, while it binds every interface "
+        f"(rpc_zmq_bind_address={bind_address!r}): clients that resolve it the same way reach "
+        "their own host, not this one. Set rpc_zmq_host to a name or address other hosts reach "
+        "this one by (or fix the name's entry in /etc/hosts)"
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import math
 import os
 import socket
 import threading
@@ -36,6 +37,7 @@ from zmqdriver.rpc.chooser import ServerChooser
 from zmqdriver.rpc.client import RpcSender
 from zmqdriver.rpc.outbox import Heartbeats, Outbox
 from zmqdriver.rpc.server import BindSettings, Inbox, RpcListener, default_host
+from zmqdriver.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
 
@@ -137,6 +139,14 @@ class Engine:
         self.context.term()
 
 
+def resolve(host: str) -> list[str]:
+    """The addresses ``host`` resolves to on this host (none if it does not resolve)."""
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
+    except (OSError, UnicodeError):
+        return []
+
+
 def _max_sockets(max_connections: int) -> int:
     """ZeroMQ sockets this process may need: three per server connection (the
     DEALER and its monitor pair) plus servers and spares. libzmq's default of
@@ -159,6 +169,7 @@ class ZmqDriver(base.BaseDriver):
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         self._store: NotificationStore | None = None
+        self._trap_checked = Throttle(every=math.inf)
 
     def _get_engine(self) -> Engine:
         engine = self._engine
@@ -228,10 +239,11 @@ class ZmqDriver(base.BaseDriver):
         engine = self._get_engine()
         zconf = self.conf[options.GROUP]
         exchange = addressing.target_exchange(target, self._default_exchange)
+        settings = self._bind_settings()
         inbox = engine.loop.call(
             functools.partial(
                 engine.open_inbox,
-                settings=self._bind_settings(),
+                settings=settings,
                 topic=target.topic,
                 exchange=exchange,
                 dedup_window=zconf.zmq_dedup_window,
@@ -242,6 +254,15 @@ class ZmqDriver(base.BaseDriver):
             addressing.rpc_key(prefix, exchange, target.topic),
             addressing.rpc_key(prefix, exchange, target.topic, target.server),
         ]
+        LOG.info(
+            "RPC server for %s on exchange %r bound port %d on %s; clients will reach it at %s",
+            addressing.describe_target(target),
+            exchange,
+            inbox.endpoint.port,
+            settings.bind_address,
+            inbox.endpoint,
+        )
+        self._warn_if_loopback_trap(settings)
         listener = RpcListener(
             engine.loop, inbox, engine.registrar, keys, batch_size, batch_timeout
         )
@@ -312,6 +333,14 @@ class ZmqDriver(base.BaseDriver):
             max_message_size=zconf.zmq_max_message_size,
             curve=self.curve.keys if self.curve else None,
         )
+
+    def _warn_if_loopback_trap(self, settings: BindSettings) -> None:
+        """Warn (once per process and address) when other hosts cannot reach what we publish."""
+        if self._trap_checked.admit((settings.bind_address, settings.host)) is None:
+            return
+        why = addressing.loopback_trap(settings.bind_address, settings.host, resolve(settings.host))
+        if why is not None:
+            LOG.warning("%s", why)
 
     def _default_host(self, bind_address: str) -> str:
         if self.embedded:

@@ -31,5 +31,15 @@ class ServerLost(exceptions.MessagingTimeout):
     """
 
 
+class KeyRefused(exceptions.MessageDeliveryFailure):
+    """A server refused this client's CURVE key at the handshake.
+
+    Final for the request: resending, or waiting, cannot succeed until an
+    operator adds the client's public key to the server's
+    zmq_curve_allowed_keys_dir, so the caller learns it at once instead of at
+    its timeout.
+    """
+
+
 class CurveConfigError(cfg.Error):
     """A CURVE option names a missing, unreadable or malformed file or directory."""

@@ -204,3 +204,32 @@ def test_decode_record_quotes_only_a_prefix_of_garbage():
     with pytest.raises(ValueError) as info:
         decode_record(garbage)
     assert len(str(info.value)) < 200
+
+
+# -- the loopback trap ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bind", ["*", "0.0.0.0", "::"])
+def test_a_name_resolving_to_loopback_while_binding_everywhere_is_a_trap(bind):
+    why = addressing.loopback_trap(bind, "node1", ["127.0.1.1"])
+    assert why is not None
+    assert "'node1'" in why and "127.0.1.1" in why and f"rpc_zmq_bind_address={bind!r}" in why
+    assert "Set rpc_zmq_host" in why
+    assert addressing.loopback_trap(bind, "localhost", ["127.0.0.1", "::1"]) is not None
+
+
+@pytest.mark.parametrize(
+    ("bind", "host", "resolved"),
+    [
+        ("*", "node1", ["10.0.0.5"]),  # a real address
+        ("*", "node1", ["127.0.1.1", "10.0.0.5"]),  # one real address is enough
+        ("*", "10.0.0.5", ["10.0.0.5"]),
+        ("127.0.0.1", "127.0.0.1", ["127.0.0.1"]),  # loopback on purpose (zmq://)
+        ("10.0.0.5", "node1", ["127.0.1.1"]),  # one interface: the operator chose it
+        ("eth0", "node1", ["127.0.1.1"]),
+        ("*", "node1", []),  # does not resolve here
+        ("*", "fe80::1%eth0", ["fe80::1%eth0"]),  # link-local, not loopback
+    ],
+)
+def test_no_trap(bind, host, resolved):
+    assert addressing.loopback_trap(bind, host, resolved) is None

@@ -12,7 +12,16 @@ from redis import exceptions as redis_exc
 
 from tests.support import make_conf, parse
 from zmqdriver import keyfiles
-from zmqdriver.backends.redis import RedisBackend, check_query, format_address, parse_db
+from zmqdriver.backends import redis as redis_backend
+from zmqdriver.backends.redis import (
+    Credentials,
+    Health,
+    RedisBackend,
+    RedisHost,
+    check_query,
+    format_address,
+    parse_db,
+)
 from zmqdriver.backends.sentinel import Survey, no_master_error, refused_hint
 from zmqdriver.backends.sqlitefile import embedded_directory, retries_within
 from zmqdriver.backoff import Backoff
@@ -65,6 +74,93 @@ def test_no_master_error_tells_an_outage_from_a_configuration_error():
     assert "no sentinel reachable" in str(error)
 
     assert isinstance(no_master_error("svc", Survey(), tls=False), BackendUnavailable)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _said(caplog) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records]
+
+
+def test_health_says_each_change_of_the_connection_once(caplog):
+    clock = _Clock()
+    health = Health("Redis matchmaker", clock=clock)
+    with caplog.at_level(logging.DEBUG, logger=redis_backend.LOG.name):
+        for _ in range(3):
+            health.answered("r1:6379")
+        health.failed("r1:6379 unreachable: refused")
+        health.failed("r1:6379 unreachable: refused")
+        clock.now += 12
+        health.answered("r1:6379")
+        health.answered("r2:6379")
+        health.failed("down")
+        clock.now += 3
+        health.answered("r1:6379")
+    assert _said(caplog) == [
+        (logging.INFO, "Redis matchmaker: connected to r1:6379"),
+        (
+            logging.WARNING,
+            "Redis matchmaker: unreachable, retrying until it answers: r1:6379 unreachable: "
+            "refused",
+        ),
+        (logging.INFO, "Redis matchmaker: r1:6379 is back after 12s unreachable"),
+        (logging.INFO, "Redis matchmaker: failed over from r1:6379 to r2:6379"),
+        (logging.WARNING, "Redis matchmaker: unreachable, retrying until it answers: down"),
+        (
+            logging.INFO,
+            "Redis matchmaker: failed over from r2:6379 to r1:6379 after 3s unreachable",
+        ),
+    ]
+
+
+class _FakeClient:
+    """What RedisBackend.execute hands an operation: here, whether the host is up."""
+
+    def __init__(self) -> None:
+        self.up = True
+
+    def ping(self) -> bool:
+        if not self.up:
+            raise redis_exc.ConnectionError("Connection refused")
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_backend_logs_its_connection_failover_outage_and_return(caplog):
+    hosts = [
+        RedisHost(_FakeClient(), address, Credentials(None, None), tls=False)
+        for address in ("r1:6379", "r2:6379")
+    ]
+    backend = RedisBackend(hosts, db=0)
+    ping = lambda client: client.ping()  # noqa: E731
+    with caplog.at_level(logging.INFO, logger=redis_backend.LOG.name):
+        backend.execute("ping", ping)
+        hosts[0].client.up = False
+        backend.execute("ping", ping)
+        hosts[1].client.up = False
+        with pytest.raises(BackendUnavailable):
+            backend.execute("ping", ping)
+        with pytest.raises(BackendUnavailable):
+            backend.execute("ping", ping)
+        hosts[1].client.up = True
+        backend.execute("ping", ping)
+    said = [message for _, message in _said(caplog)]
+    assert said[:2] == [
+        "Redis matchmaker: connected to r1:6379",
+        "Redis matchmaker: failed over from r1:6379 to r2:6379",
+    ]
+    assert said[2].startswith("Redis matchmaker: unreachable, retrying until it answers: ")
+    assert "r1:6379" in said[2] and "r2:6379" in said[2]
+    assert said[3].startswith("Redis matchmaker: r2:6379 is back after ")
+    assert len(said) == 4
 
 
 def test_refused_hint_points_at_the_sentinel_password():

@@ -17,6 +17,9 @@ connection use TLS; see :mod:`zmqdriver.backends.redis_tls`.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -32,6 +35,8 @@ from redis.retry import Retry
 from zmqdriver.backends import redis_tls
 from zmqdriver.exceptions import BackendError, BackendUnavailable
 from zmqdriver.options import GROUP
+
+LOG = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 6379
@@ -144,6 +149,50 @@ def host_from_url(
     return RedisHost(client, address, credentials, bool(tls))
 
 
+class Health:
+    """What operators are told about a backend's connection: each change once.
+
+    ``answered(where)`` after every success, ``failed(why)`` after an outage;
+    a line is logged only when the state changes (first connection, another
+    host answering, an outage starting or ending), so a busy process that
+    asks Redis thousands of times a second logs nothing while all is well.
+    Thread-safe; the common case (same host, no outage) takes no lock.
+    """
+
+    def __init__(self, label: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._label = label
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._where: str | None = None  # who answered last
+        self._down_since: float | None = None  # when the current outage began
+
+    def answered(self, where: str) -> None:
+        if where == self._where and self._down_since is None:
+            return
+        with self._lock:
+            previous, down_since = self._where, self._down_since
+            self._where, self._down_since = where, None
+        outage = (
+            "" if down_since is None else f" after {self._clock() - down_since:.0f}s unreachable"
+        )
+        if previous is None:
+            LOG.info("%s: connected to %s%s", self._label, where, outage)
+        elif previous != where:
+            LOG.info("%s: failed over from %s to %s%s", self._label, previous, where, outage)
+        elif down_since is not None:
+            LOG.info("%s: %s is back%s", self._label, where, outage)
+
+    def failed(self, why: str) -> None:
+        if self._down_since is not None:
+            return
+        with self._lock:
+            if self._down_since is not None:
+                return
+            self._down_since = self._clock()
+        # Users of the backend retry and say so themselves; this marks where it began.
+        LOG.warning("%s: unreachable, retrying until it answers: %s", self._label, why)
+
+
 class RedisBackend:
     """The hosts of one Redis deployment, used in turn; see the module docstring."""
 
@@ -153,6 +202,7 @@ class RedisBackend:
         # Index of the host that answered last. Reads and writes of an int
         # are atomic, and two threads racing to fail over just pick a host each.
         self._current = 0
+        self.health = Health(LABEL)
 
     @classmethod
     def from_url(cls, conf: cfg.ConfigOpts, url: TransportURL) -> RedisBackend:
@@ -203,8 +253,15 @@ class RedisBackend:
             except redis_exc.RedisError as exc:
                 raise BackendError(self._refused_message(host, what, exc)) from exc
             self._current = index
+            self.health.answered(self._answered_by(host))
             return result
-        raise BackendUnavailable(self._unreachable_message(failures))
+        error = BackendUnavailable(self._unreachable_message(failures))
+        self.health.failed(str(error))
+        raise error
+
+    def _answered_by(self, host: RedisHost) -> str:
+        """How the log names the server that just answered (a subclass knows better)."""
+        return host.address
 
     def close(self) -> None:
         for host in self.hosts:

@@ -124,7 +124,20 @@ class SentinelBackend(RedisBackend):
                 # Not a redis error any more, so RedisBackend passes it on as is.
                 raise self._no_master_error() from exc
 
-        return super().execute(what, located)
+        try:
+            return super().execute(what, located)
+        except BackendUnavailable as exc:  # no master: an outage the parent did not see
+            self.health.failed(str(exc))
+            raise
+
+    def _answered_by(self, host: RedisHost) -> str:
+        # The master the sentinels named last, so a failover shows in the log
+        # as a new address (redis-py keeps it on the pool's proxy).
+        pool = host.client.connection_pool
+        address = getattr(getattr(pool, "proxy", pool), "master_address", None)
+        if not address:
+            return host.address
+        return f"master {self.service!r} at {format_address(*address)}"
 
     def close(self) -> None:
         super().close()

@@ -14,6 +14,10 @@ A call goes through two states:
    until the call's timeout; with ``call_monitor_timeout`` every HEARTBEAT
    extends a shorter monitor deadline; a lost connection fails it at once
    with ``ServerLost`` (it may or may not have run).
+
+A server that refuses this client's CURVE key ends the call at once with
+``KeyRefused``: no other server or resend is tried, because the fix (allowing
+the key) is an operator's, and waiting would only hide it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from oslo_messaging._drivers import common as driver_common
 
 from zmqdriver import protocol
 from zmqdriver.addressing import Endpoint, describe_target
-from zmqdriver.exceptions import ServerLost
+from zmqdriver.exceptions import KeyRefused, ServerLost
 from zmqdriver.rpc.chooser import NoServer, ServerChooser
 from zmqdriver.rpc.outbox import PEER_LOST, Outbox, Response, Waiter
 from zmqdriver.rpc.request import Request
@@ -135,6 +139,14 @@ class Caller:
             )
             if acked_by is not None:
                 return acked_by, response
+            if response is not None and response.refused:
+                # Every resend would be refused the same way until an operator
+                # allows our key: say so now rather than at the timeout.
+                self._outbox.drop(server, call.msg_id)
+                raise KeyRefused(
+                    f"The {call.describe()} was refused by {server} at the handshake: "
+                    f"{response.reason}"
+                )
             call.tried.add(server)
             self._chooser.failed(call.key)
             if response is None and call.expired():

@@ -122,6 +122,9 @@ class CastKeeper:
         self._next_ack_check = 0.0
         self._next_held_retry = 0.0
         self._full_logged = Throttle(every=10.0)
+        # Failures of a server said once per outage (until it runs a cast again).
+        self._outages = Throttle(every=math.inf)
+        self._troubled: set[Endpoint] = set()  # servers with a failure said; I/O loop only
 
     # -- caller threads ----------------------------------------------------------
 
@@ -260,9 +263,15 @@ class CastKeeper:
                 copy.ack_due = math.inf
         elif kind == protocol.Kind.DONE:
             self._finish(response.msg_id, response.endpoint)
+            if self._troubled:
+                self._recovered(response.endpoint)
         elif kind in (PEER_LOST, protocol.Kind.REJECT):
             copy = self._finish(response.msg_id, response.endpoint)
-            if copy is not None:
+            if copy is None:
+                return
+            if response.refused:
+                self._refused(copy, response.reason)
+            else:
                 self._redirect(copy, "was lost" if kind == PEER_LOST else "is stopping")
 
     def _finish(self, msg_id: bytes, server: Endpoint) -> _Copy | None:
@@ -284,16 +293,21 @@ class CastKeeper:
         return copy
 
     def _redirect(self, copy: _Copy, why: str) -> None:
+        # A lost server takes a whole window of casts with it, and resends may
+        # meet it again: one WARNING per server per outage, the rest at DEBUG.
+        level = self._first_in_outage(copy.server, why)
         if copy.cast.fanout:
             # A fanout copy belongs to that server only: nobody else may run it.
-            LOG.warning(
+            LOG.log(
+                level,
                 "Server %s of fanout %s %s before running it",
                 copy.server,
                 copy.cast.describe(),
                 why,
             )
             return
-        LOG.warning(
+        LOG.log(
+            level,
             "Server %s of %s %s before running it; sending it elsewhere",
             copy.server,
             copy.cast.describe(),
@@ -301,6 +315,42 @@ class CastKeeper:
         )
         copy.cast.tried.add(copy.server)
         self._resends.put(copy.cast)
+
+    def _refused(self, copy: _Copy, reason: str | None) -> None:
+        """``copy.server`` refused this client's CURVE key (policy: doc/security.md).
+
+        Only an operator can fix it, and may do so at run time (allowed keys
+        are re-read within seconds), so a cast is held and retried like one
+        without a server, up to zmq_cast_hold_time, and goes through once the
+        key is allowed; a fanout copy, which belongs to that server only, is
+        dropped. Said once per server until it runs a cast again.
+        """
+        if self._first_in_outage(copy.server, "refused") == logging.WARNING:
+            LOG.error(
+                "Server %s refused this client's CURVE key, so it runs none of our casts: %s. "
+                "Casts are held and retried for up to zmq_cast_hold_time=%ss; fanout copies "
+                "to it are dropped",
+                copy.server,
+                reason,
+                self._limits.hold_time,
+            )
+        if copy.cast.fanout:
+            LOG.debug("Fanout %s to %s dropped: key refused", copy.cast.describe(), copy.server)
+            return
+        copy.cast.tried.add(copy.server)
+        self._resends.put(copy.cast)
+
+    def _first_in_outage(self, server: Endpoint, what: str) -> int:
+        """WARNING the first time ``what`` happens to ``server`` since it last ran a cast."""
+        self._troubled.add(server)
+        return logging.WARNING if self._outages.admit((server, what)) is not None else logging.DEBUG
+
+    def _recovered(self, server: Endpoint) -> None:
+        """``server`` ran a cast: its next failure is a new outage, worth a line again."""
+        if server in self._troubled:
+            self._troubled.discard(server)
+            for what in ("was lost", "is stopping", "refused"):
+                self._outages.forget((server, what))
 
     # -- the background thread -----------------------------------------------------------
 
@@ -405,7 +455,7 @@ class CastKeeper:
                     blocked.add(cast.key)
         if expired:
             LOG.error(
-                "Dropped %d casts that found no server within zmq_cast_hold_time=%ss",
+                "Dropped %d casts that no server took within zmq_cast_hold_time=%ss",
                 expired,
                 self._limits.hold_time,
             )

@@ -65,6 +65,9 @@ class Response:
     codec: protocol.Codec = protocol.Codec.JSON
     body: bytes | None = None
     reason: str | None = None  # PEER_LOST only: why, when it is not just a lost connection
+    # PEER_LOST only: the server refused this client's CURVE key. No resend can
+    # succeed until an operator allows the key, so the request should not retry.
+    refused: bool = False
 
 
 class Waiter:
@@ -131,10 +134,12 @@ class Waiters:
             return
         self._deliver(waiter.put, response)
 
-    def lost(self, endpoint: Endpoint, msg_ids, reason: str | None = None) -> None:
+    def lost(
+        self, endpoint: Endpoint, msg_ids, reason: str | None = None, refused: bool = False
+    ) -> None:
         """Tell the waiters of ``msg_ids`` that ``endpoint``'s connection is gone."""
         for msg_id in msg_ids:
-            self.route(Response(PEER_LOST, msg_id, endpoint, reason=reason))
+            self.route(Response(PEER_LOST, msg_id, endpoint, reason=reason, refused=refused))
 
 
 class Suspects:
@@ -313,8 +318,12 @@ class Outbox:
             self._lost_logged.forget(endpoint)  # a later loss is a new outage
             return
         reason = None
+        refused = event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
         if event & _HANDSHAKE_FAILED:
-            reason = handshake_failure(event, message["value"], self._curve is not None)
+            public_key = self._curve.public if self._curve is not None else None
+            reason = handshake_failure(
+                event, message["value"], self._curve is not None, public_key=public_key
+            )
             if self._handshake_logged.admit(endpoint) is not None:
                 self._loop.runtime.log(
                     logging.WARNING, "zmqdriver: handshake with %s failed: %s", endpoint, reason
@@ -334,7 +343,7 @@ class Outbox:
                 zmq.Event(event).name,
                 len(lost),
             )
-        self.waiters.lost(endpoint, lost, reason)
+        self.waiters.lost(endpoint, lost, reason, refused)
 
     def _on_response(self, endpoint: Endpoint, frames: list[bytes]) -> None:
         if len(frames) not in (1, 2):
@@ -373,11 +382,16 @@ class Outbox:
         dealer.close()
 
 
-def handshake_failure(event: int, value: int, curve: bool) -> str:
-    """Say, for people, why a security handshake failed (a monitor event and its value)."""
+def handshake_failure(event: int, value: int, curve: bool, *, public_key: str | None = None) -> str:
+    """Say, for people, why a security handshake failed (a monitor event and its value).
+
+    ``public_key`` (this client's, Z85) is named in a refusal: it is what the
+    operator has to allow.
+    """
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        key = f" {public_key}" if public_key else ""
         return (
-            f"the server refused this client's CURVE key (ZAP status {value}); add this "
+            f"the server refused this client's CURVE key{key} (ZAP status {value}); add this "
             "client's public key file to the server's zmq_curve_allowed_keys_dir"
         )
     if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:

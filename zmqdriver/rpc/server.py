@@ -441,7 +441,7 @@ class RpcListener(base.Listener):
             self._loop.call(self._inbox.set_accepting, False)
             raise
         self._registered = True
-        LOG.debug("zmqdriver: serving %s at %s", self._keys, self.endpoint)
+        LOG.info("zmqdriver: published %s in the matchmaker under %s", self.endpoint, self._keys)
 
     def stop(self) -> None:
         # Unregister first so clients stop choosing us, then refuse new work
@@ -449,6 +449,7 @@ class RpcListener(base.Listener):
         if self._registered:
             self._registrar.remove(self._keys, self._record)
             self._registered = False
+            LOG.info("zmqdriver: unregistered %s from %s; stopping", self.endpoint, self._keys)
         if not self._closed:
             self._loop.call(self._inbox.set_accepting, False)
         super().stop()

@@ -108,10 +108,13 @@ class FakeOutbox:
         encoded = None if body is None else protocol.encode_body(body, protocol.Codec.JSON)
         self.waiters.route(Response(kind, msg_id, endpoint, body=encoded))
 
-    def lose(self, endpoint: Endpoint, reason: str | None = None) -> None:
-        """The connection to ``endpoint`` broke (what the socket monitor reports)."""
+    def lose(self, endpoint: Endpoint, reason: str | None = None, refused: bool = False) -> None:
+        """The connection to ``endpoint`` broke (what the socket monitor reports).
+
+        ``refused``: the server refused this client's CURVE key at the handshake.
+        """
         self.suspects.mark(endpoint)
-        self.waiters.lost(endpoint, self.inflight.pop(endpoint, set()), reason)
+        self.waiters.lost(endpoint, self.inflight.pop(endpoint, set()), reason, refused)
 
     def sent_to(self, endpoint: Endpoint) -> list[bytes]:
         return [msg_id for server, msg_id in self.sent if server == endpoint]

@@ -16,7 +16,7 @@ from oslo_messaging._drivers import common as driver_common
 
 from tests.unit.rpc.fakes import A, B, FakeOutbox, MemoryMatchMaker, chooser_for, key_of, target
 from zmqdriver import protocol
-from zmqdriver.exceptions import ServerLost
+from zmqdriver.exceptions import KeyRefused, ServerLost
 from zmqdriver.rpc.calls import Call, Caller
 from zmqdriver.rpc.outbox import Response
 
@@ -49,6 +49,8 @@ class Calls:
         for kind, body in self.script.get(server, []):
             if kind == "lose":
                 self.outbox.lose(server, body)
+            elif kind == "refuse":
+                self.outbox.lose(server, body, refused=True)
             else:
                 self.outbox.answer(server, msg_id, kind, body)
 
@@ -176,6 +178,34 @@ def test_a_refused_handshake_is_named_in_the_final_error(c):
         c.call(retry=1)
     assert "after 2 attempts" in str(raised.value)
     assert f"the handshake with {A} failed: the server refused" in str(raised.value)
+
+
+REFUSAL = (
+    "the server refused this client's CURVE key K (ZAP status 400); add this client's "
+    "public key file to the server's zmq_curve_allowed_keys_dir"
+)
+
+
+def test_a_refused_key_ends_the_call_at_once_naming_server_and_fix(c):
+    c.matchmaker.serve(c.key, A, B)
+    c.script[A] = [("refuse", REFUSAL)]
+    c.script[B] = [(ACK, None), reply("never asked")]
+    with pytest.raises(KeyRefused) as raised:
+        c.call(timeout=30.0)
+    assert isinstance(raised.value, oslo_messaging.MessageDeliveryFailure)
+    message = str(raised.value)
+    assert f"refused by {A} at the handshake" in message
+    assert "topic='t'" in message and "zmq_curve_allowed_keys_dir" in message
+    assert c.servers_tried() == [A]  # final: neither another server nor a resend
+    assert c.outbox.dropped == [A]  # the refused connection is not kept reconnecting
+
+
+def test_a_refusal_is_final_even_with_retries_left(c):
+    c.matchmaker.serve(c.key, A)
+    c.script[A] = [("refuse", REFUSAL)]
+    with pytest.raises(KeyRefused):
+        c.call(timeout=30.0, retry=5)
+    assert len(c.outbox.sent) == 1
 
 
 def test_retry_bounds_the_resends(c):

@@ -26,6 +26,7 @@ from zmqdriver.rpc import casts
 from zmqdriver.rpc.casts import Cast, CastKeeper, CastLimits
 
 ACK, DONE, REJECT = protocol.Kind.ACK, protocol.Kind.DONE, protocol.Kind.REJECT
+RETRY_HELD = casts.RETRY_HELD_EVERY
 LIMITS = CastLimits(hold_time=30.0, hold_max=4, track_max=100, window=2, ack_timeout=1.0)
 
 
@@ -212,6 +213,26 @@ def test_a_cast_whose_server_is_lost_or_stopping_goes_to_another(k, failure):
     assert cast.msg_id not in k.outbox.waiters
 
 
+def test_a_lost_server_is_logged_once_per_outage_not_per_cast(k, caplog):
+    k.matchmaker.serve(k.key, A)
+    first = [k.cast(), k.cast()]  # A's window: 2
+    with caplog.at_level(logging.DEBUG, logger="zmqdriver.rpc.casts"):
+        k.outbox.lose(A)
+        k.later(RETRY_HELD)  # held (A was tried), then sent to A again
+        k.outbox.lose(A)
+        k.later(RETRY_HELD)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(A) in warnings[0].getMessage()
+    assert caplog.text.count("was lost before running it") == 4  # the rest at DEBUG
+    for cast in first:
+        k.outbox.answer(A, cast.msg_id, DONE)  # A is back: a later loss is a new outage
+    k.cast()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="zmqdriver.rpc.casts"):
+        k.outbox.lose(A)
+    assert len(caplog.records) == 1
+
+
 def test_a_silent_server_loses_its_connection_and_its_casts_go_elsewhere(k):
     k.matchmaker.serve(k.key, A, B)
     on_a = [k.cast(), k.cast(), k.cast()][::2]  # A, B, A
@@ -299,6 +320,60 @@ def test_the_keeper_goes_on_after_a_failing_round(caplog):
         stop.join(10)
     assert "failed a round" in caplog.text
     assert any(r.exc_info and "plugin bug" in str(r.exc_info[1]) for r in caplog.records)
+
+
+# -- a server that refuses our CURVE key ----------------------------------------------
+
+REFUSAL = "the server refused this client's CURVE key K (ZAP status 400); add it"
+
+
+def test_casts_refused_by_a_server_are_held_said_once_and_sent_when_allowed(k, caplog):
+    k.matchmaker.serve(k.key, A)
+    casts_ = [k.cast(), k.cast()]
+    with caplog.at_level(logging.WARNING, logger="zmqdriver.rpc.casts"):
+        k.outbox.lose(A, REFUSAL, refused=True)
+        k.later(0.0)  # A, the only server, was tried: held, then retried on A...
+        k.later(RETRY_HELD)
+        assert sorted(m for _, m in k.outbox.sent[2:4]) == sorted(c.msg_id for c in casts_)
+        k.outbox.lose(A, REFUSAL, refused=True)  # ...and refused again
+        k.later(RETRY_HELD)
+        k.later(RETRY_HELD)
+        assert len(k.outbox.sent) > 4  # still retried
+    errors = [r.getMessage() for r in caplog.records]
+    assert len(errors) == 1 and caplog.records[0].levelno == logging.ERROR
+    assert f"Server {A} refused this client's CURVE key" in errors[0]
+    assert REFUSAL in errors[0] and "zmq_cast_hold_time" in errors[0]
+    # The operator allowed the key: the next retry runs them.
+    for cast in casts_:
+        k.outbox.answer(A, cast.msg_id, DONE)
+    assert all(cast.msg_id not in k.outbox.waiters for cast in casts_)
+
+
+def test_refused_casts_are_dropped_with_a_count_after_the_hold_time(k, caplog):
+    k.matchmaker.serve(k.key, A)
+    k.cast()
+    k.outbox.lose(A, REFUSAL, refused=True)
+    with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.casts"):
+        for _ in range(int(LIMITS.hold_time / RETRY_HELD) + 2):
+            k.later(RETRY_HELD)
+            k.outbox.lose(A, REFUSAL, refused=True)
+    assert "Dropped 1 casts that no server took within zmq_cast_hold_time" in caplog.text
+
+
+def test_a_refused_fanout_copy_is_dropped_and_said_once(k, caplog):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A, B)
+    with caplog.at_level(logging.WARNING, logger="zmqdriver.rpc.casts"):
+        first, second = k.cast(tgt=fan), k.cast(tgt=fan)
+        for cast in (first, second):
+            k.outbox.answer(B, cast.msg_id, ACK)
+        k.outbox.lose(A, REFUSAL, refused=True)
+        k.later(5.0)
+    assert len(k.outbox.sent) == 4  # never resent, to A or to B
+    assert len(caplog.records) == 1 and "fanout copies to it are dropped" in caplog.text
+    for cast in (first, second):
+        k.outbox.answer(B, cast.msg_id, DONE)
+        assert cast.msg_id not in k.outbox.waiters
 
 
 # -- held casts -------------------------------------------------------------------------
