@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from dataclasses import dataclass
 
 import redis
 from redis import exceptions as redis_exc
@@ -97,13 +98,27 @@ _BLOCK_SLICE = 0.25
 # the surplus): one round trip per message would cap a listener's rate.
 _PREFETCH = 16
 
+# A scan of a group's pending entries that reached their end starts over no
+# sooner than this: redelivery is not urgent, and a scan costs a round trip.
+_CLAIM_EVERY = 1.0
+# XAUTOCLAIM's cursor when a scan starts, and when it has reached the end.
+_SCAN_START = "0-0"
+
+
+@dataclass
+class _ClaimScan:
+    """Where the next XAUTOCLAIM of one (stream, group) starts, and not before when."""
+
+    cursor: str = _SCAN_START
+    not_before: float = 0.0  # time.monotonic()
+
 
 class RedisNotificationStore(NotificationStore):
     def __init__(self, backend: RedisBackend, retention: Retention, redelivery: float) -> None:
         super().__init__(retention, redelivery)
         self._backend = backend
         self._append_script = backend.script(_APPEND)
-        self._last_claim: dict[tuple[str, str], float] = {}
+        self._scans: dict[tuple[str, str], _ClaimScan] = {}
         # Acknowledgements go out in batches before the next read (a crash
         # loses only acks: those messages are delivered again).
         self._acks: dict[tuple[str, str], list[str]] = {}
@@ -174,22 +189,33 @@ class RedisNotificationStore(NotificationStore):
         ]
 
     def _claim_due(self, streams, group, consumer, count) -> list[StoredNotification]:
-        """Messages requeued, or pending longer than ``redelivery`` (their listener died)."""
+        """Messages requeued, or pending longer than ``redelivery`` (their listener died).
+
+        Up to a prefetch's worth, like new messages. Each stream's pending entries
+        are scanned a batch at a time with XAUTOCLAIM's cursor, and a scan that has
+        not reached their end goes on at the next read: a dead listener's backlog
+        moves as fast as reads do, and entries still in use at the front of the
+        pending list do not hide the due ones behind them. A finished scan starts
+        over after ``_CLAIM_EVERY``.
+        """
         now = time.monotonic()
         claimed: list[StoredNotification] = []
         idle_ms = math.ceil(self.redelivery * 1000)
+        want = max(count, _PREFETCH)
         for stream in streams:
-            # Once a second per stream is enough: redelivery is not urgent.
-            if now - self._last_claim.get((stream, group), 0.0) < 1.0 or len(claimed) >= count:
+            scan = self._scans.setdefault((stream, group), _ClaimScan())
+            if now < scan.not_before or len(claimed) >= want:
                 continue
-            self._last_claim[(stream, group)] = now
-
-            want = count - len(claimed)
+            start, n = scan.cursor, want - len(claimed)
             reply = self._backend.execute(
                 "claim notifications",
-                lambda c, s=stream, n=want: self._autoclaim(c, s, group, consumer, idle_ms, n),
+                lambda c, s=stream, a=start, n=n: self._autoclaim(
+                    c, s, group, consumer, idle_ms, a, n
+                ),
             )
-            entries = reply[1] if reply else []
+            scan.cursor, entries = (reply[0], reply[1]) if reply else (_SCAN_START, [])
+            if scan.cursor == _SCAN_START:
+                scan.not_before = now + _CLAIM_EVERY
             claimed += [
                 StoredNotification(stream, entry_id, fields.get("p", ""))
                 for entry_id, fields in entries
@@ -198,9 +224,9 @@ class RedisNotificationStore(NotificationStore):
         return claimed
 
     @staticmethod
-    def _autoclaim(client: redis.Redis, stream, group, consumer, idle_ms, count):
+    def _autoclaim(client: redis.Redis, stream, group, consumer, idle_ms, start, count):
         try:
-            return client.xautoclaim(stream, group, consumer, idle_ms, "0-0", count=count)
+            return client.xautoclaim(stream, group, consumer, idle_ms, start, count=count)
         except redis_exc.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -236,4 +262,4 @@ class RedisNotificationStore(NotificationStore):
                 message.stream, group, "requeued", 0, [message.id], idle=idle_ms, justid=True
             ),
         )
-        self._last_claim.pop((message.stream, group), None)
+        self._scans.pop((message.stream, group), None)  # the next read scans from the start
