@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import socket as pysocket
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import zmq
 from oslo_messaging._drivers import base
 from oslo_messaging._drivers import common as driver_common
 
+import zmqdriver
 from zmqdriver import addressing, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Registrar
@@ -329,7 +331,7 @@ class RpcListener(base.Listener):
         self._inbox = inbox
         self._registrar = registrar
         self._keys = keys
-        self._record = addressing.encode_record(inbox.endpoint)
+        self._record = addressing.encode_record(inbox.endpoint, this_server())
         self._registered = False
         self._closed = False
         inbox.listener = self
@@ -369,3 +371,13 @@ class RpcListener(base.Listener):
 
 def default_host() -> str:
     return pysocket.gethostname()
+
+
+def this_server() -> addressing.ServerInfo:
+    """What a record says about the process publishing it (for zmqdriver-status)."""
+    return addressing.ServerInfo(
+        hostname=pysocket.gethostname(),
+        pid=os.getpid(),
+        started=round(time.time(), 3),
+        version=zmqdriver.__version__,
+    )
