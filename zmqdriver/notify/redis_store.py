@@ -18,6 +18,7 @@ import time
 import redis
 from redis import exceptions as redis_exc
 
+from zmqdriver import metrics
 from zmqdriver.backends.redis import RedisBackend
 from zmqdriver.notify.store import (
     NO_LISTENER_YET,
@@ -190,6 +191,7 @@ class RedisNotificationStore(NotificationStore):
                 lambda c, s=stream, n=want: self._autoclaim(c, s, group, consumer, idle_ms, n),
             )
             entries = reply[1] if reply else []
+            metrics.incr("notifications_redelivered", len(entries))
             claimed += [
                 StoredNotification(stream, entry_id, fields.get("p", ""))
                 for entry_id, fields in entries

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 
+from zmqdriver import metrics
 from zmqdriver.backends.sqlitefile import SQLiteFile
 from zmqdriver.notify.store import (
     NO_LISTENER_YET,
@@ -277,13 +278,15 @@ class SQLiteNotificationStore(NotificationStore):
             (group, *streams, consumer, max(count, _PREFETCH)),
         ).fetchall()
         if len(claimed) < count:
-            claimed += conn.execute(
+            due = conn.execute(
                 f"""SELECT stream, seq FROM pending
                     WHERE grp = ? AND stream IN ({marks}) AND visible_at <= ?
                       AND NOT (consumer = ? AND delivered = 0)
                     ORDER BY seq LIMIT ?""",
                 (group, *streams, now, consumer, count - len(claimed)),
             ).fetchall()
+            metrics.incr("notifications_redelivered", len(due))
+            claimed += due
         for stream in streams:
             if len(claimed) >= count:
                 break

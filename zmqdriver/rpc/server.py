@@ -20,11 +20,12 @@ from oslo_messaging._drivers import base
 from oslo_messaging._drivers import common as driver_common
 
 import zmqdriver
-from zmqdriver import addressing, protocol
+from zmqdriver import addressing, metrics, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Registrar
 from zmqdriver.eventloop import IoLoop
 from zmqdriver.eventloop.loop import LoopStopped
+from zmqdriver.rpc import ping
 from zmqdriver.rpc.dedup import RecentIds
 from zmqdriver.security import KeyPair
 from zmqdriver.throttle import Throttle
@@ -79,6 +80,10 @@ class Inbox:
         # Casts not acknowledged yet, oldest first: msg id -> (identity, header, due).
         self._unacked: collections.OrderedDict[bytes, tuple] = collections.OrderedDict()
         self._ack_timer = False
+        # Requests handed to oslo's executor, and those answered since (REPLY
+        # or DONE): both only counted in the loop thread, so no lock is needed.
+        self._handed = 0
+        self._finished = 0
         self._complaints = Throttle(every=_LOG_EVERY)
         self.listener: RpcListener | None = None
         self._router = context.socket(zmq.ROUTER)
@@ -117,6 +122,10 @@ class Inbox:
         """Send a reply or heartbeat to a client (the loop sends it)."""
         self._submit(self.send, frames)
 
+    def finish_call(self, frames: list[bytes]) -> None:
+        """A call has run: send its REPLY (the loop sends it)."""
+        self._submit(self.call_done, frames)
+
     def finish_cast(self, msg_id: bytes, frames: list[bytes]) -> None:
         """A cast has run: send its DONE (the loop sends it)."""
         self._submit(self.cast_done, msg_id, frames)
@@ -140,7 +149,12 @@ class Inbox:
         except zmq.ZMQError as exc:
             self._complain("reply to a client failed: %s", exc)
 
+    def call_done(self, frames: list[bytes]) -> None:
+        self._finished += 1
+        self.send(frames)
+
     def cast_done(self, msg_id: bytes, frames: list[bytes]) -> None:
+        self._finished += 1
         self._done.add(msg_id)
         self._unacked.pop(msg_id, None)  # DONE implies the ACK
         self.send(frames)
@@ -176,6 +190,7 @@ class Inbox:
 
     def _acknowledge(self, identity: bytes, header: protocol.Header) -> None:
         if header.kind == protocol.Kind.CALL:
+            metrics.incr("requests_acked")
             self._respond(identity, protocol.Kind.ACK, header)
             return
         self._unacked[header.msg_id] = (identity, header, time.monotonic() + CAST_ACK_DELAY)
@@ -195,6 +210,7 @@ class Inbox:
                 self._loop.call_later(due - now, self._flush_acks)
                 return
             del self._unacked[msg_id]
+            metrics.incr("requests_acked")
             self._respond(identity, protocol.Kind.ACK, header)
 
     def _on_request(self, frames: list) -> None:
@@ -207,13 +223,18 @@ class Inbox:
         except protocol.ProtocolError as exc:
             self._complain("dropped a message: %s", exc)
             return
+        if header.kind == protocol.Kind.PING:
+            self._answer_ping(identity, header)
+            return
         if header.kind not in protocol.REQUEST_KINDS:
             self._complain("dropped a %s frame sent to a server", header.kind.name)
             return
         if not self._accepting:
+            metrics.incr("requests_rejected")
             self._respond(identity, protocol.Kind.REJECT, header)
             return
         if header.msg_id in self._seen:
+            metrics.incr("duplicates_dropped")
             # A resend of a message we already took: do not run it again, but
             # repeat DONE if it has run (the first one may have gone to a
             # connection the sender has since replaced).
@@ -224,6 +245,7 @@ class Inbox:
             if header.kind == protocol.Kind.CAST:
                 self._resent.add(header.msg_id, identity)
             return
+        metrics.incr("requests_received")
         self._acknowledge(identity, header)
         self._seen.add(header.msg_id)
         try:
@@ -234,7 +256,18 @@ class Inbox:
                 self._respond(identity, protocol.Kind.REPLY, header, {"failure": _failure_for(exc)})
             return
         incoming = ZmqIncomingMessage(self, identity, header, request)
+        self._handed += 1
         self._loop.runtime.deliver(self._dispatch, incoming)
+
+    def _answer_ping(self, identity: bytes, header: protocol.Header) -> None:
+        """Answer a PING here in the loop, so it answers while every executor is busy."""
+        state = ping.ServerState(
+            exchange=self._exchange,
+            topic=self._topic,
+            accepting=self._accepting,
+            backlog=self._handed - self._finished,
+        )
+        self._respond(identity, protocol.Kind.PONG, header, ping.pong_body(state))
 
     def _decode_request(self, payload: bytes, header: protocol.Header) -> dict:
         request = protocol.decode_body(payload, header.codec)
@@ -298,7 +331,8 @@ class ZmqIncomingMessage(base.RpcIncomingMessage):
         except Exception as exc:
             LOG.error("zmqdriver: reply to %s cannot be encoded: %s", self.msg_id, exc)
             payload = protocol.encode_body({"failure": _failure_for(exc)}, self._header.codec)
-        self._send(protocol.Kind.REPLY, payload)
+        frames = [self._identity, self._header_bytes(protocol.Kind.REPLY), payload]
+        self._inbox.finish_call(frames)
 
     def heartbeat(self) -> None:
         if self._is_call:
