@@ -11,6 +11,8 @@ MODULES = [
     "zmqdriver.throttle",
     "zmqdriver.backoff",
     "zmqdriver.matchmaker",
+    "zmqdriver.matchmaker.redis",
+    "zmqdriver.notify.redis_store",
     "zmqdriver.keyfiles",
     "zmqdriver.backends.redis",
     "zmqdriver.backends.sentinel",
