@@ -9,7 +9,7 @@ import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 DEFAULT_EXCHANGE = "openstack"
 
@@ -34,6 +34,40 @@ def rpc_key(prefix: str, exchange: str, topic: str, server: str | None = None) -
     return "/".join(parts)
 
 
+def parse_rpc_key(prefix: str, key: str) -> tuple[str, str, str | None] | None:
+    """``(exchange, topic, server)`` of a key made by :func:`rpc_key`; None for other keys.
+
+    >>> parse_rpc_key("zmqdriver", "zmqdriver/rpc/openstack/compute/host%2F1")
+    ('openstack', 'compute', 'host/1')
+    >>> parse_rpc_key("zmqdriver", "zmqdriver/rpc/openstack/compute")
+    ('openstack', 'compute', None)
+    >>> parse_rpc_key("zmqdriver", "zmqdriver/generation") is None
+    True
+    """
+    head = f"{prefix}/rpc/"
+    if not key.startswith(head):
+        return None
+    parts = [unquote(part) for part in key[len(head) :].split("/")]
+    if len(parts) == 2:
+        return parts[0], parts[1], None
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    return None
+
+
+def parse_notification_stream(prefix: str, stream: str) -> tuple[str, str] | None:
+    """``(exchange, topic.priority)`` of a stream made by :func:`notification_stream`.
+
+    >>> parse_notification_stream("zmqdriver", "zmqdriver/notify/openstack/notifications.info")
+    ('openstack', 'notifications.info')
+    """
+    head = f"{prefix}/notify/"
+    parts = stream[len(head) :].split("/") if stream.startswith(head) else []
+    if len(parts) != 2:
+        return None
+    return unquote(parts[0]), unquote(parts[1])
+
+
 def notification_stream(prefix: str, exchange: str, topic_priority: str) -> str:
     """The store stream of the notifications of one ``topic.priority``.
 
@@ -41,6 +75,15 @@ def notification_stream(prefix: str, exchange: str, topic_priority: str) -> str:
     'zmqdriver/notify/openstack/notifications.info'
     """
     return "/".join([prefix, "notify", _part(exchange), _part(topic_priority)])
+
+
+def pool_of_group(group: str) -> str | None:
+    """The pool a consumer group stands for (None: listeners without a pool).
+
+    >>> pool_of_group("pool/metering"), pool_of_group("nopool")
+    ('metering', None)
+    """
+    return unquote(group[len("pool/") :]) if group.startswith("pool/") else None
 
 
 def notification_group(pool: str | None) -> str:

@@ -275,6 +275,10 @@ class ZmqDriver(base.BaseDriver):
             self._store.close()
         self.matchmaker.close()
 
+    def notification_store(self) -> NotificationStore:
+        """The store notifications of this driver use (zmqdriver-status lists it)."""
+        return self._notification_store()
+
     # -- helpers -----------------------------------------------------------------------
 
     def _notification_store(self) -> NotificationStore:

@@ -13,6 +13,8 @@ MODULES = [
     "zmqdriver.matchmaker",
     "zmqdriver.matchmaker.redis",
     "zmqdriver.notify.redis_store",
+    "zmqdriver.status.model",
+    "zmqdriver.status.render",
     "zmqdriver.keyfiles",
     "zmqdriver.backends.redis",
     "zmqdriver.backends.sentinel",
