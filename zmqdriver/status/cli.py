@@ -21,7 +21,11 @@ from typing import TYPE_CHECKING
 
 from oslo_config import cfg
 
-from zmqdriver.status import model, render
+# Before anything imports oslo.messaging: its import of eventlet prints a
+# deprecation notice on every run that says nothing about the status.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+from zmqdriver.status import model, render  # noqa: E402 - after the filter above
 
 if TYPE_CHECKING:
     from zmqdriver.status.collect import StatusSource
@@ -60,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     # The driver's warnings (a refused connection to a dead server) are what
     # the output reports anyway; --debug shows them.
     logging.basicConfig(level=logging.DEBUG if conf.debug else logging.ERROR)
-    # Imported here, after the filter: oslo.messaging's import of eventlet
-    # prints a deprecation notice that says nothing about the status.
-    warnings.simplefilter("ignore")
-    from zmqdriver.status.collect import StatusSource
+    from zmqdriver.status.collect import StatusSource  # the driver: only once args are valid
 
     try:
         source = StatusSource(conf)

@@ -75,8 +75,18 @@ def build_targets(prefix: str, listed: list[ListedRecord]) -> list[Target]:
             exchange,
             topic,
             tuple(
-                Server(s.endpoint, s.info, names.get((exchange, topic, s.endpoint)), s.expires_in)
-                for s in sorted(servers.values(), key=lambda s: s.endpoint)
+                sorted(
+                    (
+                        Server(
+                            s.endpoint,
+                            s.info,
+                            names.get((exchange, topic, s.endpoint)),
+                            s.expires_in,
+                        )
+                        for s in servers.values()
+                    ),
+                    key=lambda s: (s.name or "", s.endpoint),
+                )
             ),
         )
         for (exchange, topic), servers in sorted(by_target.items())

@@ -8,6 +8,7 @@ import time
 from zmqdriver import addressing
 from zmqdriver.notify.store import NO_LISTENER_YET
 from zmqdriver.rpc.ping import PingResult
+from zmqdriver.status import model
 from zmqdriver.status.model import Server, Snapshot
 
 
@@ -237,8 +238,10 @@ def page(snapshot: Snapshot) -> str:
     if not snapshot.targets:
         parts.append("<p>No server is registered.</p>")
     pings = snapshot.pings or {}
+    dead = model.dead_targets(snapshot.targets, snapshot.pings)
     for target in snapshot.targets:
-        parts.append(f"<h3><code>{e(target.label)}</code></h3><table>")
+        verdict = " <span class='dead'>no live server</span>" if target in dead else ""
+        parts.append(f"<h3><code>{e(target.label)}</code>{verdict}</h3><table>")
         parts.append(
             "<tr><th>server</th><th>address</th><th>state</th><th>rtt</th><th>backlog</th>"
             "<th>hostname</th><th>pid</th><th>started</th><th>version</th><th>key</th>"
