@@ -8,5 +8,10 @@ if ! command -v redis-server >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
 fi
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "test.sh: installing chromium (the status page is rendered in headless Chromium)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
 python -m pip install -q -e '.[test]'
 exec python -m pytest "$@"

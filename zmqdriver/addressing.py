@@ -5,10 +5,11 @@ Pure functions only, so every rule about names lives here and is unit tested.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 DEFAULT_EXCHANGE = "openstack"
 
@@ -33,6 +34,40 @@ def rpc_key(prefix: str, exchange: str, topic: str, server: str | None = None) -
     return "/".join(parts)
 
 
+def parse_rpc_key(prefix: str, key: str) -> tuple[str, str, str | None] | None:
+    """``(exchange, topic, server)`` of a key made by :func:`rpc_key`; None for other keys.
+
+    >>> parse_rpc_key("zmqdriver", "zmqdriver/rpc/openstack/compute/host%2F1")
+    ('openstack', 'compute', 'host/1')
+    >>> parse_rpc_key("zmqdriver", "zmqdriver/rpc/openstack/compute")
+    ('openstack', 'compute', None)
+    >>> parse_rpc_key("zmqdriver", "zmqdriver/generation") is None
+    True
+    """
+    head = f"{prefix}/rpc/"
+    if not key.startswith(head):
+        return None
+    parts = [unquote(part) for part in key[len(head) :].split("/")]
+    if len(parts) == 2:
+        return parts[0], parts[1], None
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    return None
+
+
+def parse_notification_stream(prefix: str, stream: str) -> tuple[str, str] | None:
+    """``(exchange, topic.priority)`` of a stream made by :func:`notification_stream`.
+
+    >>> parse_notification_stream("zmqdriver", "zmqdriver/notify/openstack/notifications.info")
+    ('openstack', 'notifications.info')
+    """
+    head = f"{prefix}/notify/"
+    parts = stream[len(head) :].split("/") if stream.startswith(head) else []
+    if len(parts) != 2:
+        return None
+    return unquote(parts[0]), unquote(parts[1])
+
+
 def notification_stream(prefix: str, exchange: str, topic_priority: str) -> str:
     """The store stream of the notifications of one ``topic.priority``.
 
@@ -40,6 +75,15 @@ def notification_stream(prefix: str, exchange: str, topic_priority: str) -> str:
     'zmqdriver/notify/openstack/notifications.info'
     """
     return "/".join([prefix, "notify", _part(exchange), _part(topic_priority)])
+
+
+def pool_of_group(group: str) -> str | None:
+    """The pool a consumer group stands for (None: listeners without a pool).
+
+    >>> pool_of_group("pool/metering"), pool_of_group("nopool")
+    ('metering', None)
+    """
+    return unquote(group[len("pool/") :]) if group.startswith("pool/") else None
 
 
 def notification_group(pool: str | None) -> str:
@@ -132,21 +176,68 @@ def is_z85_key(key: object) -> bool:
     return True
 
 
-def encode_record(endpoint: Endpoint) -> str:
+@dataclass(frozen=True)
+class ServerInfo:
+    """Who published a record, for operators (``zmqdriver-status``); clients ignore it.
+
+    ``started`` is the server's start as a Unix time. Every field is fixed for
+    the life of a server, so its record stays the same string and refreshes
+    replace it instead of adding another.
+    """
+
+    hostname: str
+    pid: int
+    started: float
+    version: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """A decoded matchmaker record: where to connect, and who published it.
+
+    ``info`` is None for records of older servers (only v/host/port/key).
+    """
+
+    endpoint: Endpoint
+    info: ServerInfo | None = None
+
+
+def encode_record(endpoint: Endpoint, info: ServerInfo | None = None) -> str:
     """The matchmaker record a server publishes for ``endpoint``.
 
-    The ``key`` field is present only for CURVE servers, so a server without
-    CURVE publishes exactly what older versions published (v stays 1: older
-    readers ignore the extra field, newer ones accept its absence).
+    The ``key`` field is present only for CURVE servers, and the ``info``
+    fields only when given, so v stays 1: older readers ignore the extra
+    fields, newer ones accept their absence.
+
+    >>> encode_record(Endpoint("10.0.0.1", 4000))
+    '{"host":"10.0.0.1","port":4000,"v":1}'
+    >>> encode_record(Endpoint("10.0.0.1", 4000), ServerInfo("node-1", 42, 1700000000.5, "0.1.0"))
+    '{"host":"10.0.0.1","hostname":"node-1","pid":42,"port":4000,"started":1700000000.5,"v":1,\
+"version":"0.1.0"}'
     """
     data: dict = {"v": RECORD_VERSION, "host": endpoint.host, "port": endpoint.port}
     if endpoint.key:
         data["key"] = endpoint.key
+    if info is not None:
+        data.update(
+            hostname=info.hostname, pid=info.pid, started=info.started, version=info.version
+        )
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def decode_record(record: str) -> Endpoint:
     """Parse and validate a matchmaker record; ValueError says what is wrong."""
+    return read_record(record).endpoint
+
+
+def read_record(record: str) -> Record:
+    """Parse and validate a matchmaker record, with its server info when it has any.
+
+    >>> read_record('{"host":"10.0.0.1","port":4000,"v":1}')
+    Record(endpoint=Endpoint(host='10.0.0.1', port=4000, key=''), info=None)
+    >>> read_record(encode_record(Endpoint("h", 1), ServerInfo("h", 7, 1.0, "0.1"))).info.pid
+    7
+    """
     try:
         data = json.loads(record)
     except (TypeError, ValueError) as exc:
@@ -163,7 +254,40 @@ def decode_record(record: str) -> Endpoint:
     key = data.get("key", "")
     if "key" in data and not is_z85_key(key):
         raise ValueError(f"matchmaker record has an invalid CURVE key {str(key)[:60]!r}")
-    return Endpoint(host, port, key)
+    return Record(Endpoint(host, port, key), _server_info(data))
+
+
+def _server_info(data: dict) -> ServerInfo | None:
+    # Display only: a malformed info field must not make a usable endpoint unusable.
+    hostname, pid, started, version = (
+        data.get("hostname"),
+        data.get("pid"),
+        data.get("started"),
+        data.get("version"),
+    )
+    if not isinstance(hostname, str) or not isinstance(version, str):
+        return None
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return None
+    if not isinstance(started, int | float) or isinstance(started, bool):
+        return None
+    return ServerInfo(hostname, pid, float(started), version)
+
+
+def key_fingerprint(key: str) -> str:
+    """A short, stable name for a CURVE public key, for people to compare.
+
+    The first 12 hex digits of the SHA-256 of the key's Z85 text: enough to
+    tell keys apart at a glance; ``""`` when there is no key.
+
+    >>> key_fingerprint("rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7")
+    'SHA256:84112785d109'
+    >>> key_fingerprint("")
+    ''
+    """
+    if not key:
+        return ""
+    return "SHA256:" + hashlib.sha256(key.encode("ascii")).hexdigest()[:12]
 
 
 def _valid_host(host: str) -> bool:

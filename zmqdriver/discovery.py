@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from zmqdriver import addressing
+from zmqdriver import addressing, metrics
 from zmqdriver.addressing import Endpoint
 from zmqdriver.backoff import Backoff
 from zmqdriver.exceptions import BackendError, BackendUnavailable
@@ -56,6 +56,7 @@ class Directory:
         try:
             records = self._matchmaker.lookup(key)
         except BackendError as exc:
+            metrics.incr("matchmaker_errors")
             if cached:
                 LOG.warning("Matchmaker lookup of %s failed (%s); using the last answer", key, exc)
                 # Ask again only after another ttl, not on every message.
@@ -132,9 +133,11 @@ class Registrar:
             for key in keys:
                 self._matchmaker.register(key, record, self._expire)
         except BackendUnavailable as exc:
+            metrics.incr("matchmaker_errors")
             LOG.error("Cannot register %s in the matchmaker yet (%s); retrying", keys, exc)
             self._wakeup.set()
         except BackendError:
+            metrics.incr("matchmaker_errors")
             with self._lock:
                 self._records.difference_update((key, record) for key in keys)
             raise
@@ -147,6 +150,7 @@ class Registrar:
             try:
                 self._matchmaker.unregister(key, record)
             except BackendError as exc:
+                metrics.incr("matchmaker_errors")
                 LOG.warning("Cannot unregister %s (%s); it expires in %ss", key, exc, self._expire)
 
     def _undo_if_removed(self, key: str, record: str) -> None:
@@ -195,6 +199,7 @@ class Registrar:
                 self._matchmaker.register(key, record, self._expire)
                 self._undo_if_removed(key, record)
         except Exception as exc:  # the thread must survive anything a plugin raises
+            metrics.incr("matchmaker_errors")
             if self._retry_pauses is None:
                 self._retry_pauses = _REFRESH_BACKOFF.delays()
             pause = next(self._retry_pauses)

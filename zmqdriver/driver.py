@@ -21,7 +21,7 @@ import zmq
 from oslo_messaging import exceptions
 from oslo_messaging._drivers import base
 
-from zmqdriver import addressing, matchmaker, options, protocol, security
+from zmqdriver import addressing, matchmaker, metrics, options, protocol, security
 from zmqdriver.backoff import Backoff, call_with_retry
 from zmqdriver.discovery import Directory, Registrar
 from zmqdriver.eventloop import IoLoop, runtime_for_process
@@ -36,6 +36,7 @@ from zmqdriver.rpc.casts import CastKeeper, CastLimits, start_thread
 from zmqdriver.rpc.chooser import ServerChooser
 from zmqdriver.rpc.client import RpcSender
 from zmqdriver.rpc.outbox import Heartbeats, Outbox
+from zmqdriver.rpc.ping import ping_servers
 from zmqdriver.rpc.server import BindSettings, Inbox, RpcListener, default_host
 from zmqdriver.throttle import Throttle
 
@@ -222,6 +223,9 @@ class ZmqDriver(base.BaseDriver):
         payload = encode_notification(ctxt, message, version)
         store = self._notification_store()
         dropped = self._with_retry(retry, lambda: store.append(stream, payload))
+        metrics.incr("notifications_appended")
+        if dropped:
+            metrics.incr("notifications_dropped", sum(dropped.values()))
         for group, count in dropped.items():
             LOG.warning(
                 "Notification retention dropped %d unread notifications of %s for %s "
@@ -287,6 +291,10 @@ class ZmqDriver(base.BaseDriver):
         )
         return base.PollStyleListenerAdapter(listener, batch_size, batch_timeout)
 
+    def ping(self, endpoints: list[addressing.Endpoint], timeout: float) -> dict:
+        """Liveness round trips to servers, for zmqdriver-status (see rpc/ping.py)."""
+        return ping_servers(self._get_engine().outbox, endpoints, timeout)
+
     def cleanup(self) -> None:
         with self._engine_lock:
             engine, self._engine = self._engine, None
@@ -295,6 +303,10 @@ class ZmqDriver(base.BaseDriver):
         if self._store is not None:
             self._store.close()
         self.matchmaker.close()
+
+    def notification_store(self) -> NotificationStore:
+        """The store notifications of this driver use (zmqdriver-status lists it)."""
+        return self._notification_store()
 
     # -- helpers -----------------------------------------------------------------------
 

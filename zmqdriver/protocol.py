@@ -34,6 +34,11 @@ class Kind(enum.IntEnum):
     HEARTBEAT = 5  # a CALL is still running (call_monitor_timeout)
     REJECT = 6  # the server is stopping; send the request elsewhere
     DONE = 7  # a CAST has run; the sender may forget it
+    # Liveness, answered by the server's I/O loop itself (zmqdriver-status).
+    # Servers older than these drop them as an unknown kind: no answer within
+    # its timeout is how a client learns that, as for a dead server.
+    PING = 8  # are you alive? (body: an empty map)
+    PONG = 9  # yes: the server's state and counters (see zmqdriver.rpc.ping)
 
 
 REQUEST_KINDS = frozenset({Kind.CALL, Kind.CAST})

@@ -8,7 +8,16 @@ from types import SimpleNamespace
 import pytest
 
 from zmqdriver import addressing
-from zmqdriver.addressing import Endpoint, decode_record, encode_record, rpc_key
+from zmqdriver.addressing import (
+    Endpoint,
+    Record,
+    ServerInfo,
+    decode_record,
+    encode_record,
+    key_fingerprint,
+    read_record,
+    rpc_key,
+)
 
 # -- rpc_key -----------------------------------------------------------------------
 
@@ -233,3 +242,53 @@ def test_a_name_resolving_to_loopback_while_binding_everywhere_is_a_trap(bind):
 )
 def test_no_trap(bind, host, resolved):
     assert addressing.loopback_trap(bind, host, resolved) is None
+
+
+# -- who published a record --------------------------------------------------------
+
+_INFO = ServerInfo("node-1.example.org", 4242, 1_700_000_000.25, "0.1.0")
+_KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+
+
+def test_record_with_info_round_trips_and_keeps_the_key():
+    endpoint = Endpoint("10.0.0.1", 5000, _KEY)
+    record = encode_record(endpoint, _INFO)
+    assert read_record(record) == Record(endpoint, _INFO)
+    # Clients only need the endpoint; the info does not change it.
+    assert decode_record(record) == endpoint
+    assert json.loads(record)["key"] == _KEY
+
+
+def test_record_with_info_is_stable_text():
+    # Refreshes must replace the record, not add a second one.
+    endpoint = Endpoint("10.0.0.1", 5000)
+    assert encode_record(endpoint, _INFO) == encode_record(endpoint, _INFO)
+
+
+def test_older_records_still_decode_without_info():
+    old = '{"host":"10.0.0.1","key":"' + _KEY + '","port":5000,"v":1}'
+    assert read_record(old) == Record(Endpoint("10.0.0.1", 5000, _KEY), None)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"hostname": 3, "pid": 1, "started": 1.0, "version": "x"},
+        {"hostname": "h", "pid": "1", "started": 1.0, "version": "x"},
+        {"hostname": "h", "pid": True, "started": 1.0, "version": "x"},
+        {"hostname": "h", "pid": 1, "started": "yesterday", "version": "x"},
+        {"hostname": "h", "pid": 1, "started": 1.0},
+    ],
+)
+def test_malformed_info_leaves_the_endpoint_usable(fields):
+    record = read_record(_record(**fields))
+    assert record.endpoint == Endpoint("10.0.0.1", 5000)
+    assert record.info is None
+
+
+def test_key_fingerprint_is_short_and_tells_keys_apart():
+    other = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
+    assert key_fingerprint(_KEY).startswith("SHA256:")
+    assert len(key_fingerprint(_KEY)) == len("SHA256:") + 12
+    assert key_fingerprint(_KEY) != key_fingerprint(other)
+    assert key_fingerprint("") == ""

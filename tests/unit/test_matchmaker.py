@@ -491,3 +491,46 @@ def test_fixture_server_is_private(redis_server):
     assert redis_server.port != 6379
     assert redis_server.running
     os.kill(redis_server.pid, 0)  # the PID the fixture kills at teardown is alive
+
+
+# --- listing for zmqdriver-status ----------------------------------------------------
+
+
+def test_records_lists_live_records_under_a_prefix_with_their_expiry(mm):
+    prefix = f"list-{os.getpid()}-{time.monotonic_ns()}"
+    mm.register(f"{prefix}/rpc/openstack/a", "r1", 60)
+    mm.register(f"{prefix}/rpc/openstack/a", "r2", 0)
+    mm.register(f"{prefix}/rpc/openstack/b", "r3", 60)
+    mm.register(f"{prefix}/rpc/openstack/gone", "r4", 0.05)
+    mm.register(f"other-{prefix}/rpc/openstack/a", "r5", 60)
+    time.sleep(0.1)
+    listed = mm.records(f"{prefix}/")
+    assert [(r.key.rsplit("/", 1)[1], r.record) for r in listed] == [
+        ("a", "r1"),
+        ("a", "r2"),
+        ("b", "r3"),
+    ]
+    assert 50 < listed[0].expires_in <= 60
+    assert listed[1].expires_in is None
+
+
+def test_records_treats_glob_characters_in_the_prefix_literally(mm):
+    prefix = f"glob*[{time.monotonic_ns()}]"
+    mm.register(f"{prefix}/rpc/x", "r1", 60)
+    mm.register(f"globZZ/rpc/{prefix}", "r2", 60)
+    assert [r.record for r in mm.records(prefix)] == ["r1"]
+
+
+def test_a_plugin_without_listing_says_so():
+    class Minimal(matchmaker.MatchMaker):
+        def register(self, key, record, expire):
+            pass
+
+        def unregister(self, key, record):
+            pass
+
+        def lookup(self, key):
+            return []
+
+    with pytest.raises(matchmaker.MatchMakerError, match="not supported by this plugin"):
+        Minimal(None, None).records("x")

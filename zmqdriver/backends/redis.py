@@ -306,3 +306,12 @@ class RedisBackend:
 
 def _tls_hint(host: RedisHost, exc: Exception) -> str:
     return redis_tls.failure_hint(exc, host.tls)
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob pattern (SCAN MATCH).
+
+    >>> glob_escape("zmq[1]/rpc*")
+    'zmq\\\\[1\\\\]/rpc\\\\*'
+    """
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)

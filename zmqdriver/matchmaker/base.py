@@ -15,6 +15,7 @@ notification store is another. A matchmaker that exposes its backend as
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 
 from oslo_config import cfg
 from oslo_messaging import TransportURL
@@ -25,6 +26,19 @@ from zmqdriver.exceptions import BackendError, BackendUnavailable
 # The names plugins raise: the package's backend errors under their old names.
 MatchMakerError = BackendError
 MatchMakerUnavailable = BackendUnavailable
+
+
+@dataclass(frozen=True)
+class ListedRecord:
+    """A live record as ``MatchMaker.records`` lists it."""
+
+    key: str
+    record: str
+    expires_in: float | None  # seconds from now on the store's clock; None: never
+
+
+class ListingNotSupported(MatchMakerError):
+    """The matchmaker plugin cannot list its records (``records`` is optional)."""
 
 
 class MatchMaker(abc.ABC):
@@ -62,6 +76,17 @@ class MatchMaker(abc.ABC):
         refresh. None means the backend cannot tell (nothing is watched).
         """
         return None
+
+    def records(self, prefix: str) -> list[ListedRecord]:
+        """Every live record under keys that start with ``prefix``, for ``zmqdriver-status``.
+
+        Optional: operators' tools call it, the driver never does. A plugin
+        that cannot list raises ListingNotSupported (this default).
+        """
+        raise ListingNotSupported(
+            f"matchmaker {type(self).__name__} cannot list its records "
+            "(not supported by this plugin)"
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold no resources
         """Release connections and files held by this matchmaker."""

@@ -21,7 +21,7 @@ from oslo_config import cfg
 from oslo_messaging import TransportURL
 
 from zmqdriver.backends.sqlitefile import SQLiteFile, embedded_directory, matchmaker_path
-from zmqdriver.matchmaker.base import MatchMaker
+from zmqdriver.matchmaker.base import ListedRecord, MatchMaker
 
 # Bump when the table changes: the store holds only soft state, so an old
 # table is simply dropped (servers re-register within zmq_target_update).
@@ -89,16 +89,34 @@ class LocalMatchMaker(MatchMaker):
 
     def lookup(self, key: str) -> list[str]:
         rows = self._execute(
-            "SELECT record, pid, pidns FROM records "
+            "SELECT key, record, expires, pid, pidns FROM records "
             "WHERE key = ? AND (expires IS NULL OR expires > ?) ORDER BY record",
             (key, time.time()),
         )
+        return [row[1] for row in self._alive(rows)]
+
+    def records(self, prefix: str) -> list[ListedRecord]:
+        now = time.time()
+        rows = self._execute(
+            "SELECT key, record, expires, pid, pidns FROM records "
+            "WHERE substr(key, 1, ?) = ? AND (expires IS NULL OR expires > ?) "
+            "ORDER BY key, record",
+            (len(prefix), prefix, now),
+        )
+        return [
+            ListedRecord(key, record, None if expires is None else expires - now)
+            for key, record, expires, _, _ in self._alive(rows)
+        ]
+
+    def _alive(self, rows: list[tuple]) -> list[tuple]:
+        """Rows ``(key, record, expires, pid, pidns)`` whose process lives (same namespace)."""
         live = []
-        for record, pid, pidns in rows:
+        for row in rows:
+            key, record, _, pid, pidns = row
             if pidns == self._pidns and not _process_alive(pid):
                 self.unregister(key, record)  # its server died without unregistering
             else:
-                live.append(record)
+                live.append(row)
         return live
 
     def close(self) -> None:

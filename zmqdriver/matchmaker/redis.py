@@ -21,8 +21,8 @@ import uuid
 from oslo_config import cfg
 from oslo_messaging import TransportURL
 
-from zmqdriver.backends.redis import RedisBackend
-from zmqdriver.matchmaker.base import MatchMaker
+from zmqdriver.backends.redis import RedisBackend, glob_escape
+from zmqdriver.matchmaker.base import ListedRecord, MatchMaker
 
 # Shared head of every script: ``now`` in ms on the server's clock.
 # replicate_commands() lets Redis < 5 accept writes after TIME; it is a no-op
@@ -92,6 +92,34 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 )
 
 
+# KEYS[1] = key. Returns {now_ms, member1, score1, ...} of the live members.
+_LIST = (
+    _NOW
+    + """
+local out = {tostring(now)}
+for _, item in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')) do
+    table.insert(out, item)
+end
+return out
+"""
+)
+
+
+def listed(key: str, reply: list) -> list[ListedRecord]:
+    """The records of one ``_LIST`` reply, expiry in seconds from Redis's now.
+
+    >>> listed("k", ["1000", "r1", "3000", "r2", "inf"])
+    [ListedRecord(key='k', record='r1', expires_in=2.0), \
+ListedRecord(key='k', record='r2', expires_in=None)]
+    """
+    now = float(reply[0])
+    pairs = zip(reply[1::2], reply[2::2], strict=True)
+    return [
+        ListedRecord(key, member, None if score == "inf" else (float(score) - now) / 1000)
+        for member, score in sorted(pairs)
+    ]
+
+
 class RedisMatchMaker(MatchMaker):
     """Records in Redis sorted sets, one per key; see the module docstring."""
 
@@ -105,6 +133,7 @@ class RedisMatchMaker(MatchMaker):
         self._unregister = self.backend.script(_UNREGISTER)
         self._lookup = self.backend.script(_LOOKUP)
         self._generation = self.backend.script(_GENERATION)
+        self._list = self.backend.script(_LIST)
 
     def register(self, key: str, record: str, expire: float) -> None:
         # Round up so a tiny positive expire never turns into "never" (0 ms).
@@ -121,6 +150,16 @@ class RedisMatchMaker(MatchMaker):
     def lookup(self, key: str) -> list[str]:
         # The set is ordered by expiry; the contract wants records sorted.
         return sorted(self.backend.execute("lookup", lambda c: self._lookup(keys=[key], client=c)))
+
+    def records(self, prefix: str) -> list[ListedRecord]:
+        def scan(client) -> list[ListedRecord]:
+            keys = client.scan_iter(match=glob_escape(prefix) + "*", _type="zset", count=500)
+            found = []
+            for key in sorted(set(keys)):
+                found += listed(key, self._list(keys=[key], client=client))
+            return found
+
+        return self.backend.execute("list records", scan)
 
     def generation(self, key: str) -> str | None:
         token = uuid.uuid4().hex

@@ -15,7 +15,7 @@ from oslo_messaging._drivers import base
 from oslo_messaging._drivers import common as driver_common
 from oslo_serialization import jsonutils
 
-from zmqdriver import protocol
+from zmqdriver import metrics, protocol
 from zmqdriver.backoff import Backoff
 from zmqdriver.exceptions import BackendError
 from zmqdriver.notify.store import NotificationStore, StoredNotification
@@ -76,6 +76,7 @@ class NotificationMessage(base.IncomingMessage):
             )
 
     def requeue(self) -> None:
+        metrics.incr("notifications_requeued")
         try:
             self._store.requeue(self._stored, self._group)
         except BackendError as exc:
@@ -135,6 +136,7 @@ class NotificationListener(base.PollStyleListener):
                 continue
             self._read_failures.forget()  # the next outage is reported at once
             messages = [m for m in map(self._incoming, stored) if m is not None]
+            metrics.incr("notifications_delivered", len(messages))
             if messages:
                 self._surplus = messages[count:]
                 return messages[:count]

@@ -19,15 +19,18 @@ from dataclasses import dataclass
 import redis
 from redis import exceptions as redis_exc
 
-from zmqdriver.backends.redis import RedisBackend
+from zmqdriver import metrics
+from zmqdriver.backends.redis import RedisBackend, glob_escape
 from zmqdriver.notify.store import (
     NO_LISTENER_YET,
+    GroupBacklog,
     NotificationStore,
     Retention,
     StoredNotification,
 )
 
-# KEYS[1] = stream; ARGV = payload, max_count, max_age_ms, name for "no group yet".
+# KEYS[1] = stream, KEYS[2] = its drop counts (a hash: group -> total, for
+# zmqdriver-status); ARGV = payload, max_count, max_age_ms, name for "no group yet".
 # Returns {group1, dropped1, group2, dropped2, ...} for groups that lost unread messages.
 _APPEND = """
 local function parse(id)
@@ -67,6 +70,7 @@ if #groups == 0 then
         if entry[1] == last then break end
     end
     dropped = {ARGV[4], count}
+    redis.call('HINCRBY', KEYS[2], ARGV[4], count)
 end
 for _, info in ipairs(groups) do
     local name, delivered
@@ -82,6 +86,7 @@ for _, info in ipairs(groups) do
     if unread > 0 then
         table.insert(dropped, name)
         table.insert(dropped, unread)
+        redis.call('HINCRBY', KEYS[2], name, unread)
         redis.call('XGROUP', 'SETID', KEYS[1], name, last)
     end
 end
@@ -89,6 +94,9 @@ local ms, seq = parse(last)
 redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. (seq + 1))
 return dropped
 """
+
+# The hash beside each stream that counts what retention dropped, per group.
+DROPPED_SUFFIX = "#dropped"
 
 # Longest block of one XREADGROUP: below the socket timeout, and short enough
 # that a stopping listener is not kept waiting.
@@ -133,7 +141,9 @@ class RedisNotificationStore(NotificationStore):
         ]
         result = self._backend.execute(
             "store a notification",
-            lambda client: self._append_script(keys=[stream], args=args, client=client),
+            lambda client: self._append_script(
+                keys=[stream, stream + DROPPED_SUFFIX], args=args, client=client
+            ),
         )
         return {result[i]: int(result[i + 1]) for i in range(0, len(result), 2)}
 
@@ -216,6 +226,7 @@ class RedisNotificationStore(NotificationStore):
             scan.cursor, entries = (reply[0], reply[1]) if reply else (_SCAN_START, [])
             if scan.cursor == _SCAN_START:
                 scan.not_before = now + _CLAIM_EVERY
+            metrics.incr("notifications_redelivered", len(entries))
             claimed += [
                 StoredNotification(stream, entry_id, fields.get("p", ""))
                 for entry_id, fields in entries
@@ -252,6 +263,9 @@ class RedisNotificationStore(NotificationStore):
     def close(self) -> None:
         self.flush()
 
+    def backlogs(self, prefix: str) -> list[GroupBacklog]:
+        return self._backend.execute("list notification streams", lambda c: _backlogs(c, prefix))
+
     def requeue(self, message: StoredNotification, group: str) -> None:
         # Make the entry look idle for longer than ``redelivery`` so the next
         # XAUTOCLAIM of any listener of the group takes it.
@@ -263,3 +277,49 @@ class RedisNotificationStore(NotificationStore):
             ),
         )
         self._scans.pop((message.stream, group), None)  # the next read scans from the start
+
+
+def _backlogs(client: redis.Redis, prefix: str) -> list[GroupBacklog]:
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    streams = client.scan_iter(match=glob_escape(prefix) + "*", _type="stream", count=500)
+    found = []
+    for stream in sorted(set(streams)):
+        drops = client.hgetall(stream + DROPPED_SUFFIX)
+        dropped = {group: int(count) for group, count in drops.items()}
+        groups = client.xinfo_groups(stream)
+        if not groups:
+            first = client.xrange(stream, count=1)
+            oldest = _age(now_ms, first[0][0]) if first else None
+            waiting = client.xlen(stream)
+            found.append(
+                GroupBacklog(
+                    stream, NO_LISTENER_YET, waiting, oldest, dropped.get(NO_LISTENER_YET, 0)
+                )
+            )
+        for info in sorted(groups, key=lambda g: g["name"]):
+            found.append(_group_backlog(client, stream, info, now_ms, dropped))
+    return found
+
+
+def _group_backlog(client, stream: str, info: dict, now_ms: int, dropped: dict) -> GroupBacklog:
+    group, last = info["name"], info["last-delivered-id"]
+    unread = client.xrange(stream, f"({last}", "+", count=1)
+    lag = info.get("lag")
+    if lag is None:  # Redis before 7, or a lag Redis cannot tell after deletions
+        lag = len(client.xrange(stream, f"({last}", "+"))
+    pending = client.xpending(stream, group)
+    first_unread = unread[0][0] if unread else None
+    ids = [entry_id for entry_id in (pending.get("min"), first_unread) if entry_id]
+    oldest = min((_age(now_ms, entry_id) for entry_id in ids), default=None)
+    backlog = int(lag) + int(info["pending"])
+    return GroupBacklog(stream, group, backlog, oldest, dropped.get(group, 0))
+
+
+def _age(now_ms: int, entry_id: str) -> float:
+    """Seconds since a stream entry was added (its id starts with Redis's time in ms).
+
+    >>> _age(5000, "3000-0")
+    2.0
+    """
+    return max(0.0, (now_ms - int(entry_id.split("-")[0])) / 1000)

@@ -18,9 +18,11 @@ import sqlite3
 import threading
 import time
 
+from zmqdriver import metrics
 from zmqdriver.backends.sqlitefile import SQLiteFile
 from zmqdriver.notify.store import (
     NO_LISTENER_YET,
+    GroupBacklog,
     NotificationStore,
     Retention,
     StoredNotification,
@@ -55,6 +57,12 @@ _SCHEMA = [
         delivered INTEGER NOT NULL,  -- 0: assigned, not yet read
         visible_at REAL NOT NULL,    -- from then on any consumer of the group may take it
         PRIMARY KEY (grp, stream, seq)) WITHOUT ROWID""",
+    # Added without a version bump (IF NOT EXISTS): a bump would drop stored messages.
+    """CREATE TABLE IF NOT EXISTS dropped (
+        stream TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        count INTEGER NOT NULL,     -- unread messages retention dropped, in total
+        PRIMARY KEY (stream, grp)) WITHOUT ROWID""",
 ]
 
 # An idle listener polls ever more slowly, up to _POLL_MAX: the first
@@ -80,7 +88,7 @@ class SQLiteNotificationStore(NotificationStore):
             "embedded notification store",
             _SCHEMA_VERSION,
             _SCHEMA,
-            ["messages", "groups", "consumers", "pending"],
+            ["messages", "groups", "consumers", "pending", "dropped"],
         )
         self._seen: dict[tuple[str, str], float] = {}
         self._due_checked: dict[tuple[str, str], float] = {}
@@ -195,6 +203,12 @@ class SQLiteNotificationStore(NotificationStore):
         )
         conn.execute("DELETE FROM messages WHERE stream = ? AND seq <= ?", (stream, cutoff))
         conn.execute("DELETE FROM pending WHERE stream = ? AND seq <= ?", (stream, cutoff))
+        # Kept for zmqdriver-status: the sender's log line is gone by the time anyone asks.
+        conn.executemany(
+            "INSERT INTO dropped VALUES (?, ?, ?) "
+            "ON CONFLICT (stream, grp) DO UPDATE SET count = count + excluded.count",
+            [(stream, group, count) for group, count in dropped.items()],
+        )
         return dropped
 
     # -- subscribing --------------------------------------------------------------------
@@ -277,13 +291,15 @@ class SQLiteNotificationStore(NotificationStore):
             (group, *streams, consumer, max(count, _PREFETCH)),
         ).fetchall()
         if len(claimed) < count:
-            claimed += conn.execute(
+            due = conn.execute(
                 f"""SELECT stream, seq FROM pending
                     WHERE grp = ? AND stream IN ({marks}) AND visible_at <= ?
                       AND NOT (consumer = ? AND delivered = 0)
                     ORDER BY seq LIMIT ?""",
                 (group, *streams, now, consumer, count - len(claimed)),
             ).fetchall()
+            metrics.incr("notifications_redelivered", len(due))
+            claimed += due
         for stream in streams:
             if len(claimed) >= count:
                 break
@@ -326,6 +342,41 @@ class SQLiteNotificationStore(NotificationStore):
             "INSERT OR REPLACE INTO consumers VALUES (?, ?, ?, ?)",
             [(stream, group, consumer, now) for stream in streams],
         )
+
+    # -- looking in (zmqdriver-status) ----------------------------------------------
+
+    def backlogs(self, prefix: str) -> list[GroupBacklog]:
+        return self._db.transaction(lambda conn: self._backlogs(conn, prefix, time.time()))
+
+    @staticmethod
+    def _backlogs(conn, prefix: str, now: float) -> list[GroupBacklog]:
+        streams = [
+            stream
+            for (stream,) in conn.execute(
+                "SELECT stream FROM messages WHERE substr(stream, 1, ?) = ? "
+                "UNION SELECT stream FROM groups WHERE substr(stream, 1, ?) = ? ORDER BY 1",
+                (len(prefix), prefix, len(prefix), prefix),
+            )
+        ]
+        found = []
+        for stream in streams:
+            dropped = dict(
+                conn.execute("SELECT grp, count FROM dropped WHERE stream = ?", (stream,))
+            )
+            groups = conn.execute(
+                "SELECT grp, last_seq FROM groups WHERE stream = ? ORDER BY grp", (stream,)
+            ).fetchall() or [(NO_LISTENER_YET, 0)]
+            for group, last_seq in groups:
+                # Unread: beyond what the group took, plus taken and not acknowledged.
+                count, oldest = conn.execute(
+                    """SELECT COUNT(*), MIN(ts) FROM messages m WHERE m.stream = ? AND (
+                         m.seq > ? OR m.seq IN (
+                           SELECT seq FROM pending p WHERE p.stream = m.stream AND p.grp = ?))""",
+                    (stream, last_seq, group),
+                ).fetchone()
+                age = None if oldest is None else max(0.0, now - oldest)
+                found.append(GroupBacklog(stream, group, count, age, dropped.get(group, 0)))
+        return found
 
     # -- settling -----------------------------------------------------------------------
 

@@ -35,6 +35,17 @@ class Retention:
     max_age: float  # seconds
 
 
+@dataclass(frozen=True)
+class GroupBacklog:
+    """What one group (pool) of one stream has not finished, for ``zmqdriver-status``."""
+
+    stream: str
+    group: str
+    backlog: int  # not yet delivered, plus delivered and not acknowledged
+    oldest_unread_age: float | None  # seconds; None when nothing waits
+    dropped: int  # unread messages retention dropped, since the stream began
+
+
 class NotificationStore(abc.ABC):
     def __init__(self, retention: Retention, redelivery: float) -> None:
         self.retention = retention
@@ -76,6 +87,14 @@ class NotificationStore(abc.ABC):
     @abc.abstractmethod
     def requeue(self, message: StoredNotification, group: str) -> None:
         """Deliver ``message`` again, soon, to some listener of ``group``."""
+
+    def backlogs(self, prefix: str) -> list[GroupBacklog]:
+        """Every group of every stream whose name starts with ``prefix``, sorted.
+
+        For operators' tools; listeners and senders never call it. Streams
+        without a group yet are listed with the group NO_LISTENER_YET.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its streams")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""

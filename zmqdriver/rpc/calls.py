@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from oslo_messaging import exceptions
 from oslo_messaging._drivers import common as driver_common
 
-from zmqdriver import protocol
+from zmqdriver import metrics, protocol
 from zmqdriver.addressing import Endpoint, describe_target
 from zmqdriver.exceptions import KeyRefused, ServerLost
 from zmqdriver.rpc.chooser import NoServer, ServerChooser
@@ -110,6 +110,9 @@ class Caller:
                     LOG.debug("%s refused the %s after a pause", server, call.describe())
                     call.tried.add(server)
                     waiter.acked_by = None
+        except exceptions.MessagingTimeout:  # ServerLost too
+            metrics.incr("timeouts")
+            raise
         finally:
             self._outbox.forget(call.msg_id)
 
@@ -131,6 +134,8 @@ class Caller:
                     f"No server for {describe_target(call.target)} became available within "
                     f"{call.timeout}s{exc.detail}{refusal}"
                 ) from None
+            if call.attempts:
+                metrics.incr("resends")
             self._outbox.send(server, call.msg_id, call.frames)
             call.sent_at = time.monotonic()
             call.attempts += 1

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from oslo_messaging import exceptions
 
-from zmqdriver import protocol
+from zmqdriver import metrics, protocol
 from zmqdriver.addressing import Endpoint, describe_target
 from zmqdriver.exceptions import BackendError
 from zmqdriver.rpc.chooser import NoServer, ServerChooser
@@ -230,6 +230,7 @@ class CastKeeper:
                 return False
             if cast.held_since is None:
                 cast.held_since = self._clock()
+                metrics.incr("casts_held")
             self._held[cast.msg_id] = cast
         LOG.debug("No server for %s yet: held", cast.describe())
         self._ensure_background()
@@ -416,6 +417,7 @@ class CastKeeper:
             if not self._hold(cast):
                 LOG.error("%s", self._hold_full_error(cast))
             return
+        metrics.incr("resends")
         self._send(cast, [server])
 
     def _drop_silent_servers(self, now: float) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from zmqdriver import protocol
+from zmqdriver import metrics, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.eventloop import IoLoop
 from zmqdriver.security import KeyPair
@@ -38,7 +38,9 @@ PEER_LOST = "peer-lost"
 SUSPECT_FOR = 10.0
 
 # Responses after which a server owes nothing more for a request.
-_FINAL_KINDS = frozenset({protocol.Kind.REPLY, protocol.Kind.REJECT, protocol.Kind.DONE})
+_FINAL_KINDS = frozenset(
+    {protocol.Kind.REPLY, protocol.Kind.REJECT, protocol.Kind.DONE, protocol.Kind.PONG}
+)
 
 _DEAD_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 _ALIVE_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -129,7 +131,10 @@ class Waiters:
         """Hand ``response`` to whoever waits for its message (nobody: it is dropped)."""
         waiter = self._by_id.get(response.msg_id)
         if waiter is None:
-            return  # the caller gave up (timeout) or it is a duplicate ACK
+            # The caller gave up (timeout) or it is a duplicate ACK.
+            if response.kind == protocol.Kind.REPLY:
+                metrics.incr("replies_late")
+            return
         if response.kind == protocol.Kind.ACK and waiter.take_ack(response.endpoint):
             return
         self._deliver(waiter.put, response)
@@ -335,6 +340,10 @@ class Outbox:
             # without them those requests would be sent again elsewhere.
             self._loop.drain(dealer)
         lost = self._inflight.pop(endpoint, set())
+        # A refused connection is retried every reconnect interval: count the
+        # losses that mattered (requests in flight) and real disconnections.
+        if lost or event == zmq.EVENT_DISCONNECTED:
+            metrics.incr("connections_lost")
         if lost and reason is None and self._lost_logged.admit(endpoint) is not None:
             self._loop.runtime.log(
                 logging.WARNING,

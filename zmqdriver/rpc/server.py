@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import socket as pysocket
 import time
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ import zmq
 from oslo_messaging._drivers import base
 from oslo_messaging._drivers import common as driver_common
 
-from zmqdriver import addressing, protocol
+import zmqdriver
+from zmqdriver import addressing, metrics, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Registrar
 from zmqdriver.eventloop import IoLoop
 from zmqdriver.eventloop.loop import LoopStopped
+from zmqdriver.rpc import ping
 from zmqdriver.rpc.dedup import RecentIds
 from zmqdriver.security import KeyPair
 from zmqdriver.throttle import Throttle
@@ -107,6 +110,10 @@ class Inbox:
         # Casts not acknowledged yet, oldest first: msg id -> (identity, header, due).
         self._unacked: collections.OrderedDict[bytes, tuple] = collections.OrderedDict()
         self._ack_timer = False
+        # Requests handed to oslo's executor, and those answered since (REPLY
+        # or DONE): both only counted in the loop thread, so no lock is needed.
+        self._handed = 0
+        self._finished = 0
         self._complaints = Throttle(every=_LOG_EVERY)
         # Requests handed to the executor that have started and not been
         # answered yet (executor threads add, the loop removes).
@@ -148,7 +155,7 @@ class Inbox:
     # -- executor threads ----------------------------------------------------------
 
     def answer(self, frames: list[bytes]) -> None:
-        """Send a reply or heartbeat to a client (the loop sends it)."""
+        """Send a heartbeat to a client (the loop sends it)."""
         self._submit(self.send, frames)
 
     def finish_cast(self, msg_id: bytes, frames: list[bytes]) -> None:
@@ -194,10 +201,12 @@ class Inbox:
 
     def call_done(self, msg_id: bytes, frames: list[bytes]) -> None:
         self._running.discard(msg_id)
+        self._finished += 1
         self.send(frames)
 
     def cast_done(self, msg_id: bytes, frames: list[bytes]) -> None:
         self._running.discard(msg_id)
+        self._finished += 1
         self._done.add(msg_id)
         self._unacked.pop(msg_id, None)  # DONE implies the ACK
         self.send(frames)
@@ -233,6 +242,7 @@ class Inbox:
 
     def _acknowledge(self, identity: bytes, header: protocol.Header) -> None:
         if header.kind == protocol.Kind.CALL:
+            metrics.incr("requests_acked")
             self._respond(identity, protocol.Kind.ACK, header)
             return
         self._unacked[header.msg_id] = (identity, header, time.monotonic() + CAST_ACK_DELAY)
@@ -252,6 +262,7 @@ class Inbox:
                 self._loop.call_later(due - now, self._flush_acks)
                 return
             del self._unacked[msg_id]
+            metrics.incr("requests_acked")
             self._respond(identity, protocol.Kind.ACK, header)
 
     def _on_request(self, frames: list) -> None:
@@ -264,16 +275,21 @@ class Inbox:
         except protocol.ProtocolError as exc:
             self._complain("dropped a message: %s", exc)
             return
+        if header.kind == protocol.Kind.PING:
+            self._answer_ping(identity, header)
+            return
         if header.kind not in protocol.REQUEST_KINDS:
             self._complain("dropped a %s frame sent to a server", header.kind.name)
             return
         if not self._accepting:
+            metrics.incr("requests_rejected")
             self._respond(identity, protocol.Kind.REJECT, header)
             return
         if time.monotonic() < self._fenced_until:
             self._refuse(identity, header)
             return
         if header.msg_id in self._seen:
+            metrics.incr("duplicates_dropped")
             # A resend of a message we already took: do not run it again, but
             # repeat DONE if it has run (the first one may have gone to a
             # connection the sender has since replaced).
@@ -284,6 +300,7 @@ class Inbox:
             if header.kind == protocol.Kind.CAST:
                 self._resent.add(header.msg_id, identity)
             return
+        metrics.incr("requests_received")
         self._acknowledge(identity, header)
         self._seen.add(header.msg_id)
         try:
@@ -295,6 +312,7 @@ class Inbox:
             return
         generation = self._loop.pauses.generation if self._loop.pauses is not None else 0
         incoming = ZmqIncomingMessage(self, identity, header, request, generation)
+        self._handed += 1
         self._loop.runtime.deliver(self._dispatch, incoming)
 
     def _on_pause(self, seconds: float) -> None:
@@ -318,6 +336,16 @@ class Inbox:
         self._seen.pop(header.msg_id)  # a resend after the fence must run
         self._unacked.pop(header.msg_id, None)
         self._respond(identity, protocol.Kind.REJECT, header)
+
+    def _answer_ping(self, identity: bytes, header: protocol.Header) -> None:
+        """Answer a PING here in the loop, so it answers while every executor is busy."""
+        state = ping.ServerState(
+            exchange=self._exchange,
+            topic=self._topic,
+            accepting=self._accepting,
+            backlog=self._handed - self._finished,
+        )
+        self._respond(identity, protocol.Kind.PONG, header, ping.pong_body(state))
 
     def _decode_request(self, payload: bytes, header: protocol.Header) -> dict:
         request = protocol.decode_body(payload, header.codec)
@@ -423,7 +451,7 @@ class RpcListener(base.Listener):
         self._inbox = inbox
         self._registrar = registrar
         self._keys = keys
-        self._record = addressing.encode_record(inbox.endpoint)
+        self._record = addressing.encode_record(inbox.endpoint, this_server())
         self._registered = False
         self._closed = False
         inbox.listener = self
@@ -464,3 +492,13 @@ class RpcListener(base.Listener):
 
 def default_host() -> str:
     return pysocket.gethostname()
+
+
+def this_server() -> addressing.ServerInfo:
+    """What a record says about the process publishing it (for zmqdriver-status)."""
+    return addressing.ServerInfo(
+        hostname=pysocket.gethostname(),
+        pid=os.getpid(),
+        started=round(time.time(), 3),
+        version=zmqdriver.__version__,
+    )

@@ -7,6 +7,7 @@ waits on a condition, never on a fixed sleep.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import socket
@@ -370,8 +371,11 @@ def test_a_listener_registers_on_start_and_unregisters_then_rejects_on_stop(wire
     listener = RpcListener(wire.loop, wire.inbox, registrar, ["k"], 1, None)
     wire.loop.call(wire.inbox.set_accepting, False)
     listener.start(wire._collect)
-    record = addressing.encode_record(wire.inbox.endpoint)
-    assert matchmaker.records["k"] == {record}
+    (record,) = matchmaker.records["k"]
+    published = addressing.read_record(record)
+    assert published.endpoint == wire.inbox.endpoint
+    # Who published it, for zmqdriver-status.
+    assert published.info.pid == os.getpid()
     wire.request(Kind.CALL)
     wire.next_incoming()
     listener.stop()
