@@ -6,7 +6,7 @@ import html
 import time
 
 from zmqdriver import addressing
-from zmqdriver.notify.store import NO_LISTENER_YET
+from zmqdriver.notify.store import NO_LISTENER_YET, GroupBacklog
 from zmqdriver.rpc.ping import PingResult
 from zmqdriver.status import model
 from zmqdriver.status.model import Server, Snapshot
@@ -193,19 +193,21 @@ def _ping_row(server: Server, result: PingResult | None) -> list[str]:
     return [name, address, state, f"{result.rtt * 1000:.2f} ms", str(body.get("backlog", "-"))]
 
 
+def backlog_cells(snapshot: Snapshot, backlog: GroupBacklog) -> list[str]:
+    """One pool's row, as the text table and the page show it."""
+    return [
+        stream_name(snapshot.prefix, backlog.stream),
+        pool_name(backlog.group),
+        str(backlog.backlog),
+        duration(backlog.oldest_unread_age),
+        str(backlog.dropped),
+    ]
+
+
 def backlogs_text(snapshot: Snapshot) -> str:
     if not snapshot.backlogs:
         return "No notification stream.\n"
-    rows = [
-        [
-            stream_name(snapshot.prefix, b.stream),
-            pool_name(b.group),
-            str(b.backlog),
-            duration(b.oldest_unread_age),
-            str(b.dropped),
-        ]
-        for b in snapshot.backlogs
-    ]
+    rows = [backlog_cells(snapshot, b) for b in snapshot.backlogs]
     return (
         "\n".join(table(["stream", "pool", "backlog", "oldest unread", "dropped"], rows, "")) + "\n"
     )
@@ -268,13 +270,7 @@ def page(snapshot: Snapshot) -> str:
             "<th>dropped by retention</th></tr>"
         )
         for b in snapshot.backlogs:
-            cells = [
-                stream_name(snapshot.prefix, b.stream),
-                pool_name(b.group),
-                str(b.backlog),
-                duration(b.oldest_unread_age),
-                str(b.dropped),
-            ]
+            cells = backlog_cells(snapshot, b)
             parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
     parts.append("</body></html>")
