@@ -23,6 +23,10 @@ class BackendUnavailable(BackendError):
     """A backend cannot be reached right now; retrying later may succeed."""
 
 
+class ListingNotSupported(BackendError):
+    """A matchmaker or notification store cannot list what it holds (for operators' tools)."""
+
+
 class ServerLost(exceptions.MessagingTimeout):
     """The server that accepted a call went away before replying.
 

@@ -21,7 +21,7 @@ from oslo_config import cfg
 from oslo_messaging import TransportURL
 
 from zmqdriver.backends import Backend
-from zmqdriver.exceptions import BackendError, BackendUnavailable
+from zmqdriver.exceptions import BackendError, BackendUnavailable, ListingNotSupported
 
 # The names plugins raise: the package's backend errors under their old names.
 MatchMakerError = BackendError
@@ -35,10 +35,6 @@ class ListedRecord:
     key: str
     record: str
     expires_in: float | None  # seconds from now on the store's clock; None: never
-
-
-class ListingNotSupported(MatchMakerError):
-    """The matchmaker plugin cannot list its records (``records`` is optional)."""
 
 
 class MatchMaker(abc.ABC):

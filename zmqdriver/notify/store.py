@@ -18,6 +18,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
+from zmqdriver.exceptions import ListingNotSupported
+
 # What ``append`` reports for messages dropped before any group existed.
 NO_LISTENER_YET = "(no listener yet)"
 
@@ -94,7 +96,7 @@ class NotificationStore(abc.ABC):
         For operators' tools; listeners and senders never call it. Streams
         without a group yet are listed with the group NO_LISTENER_YET.
         """
-        raise NotImplementedError(f"{type(self).__name__} cannot list its streams")
+        raise ListingNotSupported(f"{type(self).__name__} cannot list its streams")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""

@@ -52,7 +52,7 @@ class StatusSource:
     def backlogs(self, snapshot: model.Snapshot) -> None:
         try:
             snapshot.backlogs = self.driver.notification_store().backlogs(f"{self.prefix}/notify/")
-        except (BackendError, NotImplementedError) as exc:
+        except BackendError as exc:
             snapshot.problems.append(f"cannot list notification streams: {exc}")
 
     def look(self, *, targets: bool = True, ping: float | None = None, backlogs: bool = False):
