@@ -16,7 +16,9 @@ from __future__ import annotations
 COUNTERS: dict[str, str] = {
     "requests_received": "RPC requests (calls and casts) a server took, duplicates excluded",
     "requests_acked": "ACKs a server sent for requests it holds",
-    "requests_rejected": "requests a stopping server REJECTed (sent elsewhere by the client)",
+    "requests_rejected": "requests a server REJECTed, stopping or after a pause of its process "
+    "(sent elsewhere by the client)",
+    "pauses": "times a server's process noticed it had not run for a while (frozen or starved)",
     "duplicates_dropped": "resent requests a server recognised and did not run again",
     "resends": "requests a client sent again (no ACK in time, lost connection or REJECT)",
     "casts_held": "casts a client held because their target had no server yet",

@@ -12,13 +12,14 @@ from oslo_config import cfg
 from tests.unit.rpc.fakes import A, MemoryMatchMaker
 from tests.unit.rpc.test_calls import Calls
 from tests.unit.rpc.test_casts import Keeper
-from tests.unit.rpc.test_wire import Kind, Wire, wait_for
+from tests.unit.rpc.test_wire import Kind, Paused, Wire, wait_for
 from zmqdriver import metrics, options, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Directory
 from zmqdriver.driver import ZmqDriver
 from zmqdriver.exceptions import BackendUnavailable
 from zmqdriver.notify.listener import NotificationListener
+from zmqdriver.rpc import server as server_module
 from zmqdriver.rpc.outbox import Response, Waiters
 
 
@@ -123,3 +124,16 @@ def test_notification_counters(tmp_path):
         listener.stop()
     finally:
         driver.cleanup()
+
+
+def test_a_pause_and_the_requests_refused_after_it_count(monkeypatch):
+    monkeypatch.setattr(server_module, "FENCE_AFTER_PAUSE", 5.0)
+    paused = Paused()
+    try:
+        with moves("pauses"):
+            paused.pause()
+        with moves("requests_rejected"):
+            paused.wire.request(Kind.CAST)
+            assert paused.wire.next_response().kind == Kind.REJECT
+    finally:
+        paused.wire.close()

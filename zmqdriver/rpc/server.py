@@ -318,6 +318,7 @@ class Inbox:
     def _on_pause(self, seconds: float) -> None:
         """This process did not run for ``seconds``: fence off what waited through it."""
         self._fenced_until = time.monotonic() + FENCE_AFTER_PAUSE
+        metrics.incr("pauses")
         self._loop.runtime.log(
             logging.WARNING,
             "zmqdriver server %s: this process did not run for %.1fs or more (frozen or starved); "
@@ -335,6 +336,7 @@ class Inbox:
             return
         self._seen.pop(header.msg_id)  # a resend after the fence must run
         self._unacked.pop(header.msg_id, None)
+        metrics.incr("requests_rejected")
         self._respond(identity, protocol.Kind.REJECT, header)
 
     def _answer_ping(self, identity: bytes, header: protocol.Header) -> None:
