@@ -13,5 +13,10 @@ if ! command -v chromium >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 fi
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    echo "test.sh: installing rabbitmq-server (the migration tests start it if it is not running)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq rabbitmq-server >/dev/null
+fi
 python -m pip install -q -e '.[test]'
 exec python -m pytest "$@"

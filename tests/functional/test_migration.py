@@ -10,20 +10,20 @@ notification senders and listeners. Each step asserts that nothing sent was lost
   while RPC stays on RabbitMQ: senders first (the new transport keeps what they send until a
   listener comes), then listeners, once they have drained the old transport.
 
-RabbitMQ is the local broker (``ZMQDRIVER_RABBIT_URL``, default guest/guest on 127.0.0.1:5672).
-If it does not answer the test fails and says so, unless ``ZMQDRIVER_TESTS_WITHOUT_RABBIT=1``
-explicitly opts out (then it is skipped, visibly).
+RabbitMQ is the local broker (``ZMQDRIVER_RABBIT_URL``, default guest/guest on 127.0.0.1:5672),
+started for these tests if it is installed and down (test.sh installs it). If none answers the
+test fails and says so, unless ``ZMQDRIVER_TESTS_WITHOUT_RABBIT=1`` explicitly opts out (then it
+is skipped, visibly).
 """
 
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit
 
 import oslo_messaging
 import pytest
 
-from bench.procs import amqp_answers, delete_rabbit_queues
+from bench.procs import RabbitMQ, delete_rabbit_queues
 from harness.wait import wait_until
 from tests.functional import helpers
 from tests.functional.helpers import client, unique
@@ -36,17 +36,19 @@ BATCH = 20
 
 
 @pytest.fixture(scope="module")
-def rabbit_url() -> str:
-    parts = urlsplit(RABBIT_URL)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 5672
-    if amqp_answers(host, port):
-        return RABBIT_URL
-    why = f"RabbitMQ does not answer at {host}:{port}"
+def rabbit_url():
+    """The broker at RABBIT_URL; the local one is started (and stopped after) if it is down."""
+    broker = RabbitMQ(RABBIT_URL)
+    why = broker.ensure()
+    if why is None:
+        yield RABBIT_URL
+        broker.stop_if_started()
+        return
     if os.environ.get(OPT_OUT) == "1":
         pytest.skip(f"{why}; {OPT_OUT}=1 opts out of the RabbitMQ migration tests")
     pytest.fail(
-        f"{why}: start it (rabbitmq-server -detached), point ZMQDRIVER_RABBIT_URL at one, "
-        f"or set {OPT_OUT}=1 to skip these tests on purpose"
+        f"{why}: install rabbitmq-server (test.sh does), point ZMQDRIVER_RABBIT_URL at a "
+        f"broker, or set {OPT_OUT}=1 to skip these tests on purpose"
     )
 
 
