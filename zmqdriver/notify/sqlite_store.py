@@ -20,6 +20,7 @@ import time
 
 from zmqdriver import metrics
 from zmqdriver.backends.sqlitefile import SQLiteFile
+from zmqdriver.backoff import Backoff
 from zmqdriver.notify.store import (
     NO_LISTENER_YET,
     GroupBacklog,
@@ -65,11 +66,11 @@ _SCHEMA = [
         PRIMARY KEY (stream, grp)) WITHOUT ROWID""",
 ]
 
-# An idle listener polls ever more slowly, up to _POLL_MAX: the first
+# An idle listener polls ever more slowly, up to 0.05 s: the first
 # notification after a quiet spell waits at most that long. Each poll costs
 # about 0.15 ms of CPU on the benchmark machine, so 0.05 s keeps an idle
 # listener near 0.5 % of a core (0.02 s cost 1.4 %).
-_POLL_MIN, _POLL_MAX = 0.002, 0.05
+_POLL = Backoff(0.002, 0.05)
 _LIVENESS = 3.0  # a consumer that has not polled for this long gets no new assignments
 _SEEN_EVERY = 1.0  # how often a polling consumer refreshes its seen_at
 _ASSIGN_GRACE = 5.0  # assigned but unread for this long: anyone of the group may take it
@@ -251,7 +252,7 @@ class SQLiteNotificationStore(NotificationStore):
         self, streams: list[str], group: str, consumer: str, count: int, timeout: float
     ) -> list[StoredNotification]:
         deadline = time.monotonic() + timeout
-        poll, seen_version = _POLL_MIN, None
+        pauses, seen_version = _POLL.delays(), None
         while True:
             version = self._db.change_token()
             if version != seen_version or self._due_check(group, consumer):
@@ -261,13 +262,12 @@ class SQLiteNotificationStore(NotificationStore):
                 )
                 if messages:
                     return messages
-                poll = _POLL_MIN
+                pauses = _POLL.delays()  # something changed: look again soon
             self.flush()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            time.sleep(min(poll, remaining))
-            poll = min(poll * 2, _POLL_MAX)
+            time.sleep(min(next(pauses), remaining))
 
     def _due_check(self, group: str, consumer: str) -> bool:
         # Redeliveries become due by the clock, not by a commit: look once a second.
