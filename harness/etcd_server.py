@@ -1,0 +1,135 @@
+"""A private one-member ``etcd`` on free loopback ports, stopped by its PID.
+
+Nothing here touches a shared etcd (such as 127.0.0.1:2379): each member has a
+data directory of its own and free client and peer ports. ``stop()``/``start()``
+restart it on the same ports with the same data (leases survive, as in a real
+restart); ``wipe()`` deletes the data while it is stopped (a member lost and
+replaced empty).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from harness.net import LOOPBACK, free_port
+from harness.wait import eventually
+
+ETCD = "/usr/bin/etcd"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+
+class EtcdServerError(RuntimeError):
+    """etcd is missing, did not start or exited."""
+
+
+def etcd_binary() -> str:
+    """Path of etcd; EtcdServerError saying how to install it if there is none."""
+    if os.access(ETCD, os.X_OK):
+        return ETCD
+    found = shutil.which("etcd")
+    if found:
+        return found
+    raise EtcdServerError(
+        f"etcd not found ({ETCD} nor on PATH); install it with 'apt-get install etcd-server'"
+    )
+
+
+class EtcdServer:
+    """One etcd member, alone in its cluster; ``extra_args`` are added to its command line."""
+
+    def __init__(self, directory: str | Path, extra_args: tuple[str, ...] = ()) -> None:
+        self.directory = Path(directory)
+        self.extra_args = extra_args
+        self.host = LOOPBACK
+        self.port = free_port()
+        self.peer_port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"zmq+etcd://{self.host}:{self.port}"
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / f"etcd-{self.port}.log"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start the member (again on the same ports and data) and wait until it is healthy."""
+        if self.running:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        peer_url = f"http://{self.host}:{self.peer_port}"
+        command = [
+            etcd_binary(),
+            "--name", "member",
+            "--data-dir", str(self.data_dir),
+            "--listen-client-urls", self.client_url,
+            "--advertise-client-urls", self.client_url,
+            "--listen-peer-urls", peer_url,
+            "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", f"member={peer_url}",
+            "--initial-cluster-state", "new",
+            "--initial-cluster-token", f"zmqdriver-test-{self.port}",
+            *self.extra_args,
+        ]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        if not eventually(self._ready, START_TIMEOUT, poll=0.02, max_poll=0.2):
+            self.stop()
+            raise EtcdServerError(
+                f"etcd on port {self.port} not healthy in {START_TIMEOUT:.0f} s: {self._log()}"
+            )
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        """Stop the member by its PID (SIGKILL by default: an abrupt outage)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(STOP_TIMEOUT)
+        self.process = None
+
+    def wipe(self) -> None:
+        """Delete the data of the stopped member: it comes back empty, leases and all gone."""
+        if self.running:
+            raise EtcdServerError("wipe() needs the member stopped first")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _ready(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            raise EtcdServerError(f"etcd on port {self.port} exited: {self._log()}")
+        try:
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1) as reply:
+                return b'"true"' in reply.read()
+        except OSError:
+            return False
+
+    def _log(self) -> str:
+        try:
+            return self.log_path.read_text()[-2000:] or "empty log"
+        except OSError:
+            return f"no log at {self.log_path}"
