@@ -113,6 +113,12 @@ class EtcdServer:
                 self.process.wait(STOP_TIMEOUT)
         self.process = None
 
+    def client(self):
+        """A plain etcd3gw client to inspect or prepare the member's data."""
+        import etcd3gw  # optional, as for the driver
+
+        return etcd3gw.Etcd3Client(host=self.host, port=self.port, timeout=5)
+
     def wipe(self) -> None:
         """Delete the data of the stopped member: it comes back empty, leases and all gone."""
         if self.running:

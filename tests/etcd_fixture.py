@@ -27,9 +27,8 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer
 
 @pytest.fixture
 def etcd_url(etcd_server: EtcdServer) -> str:
-    """URL of the session's etcd, running (a previous test may have stopped it).
-
-    Not emptied: tests use keys of their own (unique prefixes) instead.
-    """
+    """URL of the session's etcd, running and emptied (every key deleted) for this test."""
+    # A previous test may have stopped it to simulate an outage.
     etcd_server.start()
+    etcd_server.client().delete("\0", range_end="\0")
     return etcd_server.url

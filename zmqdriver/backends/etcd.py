@@ -346,6 +346,7 @@ class EtcdBackend:
     @staticmethod
     def _authenticate(host: EtcdHost, client) -> None:
         with host.token_lock:
+            client.session.headers.pop("Authorization", None)  # a stale token is refused
             reply = client.post(
                 client.get_url("/auth/authenticate"),
                 json={"name": host.member.username, "password": host.member.password},
