@@ -75,7 +75,8 @@ zmq_opts = [
         min=0.0,
         default=1.0,
         help="Seconds a client caches a matchmaker lookup; a new server is seen by clients "
-        "within about this long.",
+        "within about this long (at once with a matchmaker that pushes changes, see "
+        "zmq_matchmaker_watch).",
     ),
     cfg.StrOpt(
         "rpc_zmq_serialization",
@@ -173,6 +174,15 @@ zmq_opts = [
         default=5.0,
         min=0.1,
         help="Seconds a single request to the matchmaker backend (Redis, etcd) may take.",
+    ),
+    cfg.BoolOpt(
+        "zmq_matchmaker_watch",
+        default=True,
+        help="Have the matchmaker push changes to clients where it can (zmq+etcd://: an etcd "
+        "watch): a new server gets requests, and a stopped or expired one stops getting them, "
+        "as soon as the matchmaker knows, and lookups are cached until their key changes. "
+        "While the watch is down, and with matchmakers that cannot push, clients poll as "
+        "zmq_target_cache_ttl says.",
     ),
     cfg.IntOpt(
         "zmq_notification_retention_count",

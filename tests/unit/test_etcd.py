@@ -23,7 +23,7 @@ from harness.wait import eventually, wait_until
 from tests.support import make_conf, parse
 from zmqdriver import addressing, matchmaker
 from zmqdriver.backends.etcd import EtcdBackend, classify, etcd_errors
-from zmqdriver.discovery import Registrar
+from zmqdriver.discovery import Directory, Registrar
 from zmqdriver.exceptions import BackendError, BackendUnavailable
 from zmqdriver.matchmaker.etcd import (
     EtcdMatchMaker,
@@ -385,3 +385,49 @@ def test_missing_or_wrong_credentials_are_configuration_errors(auth_etcd, closin
     with pytest.raises(BackendError, match="refused user 'root'") as caught:
         wrong.lookup(KEY)
     assert "wrong" not in str(caught.value)  # never the password
+
+
+# --- push: the watch behind the Directory -----------------------------------------------
+
+
+def endpoint_record(port: int) -> str:
+    return addressing.encode_record(addressing.Endpoint("10.0.0.1", port))
+
+
+@pytest.fixture
+def watched_directory(new_mm) -> Iterator[tuple[Directory, EtcdMatchMaker]]:
+    """A client's Directory on etcd with push (a ttl of an hour: only pushes refresh it),
+    and a matchmaker playing the servers."""
+    directory = Directory(new_mm(zmq_matchmaker_timeout=1.0), ttl=3600, watch_prefix="zmqdriver/")
+    yield directory, new_mm()
+    directory.close()
+
+
+def test_a_new_or_removed_server_is_seen_at_once(watched_directory):
+    directory, servers = watched_directory
+    assert directory.endpoints(KEY) == []
+    wait_until(lambda: directory._pushing(), timeout=10, what="the watch to be up")
+    servers.register(KEY, endpoint_record(5000), 60)
+    wait_until(lambda: directory.endpoints(KEY), timeout=2, what="the new server")
+    servers.unregister(KEY, endpoint_record(5000))
+    wait_until(lambda: directory.endpoints(KEY) == [], timeout=2, what="the server gone")
+    servers.register(KEY, endpoint_record(5001), 1)  # then its lease runs out
+    wait_until(lambda: directory.endpoints(KEY), timeout=2, what="the next server")
+    wait_until(lambda: directory.endpoints(KEY) == [], timeout=10, what="its lease to run out")
+
+
+def test_with_the_watch_down_clients_poll_then_push_resumes(watched_directory, etcd_server):
+    directory, servers = watched_directory
+    directory._ttl = 0.2  # the polling fallback, short for the test
+    directory.endpoints(KEY)
+    wait_until(lambda: directory._pushing(), timeout=10, what="the watch to be up")
+    etcd_server.stop()
+    wait_until(lambda: not directory._pushing(), timeout=10, what="the watch to be down")
+    etcd_server.start()
+    # A change while the watch is still reconnecting is found by polling or by the resync.
+    servers.register(KEY, endpoint_record(5000), 60)
+    wait_until(lambda: directory.endpoints(KEY), timeout=15, what="the server, polled")
+    wait_until(lambda: directory._pushing(), timeout=15, what="the watch to be back")
+    directory._ttl = 3600
+    servers.register(KEY, endpoint_record(5001), 60)
+    wait_until(lambda: len(directory.endpoints(KEY)) == 2, timeout=2, what="a pushed change")

@@ -23,11 +23,14 @@ imports it until a ``zmq+etcd://`` URL is used.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
+import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -409,6 +412,34 @@ class EtcdBackend:
             for value, meta in found
         ]
 
+    def open_watch(self, prefix: str, idle_timeout: float) -> WatchStream:
+        """A stream of the changes under ``prefix``, from the current member.
+
+        ``idle_timeout``: seconds without a byte after which reading the
+        stream fails (a connection that died silently does not stay "up").
+        """
+        import requests  # etcd3gw's HTTP library
+
+        body = {"create_request": {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}}
+
+        def open_stream(client):
+            try:
+                response = client.session.post(
+                    client.get_url("/watch"),
+                    json=body,
+                    stream=True,
+                    timeout=(client.timeout, idle_timeout),
+                )
+            except requests.RequestException as exc:
+                raise etcd_errors().ConnectionFailedError(str(exc)) from exc
+            if response.status_code != 200:
+                text = response.text
+                response.close()
+                raise etcd_errors().Etcd3Exception(text, response.reason)
+            return response
+
+        return WatchStream(self.execute("watch keys", open_stream))
+
     def close(self) -> None:
         for host in self.hosts:
             host.current().session.close()
@@ -437,6 +468,58 @@ class EtcdBackend:
         )
         addresses = ", ".join(host.address for host, _ in failures)
         return f"{LABEL} at {addresses} unreachable: {details}"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _prefix_end(prefix: str) -> str:
+    """The end of the key range of ``prefix`` (its last byte plus one), as etcd wants it.
+
+    >>> _prefix_end("zmqdriver/rpc/")
+    'zmqdriver/rpc0'
+    """
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+class WatchStream:
+    """The changes etcd pushes on one watch (``EtcdBackend.open_watch``)."""
+
+    def __init__(self, response) -> None:
+        self._response = response
+
+    def keys(self) -> Iterator[str | None]:
+        """None once the watch is in place, then the etcd key of each change as it happens.
+
+        Ends by raising when the stream breaks (etcd went away, or said why).
+        """
+        for line in self._response.iter_lines(chunk_size=None):
+            if not line.strip():
+                continue
+            message = json.loads(line)
+            if "error" in message:
+                raise BackendUnavailable(f"{LABEL}: the watch ended: {message['error']}")
+            result = message.get("result", {})
+            if result.get("canceled"):
+                reason = result.get("cancel_reason") or "no reason given"
+                raise BackendUnavailable(f"{LABEL}: etcd canceled the watch: {reason}")
+            if result.get("created"):
+                yield None
+            for event in result.get("events", ()):
+                yield base64.b64decode(event["kv"]["key"]).decode()
+        raise BackendUnavailable(f"{LABEL}: the watch stream ended")
+
+    def close(self) -> None:
+        """Close the stream; a thread blocked in ``keys()`` wakes up with an error."""
+        connection = getattr(self._response.raw, "_connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+        self._response.close()
 
 
 def _tls_hint(host: EtcdHost, exc: BaseException) -> str:

@@ -22,6 +22,11 @@ off, or etcd came back without its data), ``generation`` reports it within
 the registrar's next check and the registrar registers everything again on a
 new lease; a ``put`` that races with the loss retries on a new lease itself.
 
+``watch`` pushes changes to clients (``zmqdriver.discovery.Directory``): an
+etcd watch on the prefix of the RPC keys, whose events name the matchmaker
+key that changed. Since refreshes write nothing, the events are the changes
+that matter: a record added, deleted, or gone with its lease.
+
 The connection (several members, TLS, credentials, error messages) is
 :class:`zmqdriver.backends.etcd.EtcdBackend`. Notifications do not use etcd:
 see ``zmqdriver.notify.notification_store_for``.
@@ -34,12 +39,15 @@ import logging
 import math
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from oslo_config import cfg
 from oslo_messaging import TransportURL
 
-from zmqdriver.backends.etcd import EtcdBackend, LeaseLost
+from zmqdriver.backends.etcd import EtcdBackend, LeaseLost, WatchStream
+from zmqdriver.backoff import Backoff
 from zmqdriver.exceptions import BackendError
 from zmqdriver.matchmaker.base import ListedRecord, MatchMaker
 from zmqdriver.throttle import Throttle
@@ -50,6 +58,10 @@ RECORDS = "/@/"  # between a matchmaker key and its records' digests
 # A lease renewed this recently is not renewed again by the next register():
 # the registrar's refresh of many records costs one keepalive.
 KEEPALIVE_EVERY = 0.5
+# A watch silent this long is opened again (a connection that died without a
+# word must not pass for "up"); clients then read their keys again once.
+WATCH_IDLE = 60.0
+_WATCH_BACKOFF = Backoff(0.5, 10.0)  # pauses between attempts to open the watch
 
 
 def record_key(key: str, record: str) -> str:
@@ -196,6 +208,9 @@ class EtcdMatchMaker(MatchMaker):
         with self._lock:
             return ",".join(f"{lease.id:x}" for lease in self._leases.values()) or "none"
 
+    def watch(self, prefix: str, on_change: Callable[[str | None], None]) -> EtcdWatch:
+        return EtcdWatch(self.backend, prefix, on_change)
+
     def records(self, prefix: str) -> list[ListedRecord]:
         remaining: dict[int, int] = {}  # lease -> seconds left, read once per lease
         listed = []
@@ -227,3 +242,96 @@ class EtcdMatchMaker(MatchMaker):
                     exc,
                 )
         self.backend.close()
+
+
+class EtcdWatch:
+    """Changes under a prefix, pushed to ``on_change`` from a thread of its own.
+
+    The thread opens an etcd watch, says ``on_change(None)`` once it is in
+    place (``up``), then ``on_change(key)`` for the matchmaker key of every
+    change. When the stream breaks it is ``up`` no more (clients poll) and it
+    is opened again with backoff; silence for WATCH_IDLE seconds reopens it too.
+    """
+
+    def __init__(
+        self, backend: EtcdBackend, prefix: str, on_change: Callable[[str | None], None]
+    ) -> None:
+        self._backend = backend
+        self._prefix = prefix
+        self._on_change = on_change
+        self._up = False
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._stream: WatchStream | None = None
+        self._down_since: float | None = None  # the last failure was logged
+        self._pauses = _WATCH_BACKOFF.delays()
+        self._thread = threading.Thread(target=self._run, name="zmqdriver-etcd-watch", daemon=True)
+        self._thread.start()
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._up = False
+        with self._lock:
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._follow()
+            except Exception as exc:  # the thread must survive whatever the stream raises
+                self._up = False
+                if self._stopped.is_set():
+                    return
+                if _idle(exc):
+                    continue  # a quiet stream: open it again at once
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    LOG.warning(
+                        "%s: the watch of %s is down (%s); clients poll until it is back",
+                        self._backend.label,
+                        self._prefix,
+                        exc,
+                    )
+                self._stopped.wait(next(self._pauses))
+                continue
+            return
+
+    def _follow(self) -> None:
+        """Open the watch and pass on its changes until it breaks (raises) or stops."""
+        stream = self._backend.open_watch(self._prefix, WATCH_IDLE)
+        with self._lock:
+            if self._stopped.is_set():
+                stream.close()
+                return
+            self._stream = stream
+        for etcd_key in stream.keys():
+            if self._stopped.is_set():
+                return
+            if etcd_key is None:
+                self._up = True
+                self._pauses = _WATCH_BACKOFF.delays()
+                self._on_change(None)  # what changed while it was down is unknown
+                if self._down_since is not None:
+                    LOG.info(
+                        "%s: the watch of %s is back after %.0fs",
+                        self._backend.label,
+                        self._prefix,
+                        time.monotonic() - self._down_since,
+                    )
+                    self._down_since = None
+                continue
+            key = matchmaker_key(etcd_key)
+            if key is not None:
+                self._on_change(key)
+
+
+def _idle(exc: BaseException) -> bool:
+    """Whether ``exc`` is the read timeout of a watch that was merely silent."""
+    return "read timed out" in str(exc).lower()
