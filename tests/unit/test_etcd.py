@@ -10,6 +10,7 @@ throwaway one killed by PID.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from importlib import metadata
@@ -232,6 +233,19 @@ def test_one_lease_carries_every_record_of_a_process(new_mm, etcd_server):
         leases_of(etcd_server, record_key(KEY, "b:2"))[record_key(KEY, "b:2")]
         not in leases.values()
     )
+
+
+def test_racing_registrations_share_one_lease(new_mm, etcd_server):
+    mm = new_mm()
+    threads = [
+        threading.Thread(target=mm.register, args=(f"{KEY}/s{n}", "a:1", 30)) for n in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    leases = leases_of(etcd_server, "zmqdriver/")
+    assert len(leases) == 8 and len(set(leases.values())) == 1
 
 
 def test_a_refresh_renews_the_lease_without_writing_the_records_again(new_mm, etcd_server):

@@ -118,7 +118,8 @@ class EtcdMatchMaker(MatchMaker):
     def __init__(self, conf: cfg.ConfigOpts, url: TransportURL) -> None:
         super().__init__(conf, url)
         self.backend: EtcdBackend = EtcdBackend.from_url(conf, url)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the leases' bookkeeping
+        self._renewing = threading.Lock()  # held while a lease is renewed or granted
         self._leases: dict[int, _Lease] = {}  # by TTL
         self._keepalives = Throttle(every=KEEPALIVE_EVERY)
 
@@ -146,28 +147,32 @@ class EtcdMatchMaker(MatchMaker):
             return
 
     def _live_lease(self, ttl: int) -> _Lease:
-        """This process's lease of ``ttl``, renewed (at most every KEEPALIVE_EVERY s) or new."""
-        with self._lock:
-            lease = self._leases.get(ttl)
-        if lease is not None and lease.pid == os.getpid():
-            if self._keepalives.admit(lease.id) is None:
-                return lease  # renewed a moment ago
-            if self.backend.keepalive(lease.id):
-                return lease
-            LOG.warning(
-                "%s: lease %x ran out (this process was cut off or frozen for %ss, or etcd "
-                "lost its data); registering on a new lease",
-                self.backend.label,
-                lease.id,
-                ttl,
-            )
-            self._drop(ttl, lease)
-        lease = _Lease(self.backend.grant(ttl), os.getpid())
-        with self._lock:
-            self._leases[ttl] = lease
-        self._keepalives.forget(lease.id)
-        self._keepalives.admit(lease.id)  # just granted: as good as renewed
-        return lease
+        """This process's lease of ``ttl``, renewed (at most every KEEPALIVE_EVERY s) or new.
+
+        One thread at a time, so racing registrations never grant two leases.
+        """
+        with self._renewing:
+            with self._lock:
+                lease = self._leases.get(ttl)
+            if lease is not None and lease.pid == os.getpid():
+                if self._keepalives.admit(lease.id) is None:
+                    return lease  # renewed a moment ago
+                if self.backend.keepalive(lease.id):
+                    return lease
+                LOG.warning(
+                    "%s: lease %x ran out (this process was cut off or frozen for %ss, or etcd "
+                    "lost its data); registering on a new lease",
+                    self.backend.label,
+                    lease.id,
+                    ttl,
+                )
+                self._drop(ttl, lease)
+            lease = _Lease(self.backend.grant(ttl), os.getpid())
+            with self._lock:
+                self._leases[ttl] = lease
+            self._keepalives.forget(lease.id)
+            self._keepalives.admit(lease.id)  # just granted: as good as renewed
+            return lease
 
     def _drop(self, ttl: int, lease: _Lease) -> None:
         with self._lock:
