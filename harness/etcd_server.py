@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import urllib.request
 from pathlib import Path
+from typing import Protocol
 
 from harness.net import LOOPBACK, free_port
 from harness.wait import eventually
@@ -22,6 +24,16 @@ from harness.wait import eventually
 ETCD = "/usr/bin/etcd"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+
+
+class TlsFiles(Protocol):
+    """The TLS material a member serves with and a client presents (tests/tls_fixture.py)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
 
 
 class EtcdServerError(RuntimeError):
@@ -41,11 +53,17 @@ def etcd_binary() -> str:
 
 
 class EtcdServer:
-    """One etcd member, alone in its cluster; ``extra_args`` are added to its command line."""
+    """One etcd member, alone in its cluster; ``extra_args`` are added to its command line.
 
-    def __init__(self, directory: str | Path, extra_args: tuple[str, ...] = ()) -> None:
+    With ``tls`` its client port serves HTTPS only and requires client certificates.
+    """
+
+    def __init__(
+        self, directory: str | Path, extra_args: tuple[str, ...] = (), tls: TlsFiles | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.extra_args = extra_args
+        self.tls = tls
         self.host = LOOPBACK
         self.port = free_port()
         self.peer_port = free_port()
@@ -57,7 +75,7 @@ class EtcdServer:
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def data_dir(self) -> Path:
@@ -88,6 +106,7 @@ class EtcdServer:
             "--initial-cluster", f"member={peer_url}",
             "--initial-cluster-state", "new",
             "--initial-cluster-token", f"zmqdriver-test-{self.port}",
+            *self._tls_args(),
             *self.extra_args,
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
@@ -113,11 +132,31 @@ class EtcdServer:
                 self.process.wait(STOP_TIMEOUT)
         self.process = None
 
+    def _tls_args(self) -> tuple[str, ...]:
+        if not self.tls:
+            return ()
+        return (
+            "--cert-file", str(self.tls.server_cert),
+            "--key-file", str(self.tls.server_key),
+            "--trusted-ca-file", str(self.tls.ca),
+            "--client-cert-auth",
+        )  # fmt: skip
+
     def client(self):
-        """A plain etcd3gw client to inspect or prepare the member's data."""
+        """An etcd3gw client (with the client certificate for TLS) to inspect or prepare data."""
         import etcd3gw  # optional, as for the driver
 
-        return etcd3gw.Etcd3Client(host=self.host, port=self.port, timeout=5)
+        if not self.tls:
+            return etcd3gw.Etcd3Client(host=self.host, port=self.port, timeout=5)
+        return etcd3gw.Etcd3Client(
+            host=self.host,
+            port=self.port,
+            protocol="https",
+            ca_cert=str(self.tls.ca),
+            cert_cert=str(self.tls.client_cert),
+            cert_key=str(self.tls.client_key),
+            timeout=5,
+        )
 
     def wipe(self) -> None:
         """Delete the data of the stopped member: it comes back empty, leases and all gone."""
@@ -128,8 +167,14 @@ class EtcdServer:
     def _ready(self) -> bool:
         if self.process is None or self.process.poll() is not None:
             raise EtcdServerError(f"etcd on port {self.port} exited: {self._log()}")
+        context = None
+        if self.tls:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
         try:
-            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1) as reply:
+            with urllib.request.urlopen(
+                f"{self.client_url}/health", timeout=1, context=context
+            ) as reply:
                 return b'"true"' in reply.read()
         except OSError:
             return False

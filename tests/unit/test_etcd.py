@@ -149,6 +149,7 @@ def test_lease_ttls_are_whole_seconds_and_never_zero():
         ("Etcd3Exception", '{"error":"etcdserver: invalid auth token"}', "token"),
         ("Etcd3Exception", '{"error":"etcdserver: permission denied"}', "auth"),
         ("Etcd3Exception", '{"error":"etcdserver: request is too large"}', "refused"),
+        ("Etcd3Exception", "Client sent an HTTP request to an HTTPS server.", "tls needed"),
     ],
 )
 def test_classify(error, text, kind):
@@ -445,3 +446,50 @@ def test_with_the_watch_down_clients_poll_then_push_resumes(watched_directory, e
     directory._ttl = 3600
     servers.register(KEY, endpoint_record(5001), 60)
     wait_until(lambda: len(directory.endpoints(KEY)) == 2, timeout=2, what="a pushed change")
+
+
+# --- TLS -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_etcd(tmp_path_factory, tls_files) -> Iterator[EtcdServer]:
+    """A member serving HTTPS only, requiring client certificates (tests/tls_fixture.py)."""
+    server = EtcdServer(tmp_path_factory.mktemp("etcd-tls"), tls=tls_files)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def tls_options(tls_files, **overrides) -> dict[str, object]:
+    return {
+        "zmq_etcd_tls_enabled": True,
+        "zmq_etcd_tls_ca_file": str(tls_files.ca),
+        "zmq_etcd_tls_cert_file": str(tls_files.client_cert),
+        "zmq_etcd_tls_key_file": str(tls_files.client_key),
+        **overrides,
+    }
+
+
+def test_tls_with_a_client_certificate(tls_etcd, tls_files, closing):
+    conf = make_conf(**tls_options(tls_files))
+    mm = closing(EtcdMatchMaker(conf, parse(conf, tls_etcd.url)))
+    mm.register(KEY, "a:1", 60)
+    assert mm.lookup(KEY) == ["a:1"]
+
+
+def test_an_untrusted_member_certificate_is_a_configuration_error(tls_etcd, tls_files, closing):
+    conf = make_conf(**tls_options(tls_files, zmq_etcd_tls_ca_file=None))  # system CAs
+    mm = closing(EtcdMatchMaker(conf, parse(conf, tls_etcd.url)))
+    with pytest.raises(BackendError, match="TLS certificate was refused") as caught:
+        mm.lookup(KEY)
+    assert not isinstance(caught.value, BackendUnavailable)
+
+
+def test_plain_http_to_a_tls_member_says_to_turn_tls_on(tls_etcd, closing):
+    conf = make_conf()
+    mm = closing(EtcdMatchMaker(conf, parse(conf, tls_etcd.url)))
+    # A member that requires client certificates drops the connection: an outage with a hint.
+    with pytest.raises(BackendUnavailable, match="if it serves TLS only, set zmq_etcd_tls_enabled"):
+        mm.lookup(KEY)

@@ -80,6 +80,24 @@ def etcd3gw_module():
     return etcd3gw
 
 
+def _session_class():
+    """A requests Session whose own CA file wins over the environment's.
+
+    requests lets REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) replace a session's
+    ``verify`` (psf/requests#3829): with it set, as many hosts do, etcd's CA
+    would be ignored and every request refused.
+    """
+    import requests  # etcd3gw's HTTP library
+
+    class Session(requests.Session):
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):
+            if verify is None:
+                verify = self.verify
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+    return Session
+
+
 def etcd_errors():
     """etcd3gw's exception module (see etcd3gw_module)."""
     return etcd3gw_module().exceptions
@@ -221,14 +239,17 @@ class EtcdHost:
 
     def _connect(self):
         tls = self._tls
+        session = _session_class()()
+        if tls is not None and tls.ca_file:
+            session.verify = tls.ca_file
+        if tls is not None and tls.cert_file:
+            session.cert = (tls.cert_file, tls.key_file)
         return etcd3gw_module().Etcd3Client(
             host=self.member.host,
             port=self.member.port,
             protocol="https" if tls else "http",
-            ca_cert=tls.ca_file if tls else None,
-            cert_cert=tls.cert_file if tls else None,
-            cert_key=tls.key_file if tls else None,
             timeout=self._timeout,
+            session=session,
         )
 
     def current(self):
@@ -249,8 +270,9 @@ def classify(exc: BaseException) -> str:
     """What an etcd3gw error means for us.
 
     ``token`` (renew the auth token), ``auth`` (credentials refused),
-    ``certificate`` (TLS verification failed), ``unavailable`` (try another
-    member, later) or ``refused`` (etcd answered no).
+    ``certificate`` (TLS verification failed), ``tls needed`` (plain HTTP to
+    a TLS member), ``unavailable`` (try another member, later) or ``refused``
+    (etcd answered no).
 
     >>> etcd_exc = etcd_errors()
     >>> classify(etcd_exc.ConnectionFailedError("Connection refused"))
@@ -270,6 +292,8 @@ def classify(exc: BaseException) -> str:
         return "auth"
     if "certificate_verify_failed" in text or "certificate verify failed" in text:
         return "certificate"
+    if "http request to an https server" in text:
+        return "tls needed"
     if isinstance(exc, etcd_exc.ConnectionFailedError | etcd_exc.ConnectionTimeoutError):
         return "unavailable"
     if "no leader" in text or "leader changed" in text or "timed out" in text:
@@ -458,6 +482,11 @@ class EtcdBackend:
                 f"{LABEL} at {host.address}: the server's TLS certificate was refused "
                 f"({detail(exc)}); zmq_etcd_tls_ca_file must name the CA that signed it, and "
                 "the certificate must name the host of the transport URL"
+            )
+        if kind == "tls needed":
+            return (
+                f"{LABEL} at {host.address} serves TLS only: set zmq_etcd_tls_enabled = true "
+                f"(or ?{QUERY_OPTION}=true in the transport URL)"
             )
         return f"{LABEL} at {host.address} failed to {what}: {detail(exc)}"
 
