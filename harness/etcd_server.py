@@ -59,15 +59,29 @@ class EtcdServer:
     """
 
     def __init__(
-        self, directory: str | Path, extra_args: tuple[str, ...] = (), tls: TlsFiles | None = None
+        self,
+        directory: str | Path,
+        extra_args: tuple[str, ...] = (),
+        tls: TlsFiles | None = None,
+        *,
+        name: str = "member",
+        peer_port: int | None = None,
+        initial_cluster: str | None = None,
     ) -> None:
+        """``name``, ``peer_port`` and ``initial_cluster`` make it one member of an EtcdCluster."""
         self.directory = Path(directory)
         self.extra_args = extra_args
         self.tls = tls
+        self.name = name
         self.host = LOOPBACK
         self.port = free_port()
-        self.peer_port = free_port()
+        self.peer_port = peer_port or free_port()
+        self.initial_cluster = initial_cluster or f"{name}={self.peer_url}"
         self.process: subprocess.Popen | None = None
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
 
     @property
     def url(self) -> str:
@@ -89,23 +103,22 @@ class EtcdServer:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self) -> None:
-        """Start the member (again on the same ports and data) and wait until it is healthy."""
+    def start(self, wait: bool = True) -> None:
+        """Start the member (again on the same ports and data); ``wait`` until it is healthy."""
         if self.running:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        peer_url = f"http://{self.host}:{self.peer_port}"
         command = [
             etcd_binary(),
-            "--name", "member",
+            "--name", self.name,
             "--data-dir", str(self.data_dir),
             "--listen-client-urls", self.client_url,
             "--advertise-client-urls", self.client_url,
-            "--listen-peer-urls", peer_url,
-            "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"member={peer_url}",
+            "--listen-peer-urls", self.peer_url,
+            "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", self.initial_cluster,
             "--initial-cluster-state", "new",
-            "--initial-cluster-token", f"zmqdriver-test-{self.port}",
+            "--initial-cluster-token", f"zmqdriver-test-{self.initial_cluster}",
             *self._tls_args(),
             *self.extra_args,
         ]  # fmt: skip
@@ -113,6 +126,11 @@ class EtcdServer:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait until the member says it is healthy (it has a leader); stopped if it does not."""
         if not eventually(self._ready, START_TIMEOUT, poll=0.02, max_poll=0.2):
             self.stop()
             raise EtcdServerError(
@@ -184,3 +202,38 @@ class EtcdServer:
             return self.log_path.read_text()[-2000:] or "empty log"
         except OSError:
             return f"no log at {self.log_path}"
+
+
+class EtcdCluster:
+    """``size`` members of one cluster on free ports, each with its own data directory."""
+
+    def __init__(self, directory: str | Path, size: int = 3) -> None:
+        peers = {f"m{index}": free_port() for index in range(size)}
+        initial = ",".join(f"{name}=http://{LOOPBACK}:{port}" for name, port in peers.items())
+        self.members = [
+            EtcdServer(Path(directory) / name, name=name, peer_port=port, initial_cluster=initial)
+            for name, port in peers.items()
+        ]
+
+    @property
+    def url(self) -> str:
+        return "zmq+etcd://" + ",".join(f"{m.host}:{m.port}" for m in self.members)
+
+    def start(self) -> None:
+        for member in self.members:
+            member.start(wait=False)  # a member alone has no quorum: start them all first
+        for member in self.members:
+            member.wait_ready()
+
+    def leader(self) -> EtcdServer:
+        """The member that leads now (as the first running member sees it)."""
+        running = [member for member in self.members if member.running]
+        leader_id = running[0].client().status()["leader"]
+        for member in running:
+            if member.client().status()["header"]["member_id"] == leader_id:
+                return member
+        raise EtcdServerError(f"no running member is the leader {leader_id}")
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()

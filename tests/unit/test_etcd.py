@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.etcd_server import EtcdServer
+from harness.etcd_server import EtcdCluster, EtcdServer
 from harness.net import free_port
 from harness.wait import eventually, wait_until
 from tests.support import make_conf, parse
@@ -493,3 +493,47 @@ def test_plain_http_to_a_tls_member_says_to_turn_tls_on(tls_etcd, closing):
     # A member that requires client certificates drops the connection: an outage with a hint.
     with pytest.raises(BackendUnavailable, match="if it serves TLS only, set zmq_etcd_tls_enabled"):
         mm.lookup(KEY)
+
+
+# --- a three-member cluster -------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp_path / "cluster", size=3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_losing_the_leader_keeps_records_and_service(cluster, closing):
+    conf = make_conf(zmq_matchmaker_timeout=1.0)
+    # The leader first in the URL: the member this client talks to is the one that dies.
+    leader = cluster.leader()
+    others = [member for member in cluster.members if member is not leader]
+    url = "zmq+etcd://" + ",".join(f"{m.host}:{m.port}" for m in [leader, *others])
+    mm = closing(EtcdMatchMaker(conf, parse(conf, url)))
+    registrar = Registrar(mm, expire=10, update=1, generation_key="zmqdriver/generation")
+    try:
+        registrar.add([KEY], "a:1")
+        leader.stop()  # SIGKILL: a member lost, and an election among the two left
+        # Lookups fail over (an outage at worst while the election runs), the record stays.
+        wait_until(lambda: _lookup_or_none(mm) == ["a:1"], timeout=15, what="a lookup")
+        new_leader = cluster.leader()
+        assert new_leader is not leader
+        # The lease is kept alive through the others: still there after its TTL.
+        time.sleep(11)
+        assert mm.lookup(KEY) == ["a:1"]
+        mm.register(KEY, "b:2", 10)
+        assert mm.lookup(KEY) == ["a:1", "b:2"]
+    finally:
+        registrar.stop()
+
+
+def _lookup_or_none(mm: EtcdMatchMaker) -> list[str] | None:
+    try:
+        return mm.lookup(KEY)
+    except BackendUnavailable:
+        return None
