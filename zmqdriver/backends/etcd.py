@@ -27,6 +27,7 @@ import base64
 import json
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
@@ -266,6 +267,28 @@ def detail(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
+def reason(exc: BaseException) -> str:
+    """The short cause of a failed connection, for "unreachable" messages.
+
+    >>> reason(ValueError("HTTPConnectionPool(host='e1', port=2379): Max retries exceeded "
+    ...     "with url: /v3/kv/range (Caused by NewConnectionError('<...>: Failed to establish "
+    ...     "a new connection: [Errno 111] Connection refused'))"))
+    '[Errno 111] Connection refused'
+    >>> reason(ValueError("HTTPConnectionPool(host='e1', port=2379): Read timed out. (read "
+    ...     "timeout=5.0)"))
+    'Read timed out. (read timeout=5.0)'
+    >>> reason(ValueError('{"error":"etcdserver: no leader"}'))
+    '{"error":"etcdserver: no leader"}'
+    """
+    text = detail(exc)
+    errno = re.search(r"\[Errno -?\d+\][^'\")]*", text)
+    if errno:
+        return errno.group(0).strip()
+    if text.startswith("HTTP") and "): " in text:
+        return text.split("): ", 1)[1]  # drop requests' "HTTPConnectionPool(host, port)"
+    return text
+
+
 def classify(exc: BaseException) -> str:
     """What an etcd3gw error means for us.
 
@@ -493,7 +516,7 @@ class EtcdBackend:
     @staticmethod
     def _unreachable_message(failures: list[tuple[EtcdHost, BaseException]]) -> str:
         details = "; ".join(
-            f"{host.address}: {detail(exc)}{_tls_hint(host, exc)}" for host, exc in failures
+            f"{host.address}: {reason(exc)}{_tls_hint(host, exc)}" for host, exc in failures
         )
         addresses = ", ".join(host.address for host, _ in failures)
         return f"{LABEL} at {addresses} unreachable: {details}"
