@@ -537,3 +537,23 @@ def _lookup_or_none(mm: EtcdMatchMaker) -> list[str] | None:
         return mm.lookup(KEY)
     except BackendUnavailable:
         return None
+
+
+def test_a_lease_revoked_by_hand_comes_back_on_a_new_one(new_mm, etcd_server):
+    mm, reader = new_mm(), new_mm()
+    registrar = Registrar(mm, expire=30, update=600, generation_key="zmqdriver/generation")
+    try:
+        registrar.add([KEY, KEY + "/host1"], "a:1")
+        time.sleep(1.5)  # the registrar has read the generation once
+        [lease] = set(leases_of(etcd_server, "zmqdriver/").values())
+        client = etcd_server.client()
+        client.post(client.get_url("/kv/lease/revoke"), json={"ID": lease})
+        assert reader.lookup(KEY) == []
+        wait_until(
+            lambda: reader.lookup(KEY) == ["a:1"] == reader.lookup(KEY + "/host1"),
+            timeout=10,
+            what="both records back",
+        )
+        assert set(leases_of(etcd_server, "zmqdriver/").values()) != {lease}
+    finally:
+        registrar.stop()
