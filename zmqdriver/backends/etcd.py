@@ -562,8 +562,12 @@ class WatchStream:
                 yield base64.b64decode(event["kv"]["key"]).decode()
         raise BackendUnavailable(f"{LABEL}: the watch stream ended")
 
-    def close(self) -> None:
-        """Close the stream; a thread blocked in ``keys()`` wakes up with an error."""
+    def interrupt(self) -> None:
+        """Wake a thread blocked in ``keys()`` (it fails); only that thread may ``close()``.
+
+        Closing the response from another thread would race the reader on its
+        buffered file (under eventlet: "reentrant call inside BufferedReader").
+        """
         connection = getattr(self._response.raw, "_connection", None)
         sock = getattr(connection, "sock", None)
         if sock is not None:
@@ -571,6 +575,9 @@ class WatchStream:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass  # already closed
+
+    def close(self) -> None:
+        """Release the connection; by the thread that reads ``keys()``, when it is done."""
         self._response.close()
 
 

@@ -281,9 +281,9 @@ class EtcdWatch:
         self._stopped.set()
         self._up = False
         with self._lock:
-            stream, self._stream = self._stream, None
+            stream = self._stream
         if stream is not None:
-            stream.close()
+            stream.interrupt()  # the watch's thread closes it
         self._thread.join(5)
 
     def _run(self) -> None:
@@ -312,10 +312,16 @@ class EtcdWatch:
         """Open the watch and pass on its changes until it breaks (raises) or stops."""
         stream = self._backend.open_watch(self._prefix, WATCH_IDLE)
         with self._lock:
-            if self._stopped.is_set():
-                stream.close()
-                return
             self._stream = stream
+        try:
+            if not self._stopped.is_set():
+                self._pass_on(stream)
+        finally:
+            with self._lock:
+                self._stream = None
+            stream.close()
+
+    def _pass_on(self, stream: WatchStream) -> None:
         for etcd_key in stream.keys():
             if self._stopped.is_set():
                 return
