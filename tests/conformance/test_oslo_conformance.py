@@ -43,6 +43,10 @@ def run_suite(url: str, selection: str, tmp_path) -> dict[str, str]:
             "-q",
             "-p",
             "no:cacheprovider",
+            # Keep sys.path's order: with the default (prepend) mode, pytest puts
+            # site-packages (the suite's home) first, so an installed zmqdriver's
+            # entry points would shadow those of a checkout on PYTHONPATH.
+            "--import-mode=append",
             "--timeout",
             "120",
             "--pyargs",
