@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -38,8 +39,8 @@ class _Answer:
 
     at: float
     endpoints: list[Endpoint]
-    # The Directory's change count when it was read, if the watch was up and no
-    # change arrived during the lookup; None: valid for ``ttl`` only.
+    # How many times the watch had come up when it was read, if it was up and
+    # no change of its key arrived during the lookup; None: valid for ``ttl`` only.
     pushed: int | None = None
 
 
@@ -51,10 +52,10 @@ class Directory:
 
     With ``watch_prefix`` the matchmaker is asked (at the first lookup) to push
     changes under that prefix. While its watch is up, an answer read while no
-    change arrived stays valid until a change of its key drops it; while the
-    watch is down (or the matchmaker cannot push), answers last ``ttl``
-    seconds, as without push. When the watch comes (back) up every answer
-    falls back to ``ttl``: changes made meanwhile were not pushed.
+    change of its key arrived stays valid until a change of its key drops it;
+    while the watch is down (or the matchmaker cannot push), answers last
+    ``ttl`` seconds, as without push. When the watch comes (back) up every
+    answer falls back to ``ttl``: changes made meanwhile were not pushed.
     """
 
     def __init__(
@@ -73,10 +74,13 @@ class Directory:
         self._watch_prefix = watch_prefix
         self._watch: Watch | None = None
         self._watch_lock = threading.Lock()
-        # Written by the watch's thread only: pushed changes so far, and the
-        # count when the watch last came up (older answers are not pushed ones).
-        self._changes = 0
-        self._resynced = 0
+        # Between lookups and the watch's thread: the keys being looked up now
+        # (with how many threads), those of them a change arrived for meanwhile,
+        # and how many times the watch came up (older answers are not pushed ones).
+        self._push_lock = threading.Lock()
+        self._looking: Counter[str] = Counter()
+        self._dirty: set[str] = set()
+        self._resyncs = 0
 
     def endpoints(self, key: str, fresh: bool = False) -> list[Endpoint]:
         """Live endpoints for ``key``; ``fresh`` bypasses the cache.
@@ -90,10 +94,12 @@ class Directory:
         cached = self._cache.get(key)
         if cached and not fresh and self._current(cached, now):
             return cached.endpoints
-        changes = self._changes if self._pushing() else None
+        resyncs = self._lookup_starts(key) if self._pushing() else None
         try:
             records = self._matchmaker.lookup(key)
         except BackendError as exc:
+            if resyncs is not None:
+                self._lookup_ends(key, resyncs)
             metrics.incr("matchmaker_errors")
             if cached:
                 LOG.warning("Matchmaker lookup of %s failed (%s); using the last answer", key, exc)
@@ -105,12 +111,27 @@ class Directory:
         if self._require_key:
             endpoints = self._keyed(key, endpoints)
         # A change pushed during the lookup may be missing from what was read.
-        pushed = changes if changes is not None and changes == self._changes else None
-        self._cache[key] = _Answer(now, endpoints, pushed)
+        clean = resyncs is not None and self._lookup_ends(key, resyncs)
+        self._cache[key] = _Answer(now, endpoints, resyncs if clean else None)
         return endpoints
 
+    def _lookup_starts(self, key: str) -> int:
+        with self._push_lock:
+            self._looking[key] += 1
+            return self._resyncs
+
+    def _lookup_ends(self, key: str, resyncs: int) -> bool:
+        """True when no change of ``key`` (nor a resync) arrived since ``_lookup_starts``."""
+        with self._push_lock:
+            clean = key not in self._dirty and resyncs == self._resyncs
+            self._looking[key] -= 1
+            if not self._looking[key]:
+                del self._looking[key]
+                self._dirty.discard(key)
+            return clean
+
     def _current(self, answer: _Answer, now: float) -> bool:
-        if answer.pushed is not None and answer.pushed >= self._resynced and self._pushing():
+        if answer.pushed is not None and answer.pushed == self._resyncs and self._pushing():
             return True
         return now - answer.at < self._ttl
 
@@ -131,11 +152,14 @@ class Directory:
 
     def _changed(self, key: str | None) -> None:
         """A change pushed by the watch (its thread): ``key``'s, or None: any might have."""
-        self._changes += 1
-        if key is None:
-            self._resynced = self._changes
-        else:
-            self._cache.pop(key, None)
+        with self._push_lock:
+            if key is None:
+                self._resyncs += 1
+                self._dirty.update(self._looking)
+            else:
+                self._cache.pop(key, None)
+                if key in self._looking:
+                    self._dirty.add(key)
 
     def close(self) -> None:
         """Stop the watch, if any."""

@@ -8,10 +8,13 @@ zmq_target_update = 3, zmq_target_cache_ttl = 1 (the default):
 
 * start: a second server process prints READY (it has registered) while a client calls
   ``whoami`` in a loop; the time until the first call it answers was sent;
-* stop: SIGTERM to it; the time from then to the last call it answered was sent;
-* SIGKILL: kill -9 of it; the time until a client's Directory (same options) stops
-  listing it, polled every 5 ms;
-* idle lookups: matchmaker lookups one client key costs per minute when nothing changes.
+* stop: SIGTERM to it; from the moment its record left the matchmaker (an uncached
+  lookup every 5 ms) until a client's Directory (same options, asked every 5 ms as a
+  busy sender would) stops listing it;
+* SIGKILL: kill -9 of a third one; the time until its record expires in the matchmaker,
+  and from then until that Directory stops listing it;
+* idle lookups: matchmaker lookups that Directory makes per minute for its key while
+  nothing changes.
 
 Prints one table row per matchmaker (medians over the rounds).
 """
@@ -64,11 +67,49 @@ class Calls:
         self._thread.join(30)
 
 
+class Observer:
+    """A client's view: a Directory (same options) asked every 5 ms, as a busy sender would."""
+
+    def __init__(
+        self, conf, url: str, key: str, watch_prefix: str | None, ttl: float = CACHE_TTL
+    ) -> None:
+        self.mm = matchmaker.load(conf, oslo_messaging.TransportURL.parse(conf, url))
+        self.counting = CountingLookups(self.mm)
+        self.directory = Directory(self.counting, ttl, watch_prefix=watch_prefix)
+        self.key = key
+        self.count = 0  # servers listed at the last ask
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.count = len(self.directory.endpoints(self.key))
+            time.sleep(0.005)
+
+    def time_until(self, count: int, since: float) -> float:
+        wait_until(lambda: self.count == count, timeout=60, poll=0.001)
+        return time.monotonic() - since
+
+    def when(self, count: int) -> float:
+        """The time this observer first saw ``count`` servers (waiting for it if need be)."""
+        wait_until(lambda: self.count == count, timeout=60, poll=0.0005)
+        return time.monotonic()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.directory.close()
+        self.mm.close()
+
+
 def one_round(url: str, watch: bool, workdir: str) -> dict[str, float]:
     prefix = unique("disc")
     config = write_config(
         os.path.join(workdir, f"{prefix}.conf"),
         url,
+        rpc_zmq_host="127.0.0.1",
+        rpc_zmq_bind_address="127.0.0.1",
         zmq_matchmaker_prefix=prefix,
         zmq_matchmaker_path=os.path.join(workdir, "mm.sqlite"),
         zmq_target_expire=EXPIRE,
@@ -79,51 +120,47 @@ def one_round(url: str, watch: bool, workdir: str) -> dict[str, float]:
     conf = make_conf(config)
     options.register(conf)
     topic = unique("t")
+    key = addressing.rpc_key(prefix, addressing.DEFAULT_EXCHANGE, topic)
     first = ServerProcess(config, topic, "first")
     transport = oslo_messaging.get_rpc_transport(conf)
     calls = Calls(transport, topic)
+    observer = Observer(conf, url, key, f"{prefix}/rpc/" if watch else None)
+    truth = Observer(conf, url, key, None, ttl=0.0)  # the matchmaker itself, uncached
     result: dict[str, float] = {}
     try:
-        wait_until(lambda: calls.answers, timeout=30, what="the first server")
+        wait_until(lambda: calls.answers and observer.count == 1, timeout=30, what="a server")
         second = ServerProcess(config, topic, "second")
         ready = time.monotonic()
         wait_until(lambda: any(who == "second" for _, who in calls.answers), timeout=30)
         result["start"] = max(0.0, min(t for t, who in calls.answers if who == "second") - ready)
+        observer.time_until(2, ready)
         time.sleep(1.0)
-        stopping = time.monotonic()
-        second.stop()
-        time.sleep(1.0)
-        result["stop"] = max(t for t, who in calls.answers if who == "second") - stopping
-        result.update(killed(conf, url, config, topic, prefix, watch))
+        observer.counting.count = 0
+        time.sleep(10.0)
+        result["idle_lookups"] = observer.counting.count * 6
+        stopper = threading.Thread(target=second.stop)
+        stopper.start()
+        unregistered = truth.when(1)
+        result["stop"] = observer.when(1) - unregistered
+        stopper.join()
+        victim = ServerProcess(config, topic, "victim")
+        try:
+            observer.time_until(2, time.monotonic())
+            time.sleep(1.0)
+            os.kill(victim.proc.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            expired = truth.when(1)
+            result["expiry"] = expired - killed
+            result["sigkill"] = observer.when(1) - expired
+        finally:
+            victim.kill()
     finally:
+        truth.close()
+        observer.close()
         calls.close()
         transport.cleanup()
         first.stop()
     return result
-
-
-def killed(conf, url, config, topic, prefix, watch) -> dict[str, float]:
-    """SIGKILL a server: seconds until a client's Directory stops listing it; idle lookups."""
-    mm = matchmaker.load(conf, oslo_messaging.TransportURL.parse(conf, url))
-    counting = CountingLookups(mm)
-    key = addressing.rpc_key(prefix, addressing.DEFAULT_EXCHANGE, topic)
-    directory = Directory(counting, CACHE_TTL, watch_prefix=f"{prefix}/rpc/" if watch else None)
-    victim = ServerProcess(config, topic, "victim")
-    try:
-        wait_until(lambda: len(directory.endpoints(key)) == 2, timeout=30, what="the victim")
-        time.sleep(1.0)  # the watch, if any, is up
-        counting.count = 0
-        time.sleep(10.0)
-        idle_per_minute = counting.count * 6
-        os.kill(victim.proc.pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        while len(directory.endpoints(key)) == 2:
-            time.sleep(0.005)
-        return {"sigkill": time.monotonic() - killed_at, "idle_lookups": idle_per_minute}
-    finally:
-        victim.kill()
-        directory.close()
-        mm.close()
 
 
 class CountingLookups:
@@ -158,15 +195,17 @@ def main() -> None:
                 ("zmq+etcd:// (poll)", etcd.url, False),
                 ("zmq+etcd:// (push)", etcd.url, True),
             ]
-            print("| matchmaker | start -> first request | stop -> last request | "
-                  "SIGKILL -> gone from lookups | lookups/min per idle key |")  # fmt: skip
-            print("|---|---|---|---|---|")
+            print("| matchmaker | start -> first request | unregistered -> client stops | "
+                  "SIGKILL -> record expires | expired -> client stops | "
+                  "lookups/min per busy key |")  # fmt: skip
+            print("|---|---|---|---|---|---|")
             for name, url, watch in kinds:
                 rounds = [one_round(url, watch, workdir) for _ in range(args.rounds)]
                 med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
                 print(
                     f"| {name} | {med['start'] * 1000:.0f} ms | {med['stop'] * 1000:.0f} ms | "
-                    f"{med['sigkill']:.2f} s | {med['idle_lookups']:.0f} |",
+                    f"{med['expiry']:.1f} s | {med['sigkill'] * 1000:.0f} ms | "
+                    f"{med['idle_lookups']:.0f} |",
                     flush=True,
                 )
         finally:

@@ -490,6 +490,18 @@ def test_a_change_pushed_during_a_lookup_leaves_that_answer_to_the_ttl(pushing, 
     assert directory.endpoints(KEY) == [EP1, EP2]
 
 
+def test_a_change_of_another_key_during_a_lookup_costs_that_answer_nothing(pushing, clock):
+    pushing.put(KEY, REC1)
+    directory = watched(pushing)
+    directory.endpoints(OTHER_KEY)  # starts the watch
+    [watch] = pushing.watches
+    pushing.during_lookup = lambda: watch.push(OTHER_KEY)  # a server registers both keys
+    assert directory.endpoints(KEY) == [EP1]
+    clock.now += 3600
+    assert directory.endpoints(KEY) == [EP1]
+    assert pushing.lookups == 2
+
+
 def test_while_the_watch_is_down_answers_last_the_ttl(pushing, clock):
     pushing.put(KEY, REC1)
     directory = watched(pushing)
