@@ -334,7 +334,7 @@ class EtcdBackend:
         # Index of the member that answered last; as in RedisBackend, an int
         # written by racing threads just picks a member each.
         self._current = 0
-        self.health = Health(LABEL)
+        self.health = Health(LABEL, log=LOG)
 
     @classmethod
     def from_url(cls, conf: cfg.ConfigOpts, url: TransportURL) -> EtcdBackend:
