@@ -8,6 +8,11 @@ if ! command -v redis-server >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
 fi
+if ! command -v etcd >/dev/null 2>&1; then
+    echo "test.sh: installing etcd-server (the tests start their own members)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null
+fi
 if ! command -v chromium >/dev/null 2>&1; then
     echo "test.sh: installing chromium (the status page is rendered in headless Chromium)"
     export DEBIAN_FRONTEND=noninteractive

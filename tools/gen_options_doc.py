@@ -21,7 +21,8 @@ option is shipped as `etc/zmqdriver.conf.sample`; regenerate it with
 `oslo-config-generator --config-file etc/oslo-config-generator/zmqdriver.conf`.
 
 The transport URL (`[DEFAULT] transport_url`) chooses the matchmaker:
-`zmq://` (embedded), `zmq+redis://[user:password@]host:port[,host2:port2][/db]`.
+`zmq://` (embedded), `zmq+redis://[user:password@]host:port[,host2:port2][/db]`,
+`zmq+etcd://[user:password@]host:port[,host2:port2][?tls=true]`.
 
 """
 

@@ -3,7 +3,9 @@
 ``Registrar`` keeps a server's records alive: it registers them at once,
 refreshes them every ``zmq_target_update`` seconds and retries with backoff
 while the matchmaker is down. ``Directory`` answers clients from a short
-cache so the matchmaker is not on every message's path.
+cache so the matchmaker is not on every message's path; with a matchmaker
+that pushes changes (``MatchMaker.watch``, etcd) an answer stays cached until
+a change of its key is pushed, and a new or removed server is seen at once.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from zmqdriver import addressing, metrics
 from zmqdriver.addressing import Endpoint
 from zmqdriver.backoff import Backoff
 from zmqdriver.exceptions import BackendError, BackendUnavailable
 from zmqdriver.matchmaker import MatchMaker
+from zmqdriver.matchmaker.base import Watch
 from zmqdriver.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
@@ -28,20 +33,54 @@ _REFRESH_BACKOFF = Backoff(1.0, 30.0)
 _WATCH_EVERY = 1.0  # seconds between checks that the matchmaker still has our records
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """A cached lookup: when it was made, and whether pushes keep it current."""
+
+    at: float
+    endpoints: list[Endpoint]
+    # How many times the watch had come up when it was read, if it was up and
+    # no change of its key arrived during the lookup; None: valid for ``ttl`` only.
+    pushed: int | None = None
+
+
 class Directory:
     """Cached ``key -> endpoints`` lookups for clients.
 
     With ``require_key`` (CURVE on) servers whose record has no CURVE key are
     skipped: their traffic would not be encrypted, nor they authenticated.
+
+    With ``watch_prefix`` the matchmaker is asked (at the first lookup) to push
+    changes under that prefix. While its watch is up, an answer read while no
+    change of its key arrived stays valid until a change of its key drops it;
+    while the watch is down (or the matchmaker cannot push), answers last
+    ``ttl`` seconds, as without push. When the watch comes (back) up every
+    answer falls back to ``ttl``: changes made meanwhile were not pushed.
     """
 
-    def __init__(self, matchmaker: MatchMaker, ttl: float, require_key: bool = False) -> None:
+    def __init__(
+        self,
+        matchmaker: MatchMaker,
+        ttl: float,
+        require_key: bool = False,
+        watch_prefix: str | None = None,
+    ) -> None:
         self._matchmaker = matchmaker
         self._ttl = ttl
         self._require_key = require_key
-        self._cache: dict[str, tuple[float, list[Endpoint]]] = {}
+        self._cache: dict[str, _Answer] = {}
         # Once per server, not per lookup (math.inf: each key is admitted once).
         self._keyless = Throttle(every=math.inf)
+        self._watch_prefix = watch_prefix
+        self._watch: Watch | None = None
+        self._watch_lock = threading.Lock()
+        # Between lookups and the watch's thread: the keys being looked up now
+        # (with how many threads), those of them a change arrived for meanwhile,
+        # and how many times the watch came up (older answers are not pushed ones).
+        self._push_lock = threading.Lock()
+        self._looking: Counter[str] = Counter()
+        self._dirty: set[str] = set()
+        self._resyncs = 0
 
     def endpoints(self, key: str, fresh: bool = False) -> list[Endpoint]:
         """Live endpoints for ``key``; ``fresh`` bypasses the cache.
@@ -49,25 +88,85 @@ class Directory:
         When the matchmaker is unreachable the last known answer is used, so
         clients keep talking to the servers they know.
         """
+        if self._watch_prefix is not None and self._watch is None:
+            self._start_watch()
         now = time.monotonic()
         cached = self._cache.get(key)
-        if cached and not fresh and now - cached[0] < self._ttl:
-            return cached[1]
+        if cached and not fresh and self._current(cached, now):
+            return cached.endpoints
+        resyncs = self._lookup_starts(key) if self._pushing() else None
         try:
             records = self._matchmaker.lookup(key)
         except BackendError as exc:
+            if resyncs is not None:
+                self._lookup_ends(key, resyncs)
             metrics.incr("matchmaker_errors")
             if cached:
                 LOG.warning("Matchmaker lookup of %s failed (%s); using the last answer", key, exc)
                 # Ask again only after another ttl, not on every message.
-                self._cache[key] = (now, cached[1])
-                return cached[1]
+                self._cache[key] = _Answer(now, cached.endpoints)
+                return cached.endpoints
             raise
         endpoints = sorted(set(_valid_endpoints(key, records)))
         if self._require_key:
             endpoints = self._keyed(key, endpoints)
-        self._cache[key] = (now, endpoints)
+        # A change pushed during the lookup may be missing from what was read.
+        clean = resyncs is not None and self._lookup_ends(key, resyncs)
+        self._cache[key] = _Answer(now, endpoints, resyncs if clean else None)
         return endpoints
+
+    def _lookup_starts(self, key: str) -> int:
+        with self._push_lock:
+            self._looking[key] += 1
+            return self._resyncs
+
+    def _lookup_ends(self, key: str, resyncs: int) -> bool:
+        """True when no change of ``key`` (nor a resync) arrived since ``_lookup_starts``."""
+        with self._push_lock:
+            clean = key not in self._dirty and resyncs == self._resyncs
+            self._looking[key] -= 1
+            if not self._looking[key]:
+                del self._looking[key]
+                self._dirty.discard(key)
+            return clean
+
+    def _current(self, answer: _Answer, now: float) -> bool:
+        if answer.pushed is not None and answer.pushed == self._resyncs and self._pushing():
+            return True
+        return now - answer.at < self._ttl
+
+    def _pushing(self) -> bool:
+        return self._watch is not None and self._watch.up
+
+    def _start_watch(self) -> None:
+        with self._watch_lock:
+            if self._watch is not None or self._watch_prefix is None:
+                return
+            watch = getattr(self._matchmaker, "watch", None)  # plugins need not subclass
+            try:
+                self._watch = watch(self._watch_prefix, self._changed) if watch else None
+            except Exception:
+                LOG.exception("Cannot watch the matchmaker for changes; polling instead")
+            if self._watch is None:
+                self._watch_prefix = None  # cannot push: poll, and do not ask again
+
+    def _changed(self, key: str | None) -> None:
+        """A change pushed by the watch (its thread): ``key``'s, or None: any might have."""
+        with self._push_lock:
+            if key is None:
+                self._resyncs += 1
+                self._dirty.update(self._looking)
+            else:
+                self._cache.pop(key, None)
+                if key in self._looking:
+                    self._dirty.add(key)
+
+    def close(self) -> None:
+        """Stop the watch, if any."""
+        with self._watch_lock:
+            watch, self._watch, self._watch_prefix = self._watch, None, None
+        if watch is not None:
+            watch.stop()
 
     def _keyed(self, key: str, endpoints: list[Endpoint]) -> list[Endpoint]:
         keyed = [endpoint for endpoint in endpoints if endpoint.key]

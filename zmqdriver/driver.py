@@ -84,8 +84,15 @@ class Engine:
             curve=curve.keys if curve else None,
             max_connections=zconf.zmq_max_connections,
         )
-        directory = Directory(matchmaker, zconf.zmq_target_cache_ttl, require_key=curve is not None)
-        chooser = ServerChooser(directory, self.outbox.suspects)
+        self.directory = Directory(
+            matchmaker,
+            zconf.zmq_target_cache_ttl,
+            require_key=curve is not None,
+            watch_prefix=f"{zconf.zmq_matchmaker_prefix}/rpc/"
+            if zconf.zmq_matchmaker_watch
+            else None,
+        )
+        chooser = ServerChooser(self.directory, self.outbox.suspects)
         self.keeper = CastKeeper(
             outbox=self.outbox,
             chooser=chooser,
@@ -134,6 +141,7 @@ class Engine:
         for listener in self.listeners:
             listener.cleanup()
         self.registrar.stop()
+        self.directory.close()
         self.loop.call(self.outbox.close)
         self.loop.stop()
         self.runtime.close()

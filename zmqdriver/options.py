@@ -75,7 +75,8 @@ zmq_opts = [
         min=0.0,
         default=1.0,
         help="Seconds a client caches a matchmaker lookup; a new server is seen by clients "
-        "within about this long.",
+        "within about this long (at once with a matchmaker that pushes changes, see "
+        "zmq_matchmaker_watch).",
     ),
     cfg.StrOpt(
         "rpc_zmq_serialization",
@@ -166,13 +167,22 @@ zmq_opts = [
     cfg.StrOpt(
         "zmq_matchmaker_prefix",
         default="zmqdriver",
-        help="Prefix of every matchmaker key, so several clouds can share one Redis.",
+        help="Prefix of every matchmaker key, so several clouds can share one Redis or etcd.",
     ),
     cfg.FloatOpt(
         "zmq_matchmaker_timeout",
         default=5.0,
         min=0.1,
-        help="Seconds a single request to the matchmaker backend (Redis) may take.",
+        help="Seconds a single request to the matchmaker backend (Redis, etcd) may take.",
+    ),
+    cfg.BoolOpt(
+        "zmq_matchmaker_watch",
+        default=True,
+        help="Have the matchmaker push changes to clients where it can (zmq+etcd://: an etcd "
+        "watch): a new server gets requests, and a stopped or expired one stops getting them, "
+        "as soon as the matchmaker knows, and lookups are cached until their key changes. "
+        "While the watch is down, and with matchmakers that cannot push, clients poll as "
+        "zmq_target_cache_ttl says.",
     ),
     cfg.IntOpt(
         "zmq_notification_retention_count",
@@ -264,6 +274,28 @@ zmq_opts = [
         help="Require the Redis server's certificate to name the host the driver connects to: "
         "the host of the transport URL, or with zmq+sentinel:// the address the sentinels give "
         "for the master (usually an IP address, which the certificate must then list).",
+    ),
+    cfg.BoolOpt(
+        "zmq_etcd_tls_enabled",
+        default=False,
+        help="Talk to the etcd matchmaker (zmq+etcd://) over TLS (HTTPS), verifying the "
+        "members' certificates and that they name the host of the transport URL. ?tls=true or "
+        "?tls=false in the transport URL overrides this for that URL.",
+    ),
+    cfg.StrOpt(
+        "zmq_etcd_tls_ca_file",
+        help="PEM file of the CA certificate(s) that signed the etcd members' certificates "
+        "(etcd's --trusted-ca-file on the client side). Default: the system's trusted CAs.",
+    ),
+    cfg.StrOpt(
+        "zmq_etcd_tls_cert_file",
+        help="PEM client certificate this process shows etcd, for members started with "
+        "--client-cert-auth. Set together with zmq_etcd_tls_key_file.",
+    ),
+    cfg.StrOpt(
+        "zmq_etcd_tls_key_file",
+        help="Unencrypted PEM private key of zmq_etcd_tls_cert_file. Keep it readable by the "
+        "service's user only (mode 0600).",
     ),
 ]
 

@@ -43,6 +43,10 @@ def run_suite(url: str, selection: str, tmp_path) -> dict[str, str]:
             "-q",
             "-p",
             "no:cacheprovider",
+            # Keep sys.path's order: with the default (prepend) mode, pytest puts
+            # site-packages (the suite's home) first, so an installed zmqdriver's
+            # entry points would shadow those of a checkout on PYTHONPATH.
+            "--import-mode=append",
             "--timeout",
             "120",
             "--pyargs",
@@ -66,9 +70,16 @@ def run_suite(url: str, selection: str, tmp_path) -> dict[str, str]:
     return outcomes
 
 
-@pytest.mark.parametrize("kind", ["zmq", "redis"])
+def url_for(kind: str, request) -> str:
+    """The transport URL of a matchmaker kind, its server started by a fixture."""
+    if kind == "zmq":
+        return "zmq://"
+    return request.getfixturevalue(f"{kind}_server").url
+
+
+@pytest.mark.parametrize("kind", ["zmq", "redis", "etcd"])
 def test_rpc_conformance(kind, request, tmp_path):
-    url = "zmq://" if kind == "zmq" else request.getfixturevalue("redis_server").url
+    url = url_for(kind, request)
     outcomes = run_suite(url, RPC_CASES, tmp_path)
     failed = {name: o for name, o in outcomes.items() if o in ("failure", "error")}
     skipped = {name.split(".")[-1] for name, o in outcomes.items() if o == "skipped"}
@@ -78,9 +89,9 @@ def test_rpc_conformance(kind, request, tmp_path):
     assert len(passed) >= 11, outcomes
 
 
-@pytest.mark.parametrize("kind", ["zmq", "redis"])
+@pytest.mark.parametrize("kind", ["zmq", "redis", "etcd"])
 def test_notify_conformance(kind, request, tmp_path):
-    url = "zmq://" if kind == "zmq" else request.getfixturevalue("redis_server").url
+    url = url_for(kind, request)
     outcomes = run_suite(url, NOTIFY_CASES, tmp_path)
     assert len(outcomes) >= 7, outcomes
     assert set(outcomes.values()) == {"passed"}, outcomes

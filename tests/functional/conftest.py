@@ -50,7 +50,7 @@ def _deployment(kind: str, tmpdir: str, request) -> Deployment:
         url = "zmq://"
         options = {"zmq_matchmaker_path": os.path.join(tmpdir, "mm", "matchmaker.sqlite")}
     else:
-        url = request.getfixturevalue("redis_server").url
+        url = request.getfixturevalue(f"{kind}_server").url
         options = {}
     config_file = write_config(
         os.path.join(tmpdir, "zmq.conf"), url, zmq_matchmaker_prefix=prefix, **options
@@ -62,6 +62,12 @@ def _deployment(kind: str, tmpdir: str, request) -> Deployment:
 def deployment(request, tmp_path) -> Deployment:
     """A fresh deployment on the embedded matchmaker, then on Redis."""
     return _deployment(request.param, str(tmp_path), request)
+
+
+@pytest.fixture
+def etcd_deployment(request, tmp_path) -> Deployment:
+    """A fresh deployment on the etcd matchmaker only (for etcd-specific faults)."""
+    return _deployment("etcd", str(tmp_path), request)
 
 
 @pytest.fixture

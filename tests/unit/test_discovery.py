@@ -413,3 +413,142 @@ def test_registrar_and_directory_over_the_embedded_matchmaker(local_mm, registra
     registrar.remove([KEY, OTHER_KEY], REC1)
     assert directory.endpoints(KEY, fresh=True) == [EP2]
     assert directory.endpoints(OTHER_KEY, fresh=True) == []
+
+
+# -- Directory with a matchmaker that pushes changes ---------------------------------
+
+
+class FakeWatch:
+    """A push channel driven by hand: ``push(key)`` is what the matchmaker's thread does."""
+
+    def __init__(self, on_change) -> None:
+        self.on_change = on_change
+        self.up = True
+        self.stopped = False
+
+    def push(self, key: str | None) -> None:
+        self.on_change(key)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class PushingMatchMaker(FakeMatchMaker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.watches: list[FakeWatch] = []
+        self.during_lookup: Callable[[], None] | None = None  # runs inside the next lookup
+
+    def watch(self, prefix, on_change):
+        assert prefix == "zmqdriver/rpc/"
+        self.watches.append(FakeWatch(on_change))
+        return self.watches[-1]
+
+    def lookup(self, key: str) -> list[str]:
+        found = super().lookup(key)
+        if self.during_lookup is not None:
+            during, self.during_lookup = self.during_lookup, None
+            during()
+        return found
+
+
+@pytest.fixture
+def pushing() -> PushingMatchMaker:
+    return PushingMatchMaker()
+
+
+def watched(matchmaker, ttl: float = 1.0) -> Directory:
+    return Directory(matchmaker, ttl=ttl, watch_prefix="zmqdriver/rpc/")
+
+
+def test_a_pushed_answer_stays_cached_until_its_key_changes(pushing, clock):
+    pushing.put(KEY, REC1)
+    directory = watched(pushing)
+    assert directory.endpoints(KEY) == [EP1]
+    [watch] = pushing.watches
+    clock.now += 3600  # far past the ttl: the watch says nothing changed
+    assert directory.endpoints(KEY) == [EP1]
+    assert pushing.lookups == 1
+    pushing.put(KEY, REC1, REC2)
+    watch.push(KEY)  # a new server: seen at the next request, not after the ttl
+    assert directory.endpoints(KEY) == [EP1, EP2]
+    assert pushing.lookups == 2
+    watch.push(OTHER_KEY)  # another key's change costs this one nothing
+    assert directory.endpoints(KEY) == [EP1, EP2]
+    assert pushing.lookups == 2
+
+
+def test_a_change_pushed_during_a_lookup_leaves_that_answer_to_the_ttl(pushing, clock):
+    pushing.put(KEY, REC1)
+    directory = watched(pushing)
+    directory.endpoints(OTHER_KEY)  # starts the watch
+    [watch] = pushing.watches
+    # The record that arrives while the lookup runs is not in what it read.
+    pushing.during_lookup = lambda: (pushing.put(KEY, REC1, REC2), watch.push(KEY))
+    assert directory.endpoints(KEY) == [EP1]
+    clock.now += 1.0
+    assert directory.endpoints(KEY) == [EP1, EP2]
+
+
+def test_a_change_of_another_key_during_a_lookup_costs_that_answer_nothing(pushing, clock):
+    pushing.put(KEY, REC1)
+    directory = watched(pushing)
+    directory.endpoints(OTHER_KEY)  # starts the watch
+    [watch] = pushing.watches
+    pushing.during_lookup = lambda: watch.push(OTHER_KEY)  # a server registers both keys
+    assert directory.endpoints(KEY) == [EP1]
+    clock.now += 3600
+    assert directory.endpoints(KEY) == [EP1]
+    assert pushing.lookups == 2
+
+
+def test_while_the_watch_is_down_answers_last_the_ttl(pushing, clock):
+    pushing.put(KEY, REC1)
+    directory = watched(pushing)
+    directory.endpoints(KEY)
+    [watch] = pushing.watches
+    watch.up = False
+    pushing.put(KEY, REC2)
+    clock.now += 0.5
+    assert directory.endpoints(KEY) == [EP1]  # cached, within the ttl
+    clock.now += 0.5
+    assert directory.endpoints(KEY) == [EP2]  # polled, as without push
+    assert pushing.lookups == 2
+
+
+def test_when_the_watch_comes_back_older_answers_last_the_ttl(pushing, clock):
+    pushing.put(KEY, REC1)
+    directory = watched(pushing)
+    directory.endpoints(KEY)
+    [watch] = pushing.watches
+    watch.up = False
+    pushing.put(KEY, REC2)  # a change the watch did not see
+    watch.up = True
+    watch.push(None)  # it came back: what happened meanwhile is unknown
+    clock.now += 1.0
+    assert directory.endpoints(KEY) == [EP2]
+    clock.now += 3600  # read while up, and nothing changed since
+    assert directory.endpoints(KEY) == [EP2]
+    assert pushing.lookups == 2
+
+
+def test_a_matchmaker_that_cannot_push_is_polled(mm, clock):
+    directory = watched(mm)
+    mm.put(KEY, REC1)
+    directory.endpoints(KEY)
+    mm.put(KEY, REC2)
+    clock.now += 1.0
+    assert directory.endpoints(KEY) == [EP2]
+    directory.close()
+
+
+def test_close_stops_the_watch(pushing):
+    directory = watched(pushing)
+    directory.endpoints(KEY)
+    directory.close()
+    assert pushing.watches[0].stopped
+
+
+def test_without_a_watch_prefix_nothing_is_watched(pushing):
+    Directory(pushing, ttl=1.0).endpoints(KEY)
+    assert pushing.watches == []

@@ -19,6 +19,8 @@ MODULES = [
     "zmqdriver.backends.redis",
     "zmqdriver.backends.sentinel",
     "zmqdriver.backends.sqlitefile",
+    "zmqdriver.backends.etcd",
+    "zmqdriver.matchmaker.etcd",
     "harness.wait",
     "zmqdriver.eventloop.pauses",
 ]

@@ -159,9 +159,16 @@ class Health:
     Thread-safe; the common case (same host, no outage) takes no lock.
     """
 
-    def __init__(self, label: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        label: str,
+        clock: Callable[[], float] = time.monotonic,
+        log: logging.Logger = LOG,
+    ) -> None:
+        """``log``: the logger operators know the backend by (this module's by default)."""
         self._label = label
         self._clock = clock
+        self._log = log
         self._lock = threading.Lock()
         self._where: str | None = None  # who answered last
         self._down_since: float | None = None  # when the current outage began
@@ -176,11 +183,11 @@ class Health:
             "" if down_since is None else f" after {self._clock() - down_since:.0f}s unreachable"
         )
         if previous is None:
-            LOG.info("%s: connected to %s%s", self._label, where, outage)
+            self._log.info("%s: connected to %s%s", self._label, where, outage)
         elif previous != where:
-            LOG.info("%s: failed over from %s to %s%s", self._label, previous, where, outage)
+            self._log.info("%s: failed over from %s to %s%s", self._label, previous, where, outage)
         elif down_since is not None:
-            LOG.info("%s: %s is back%s", self._label, where, outage)
+            self._log.info("%s: %s is back%s", self._label, where, outage)
 
     def failed(self, why: str) -> None:
         if self._down_since is not None:
@@ -190,7 +197,7 @@ class Health:
                 return
             self._down_since = self._clock()
         # Users of the backend retry and say so themselves; this marks where it began.
-        LOG.warning("%s: unreachable, retrying until it answers: %s", self._label, why)
+        self._log.warning("%s: unreachable, retrying until it answers: %s", self._label, why)
 
 
 class RedisBackend:

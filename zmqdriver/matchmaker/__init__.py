@@ -2,7 +2,8 @@
 
 A matchmaker is chosen by the transport URL scheme: ``zmq://`` uses the
 embedded ``local`` store, ``zmq+NAME://`` loads the plugin ``NAME`` from the
-``zmqdriver.matchmaker`` entry point namespace (``redis`` ships with us).
+``zmqdriver.matchmaker`` entry point namespace (``redis``, ``sentinel`` and
+``etcd`` ship with us).
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def unknown_name_message(name: str, scheme: str, valid: list[str]) -> str:
     Unknown matchmaker 'rediss' in transport URL scheme 'zmq+rediss'; valid: zmq:// (local), \
 zmq+redis://, zmq+sentinel://. For TLS write zmq+redis://...?tls=true: TLS is a query option \
 of the URL, not a scheme
-    >>> print(unknown_name_message("etcd", "zmq+etcd", ["local", "redis"]))
-    Unknown matchmaker 'etcd' in transport URL scheme 'zmq+etcd'; valid: zmq:// (local), \
+    >>> print(unknown_name_message("zookeeper", "zmq+zookeeper", ["local", "redis"]))
+    Unknown matchmaker 'zookeeper' in transport URL scheme 'zmq+zookeeper'; valid: zmq:// (local), \
 zmq+redis://; other matchmakers are plugins in entry point namespace 'zmqdriver.matchmaker'
     """
     schemes = ", ".join(

@@ -15,7 +15,9 @@ notification store is another. A matchmaker that exposes its backend as
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from oslo_config import cfg
 from oslo_messaging import TransportURL
@@ -35,6 +37,17 @@ class ListedRecord:
     key: str
     record: str
     expires_in: float | None  # seconds from now on the store's clock; None: never
+
+
+class Watch(Protocol):
+    """A push channel ``MatchMaker.watch`` opened."""
+
+    @property
+    def up(self) -> bool:
+        """Whether changes are pushed right now (clients poll while it is False)."""
+
+    def stop(self) -> None:
+        """Close the channel; ``on_change`` is not called after it returns."""
 
 
 class MatchMaker(abc.ABC):
@@ -70,6 +83,18 @@ class MatchMaker(abc.ABC):
 
         Servers watch it to register again at once instead of at their next
         refresh. None means the backend cannot tell (nothing is watched).
+        """
+        return None
+
+    def watch(self, prefix: str, on_change: Callable[[str | None], None]) -> Watch | None:
+        """Push changes of the records under keys that start with ``prefix``.
+
+        Optional (contract 2 without it still loads). ``on_change(key)`` is
+        called, from a thread of the matchmaker's, after a record under
+        ``key`` was added, removed or expired; ``on_change(None)`` each time
+        the channel comes up, since changes made while it was down may have
+        been missed. While the returned watch is not ``up`` clients poll as
+        without it. None (this default): the matchmaker cannot push.
         """
         return None
 

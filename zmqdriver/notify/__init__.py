@@ -13,6 +13,7 @@ import os
 
 from oslo_config import cfg
 
+from zmqdriver.backends.etcd import EtcdBackend
 from zmqdriver.backends.redis import RedisBackend
 from zmqdriver.backends.sqlitefile import SQLiteFile, embedded_directory
 from zmqdriver.notify.redis_store import RedisNotificationStore
@@ -32,6 +33,14 @@ def notification_store_for(matchmaker: object, conf: cfg.ConfigOpts) -> Notifica
     its ``backend`` is a RedisBackend, else in the embedded SQLite store of
     this host. ``matchmaker`` is whatever the entry point made: plugins need
     not subclass MatchMaker, so only its ``backend`` attribute is looked at.
+
+    An EtcdBackend gets the embedded store by design, not by fallback: etcd
+    keeps every write in its raft log and history until compaction, with a
+    request size limit and a small total quota (2 GiB by default), so it is
+    no place for a stream of notifications, and a second server (Redis) for
+    them would defeat the point of using the etcd a cloud already runs.
+    Notifications then reach listeners on the sender's host only
+    (doc/deployment.md, "zmq+etcd://").
     """
     zconf = conf[GROUP]
     retention = Retention(
@@ -41,7 +50,12 @@ def notification_store_for(matchmaker: object, conf: cfg.ConfigOpts) -> Notifica
     backend = getattr(matchmaker, "backend", None)
     if isinstance(backend, RedisBackend):
         return RedisNotificationStore(backend, retention, redelivery)
-    if not isinstance(backend, SQLiteFile):
+    if isinstance(backend, EtcdBackend):
+        LOG.info(
+            "Notifications of this zmq+etcd:// transport use the embedded store of this "
+            "host: listeners on other hosts do not see them (see doc/deployment.md)"
+        )
+    elif not isinstance(backend, SQLiteFile):
         _explain_embedded_fallback(matchmaker)
     path = os.path.join(embedded_directory(conf), EMBEDDED_FILE)
     return SQLiteNotificationStore(path, retention, redelivery)

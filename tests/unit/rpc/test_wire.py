@@ -331,7 +331,7 @@ def test_the_least_recently_used_idle_connection_makes_room(wire, dead_endpoint)
     first, second = dead_endpoint, wire.inbox.endpoint
     outbox.send(first, protocol.new_msg_id(), [b"x"])
     wait_for(lambda: first in outbox._dealers, "the first connection")
-    outbox._inflight.clear()  # nothing in flight on it: idle
+    wire.loop.call(outbox._inflight.clear)  # nothing in flight on it: idle (loop-owned)
     outbox.send(second, protocol.new_msg_id(), [b"x"])
     wait_for(lambda: list(outbox._dealers) == [second], "the idle one closed")
     wire.loop.call(outbox.close)
