@@ -69,16 +69,19 @@ def summarize(
     v.update(_casts(api, host_results))
     calls = [s * 1000 for s in api["calls"]]
     v["calls"] = f"{len(calls) + len(api['call_failures'])} / {len(api['call_failures'])}"
+    v["calls_failed"] = len(api["call_failures"])
     v["call_p50"], v["call_p99"] = _p(calls)
     conductor = [s * 1000 for r in host_results for s in r.get("conductor", [])]
     failed = sum(len(r.get("conductor_failures", [])) for r in host_results)
     v["conductor"] = f"{len(conductor) + failed} / {failed}"
+    v["conductor_failed"] = failed
     v["conductor_p50"], v["conductor_p99"] = _p(conductor)
     sent = sum(r.get("notifications_sent", 0) for r in host_results)
     seen: Counter = Counter()
     for ctl in controllers:
         seen.update(ctl.get("notifications", {}))
     v["notifications"] = f"{sent} / {len(seen)} / {sum(n - 1 for n in seen.values())}"
+    v["notifications_sent"], v["notifications_received"] = sent, len(seen)
     if redis:
         v["redis_ops"] = redis["commands"] / redis["seconds"]
         v["redis_ops_per_host"] = v["redis_ops"] / hosts
@@ -146,6 +149,7 @@ def _casts(api: dict, host_results: list[dict]) -> dict:
     twice = sum(1 for cast_id in sent if runs[cast_id] > 1)
     return {
         "casts": f"{len(sent)} / {sum(1 for c in sent if runs[c])} / {lost} / {twice}",
+        "casts_sent": len(sent),
         "casts_lost": lost,
         "casts_twice": twice,
         "casts_failed": len(api["cast_failures"]),
