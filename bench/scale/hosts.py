@@ -26,17 +26,18 @@ class Tally:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.fanout: dict[int, list] = {}  # seq -> [copies, distinct hosts set, max delay]
+        self.fanout: dict[int, list] = {}  # seq -> [copies, distinct hosts, delays]
         self.casts: dict[str, int] = {}  # cast id -> times run
         self.calls = 0  # directed calls answered
 
     def got_fanout(self, host: str, seq: int, sent: float) -> None:
         delay = time.time() - sent
         with self.lock:
-            entry = self.fanout.setdefault(seq, [0, set(), 0.0])
+            entry = self.fanout.setdefault(seq, [0, set(), []])
             entry[0] += 1
-            entry[1].add(host)
-            entry[2] = max(entry[2], delay)
+            if host not in entry[1]:
+                entry[1].add(host)
+                entry[2].append(round(delay, 4))
 
     def got_cast(self, cast_id: str) -> None:
         with self.lock:
@@ -53,7 +54,7 @@ class Tally:
         with self.lock:
             return {
                 "fanout": {
-                    str(seq): {"copies": e[0], "hosts": len(e[1]), "last": e[2]}
+                    str(seq): {"copies": e[0], "hosts": len(e[1]), "delays": e[2]}
                     for seq, e in self.fanout.items()
                 },
                 "casts": dict(self.casts),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from bench.measure import percentile
 from bench.report import markdown
 from bench.scale.common import percentiles
 
@@ -18,6 +19,8 @@ ROWS = [
     ("fanout_last_p50", "time until the last host has a fanout, p50 (s)", "{:.2f}"),
     ("fanout_last_p99", "  p99 (s)", "{:.2f}"),
     ("fanout_last_max", "  max (s)", "{:.2f}"),
+    ("fanout_median_p50", "time until half the hosts have a fanout, p50 (s)", "{:.2f}"),
+    ("fanout_median_max", "  max (s)", "{:.2f}"),
     ("fanout_return_max", "fanout cast() blocked the API, max (s)", "{:.2f}"),
     ("calls", "directed calls made / failed", "{}"),
     ("call_p50", "directed call p50 (ms)", "{:.1f}"),
@@ -86,6 +89,7 @@ def summarize(
         v["redis_ops"] = redis["commands"] / redis["seconds"]
         v["redis_ops_per_host"] = v["redis_ops"] / hosts
         v["redis_cpu"] = 100 * redis["cpu"] / redis["seconds"]
+        v["redis_by_command"] = redis["by_command"]
     for key, field in (("tcp", "tcp"), ("fds", "fds"), ("rss", "rss_mib")):
         v[f"ctl_{key}"] = sum(c["loaded"][field] for c in controllers) / len(controllers)
     v["ctl_cpu"] = sum(_cpu(c, duration) for c in controllers) / len(controllers)
@@ -116,12 +120,14 @@ def _cpu(result: dict, duration: float) -> float:
 
 
 def _fanout(api: dict, host_results: list[dict], hosts: int) -> dict:
-    copies, distinct, last = Counter(), Counter(), {}
+    copies, distinct, delays = Counter(), Counter(), {}
     for result in host_results:
         for seq, entry in result.get("fanout", {}).items():
             copies[seq] += entry["copies"]
             distinct[seq] += entry["hosts"]
-            last[seq] = max(last.get(seq, 0.0), entry["last"])
+            delays.setdefault(seq, []).extend(entry["delays"])
+    last = {seq: max(found) for seq, found in delays.items()}
+    median = percentiles([percentile(delays[seq], 50) for seq in delays])
     sent = [str(f["seq"]) for f in api["fanouts"]]
     delivered = sum(distinct[seq] for seq in sent)
     complete = [last[seq] for seq in sent if distinct[seq] == hosts]
@@ -137,6 +143,8 @@ def _fanout(api: dict, host_results: list[dict], hosts: int) -> dict:
         "fanout_last_p99": found["p99"],
         "fanout_last_max": found["max"],
         "fanout_return_max": returned["max"],
+        "fanout_median_p50": median["p50"],
+        "fanout_median_max": median["max"],
     }
 
 

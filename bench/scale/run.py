@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--zmq-option", action="append", default=[], metavar="NAME=VALUE",
         help="an [oslo_messaging_zmq] line for every process",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile", type=float, default=0, metavar="SECONDS",
+        help="py-spy the API, one hosts process and one controller from the traffic start "
+        "(collapsed stacks in <name>.spy of the run directory; use with --keep)",
     )  # fmt: skip
     parser.add_argument("--keep", metavar="DIR", help="keep each run's directory (logs) under DIR")
     parser.add_argument("--json", metavar="PATH", help="save the runs' numbers")
@@ -138,9 +144,12 @@ class Deployment:
         start = time.time() + 2.0
         run.write("go", {"start": start, "duration": args.duration})
         redis_before = self._redis_sample(at=start)
+        profilers = self._profile() if args.profile else []
         redis_after = self._redis_sample(at=start + args.duration)
         api = self._wait_file("result-api", args.duration + 120)
         self._drain(api)
+        for profiler in profilers:
+            profiler.wait(60)
         run.request_stop()
         results = {
             c.name: self._wait_file(f"result-{c.name}", RESULT_TIMEOUT) for c in self.children
@@ -227,11 +236,30 @@ class Deployment:
         if self.redis is None:
             return None
         info = self.redis.client().info()
+        stats = self.redis.client().info("commandstats")
         return {
             "t": time.time(),
             "commands": info["total_commands_processed"],
             "cpu": info["used_cpu_sys"] + info["used_cpu_user"],
+            "by_command": {name[8:]: stat["calls"] for name, stat in stats.items()},
         }
+
+    def _profile(self) -> list[subprocess.Popen]:
+        """py-spy (pip install py-spy) on the API, the first hosts process and ctl-0."""
+        if shutil.which("py-spy") is None:
+            self.notes.append("--profile: py-spy is not installed")
+            return []
+        profilers = []
+        for child in self.children:
+            if child.name in ("api", "hosts-0", "ctl-0"):
+                out = self.run.path / f"{child.name}.spy"
+                command = ["py-spy", "record", "--nonblocking", "--threads", "-r", "50"]
+                command += ["-d", str(int(self.args.profile)), "-f", "raw", "-o", str(out)]
+                command += ["-p", str(child.pid)]
+                profilers.append(
+                    subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                )
+        return profilers
 
     def _log_counts(self) -> Counter:
         counts: Counter = Counter()
@@ -254,10 +282,15 @@ class Deployment:
 def _redis_delta(before: dict | None, after: dict | None) -> dict | None:
     if before is None or after is None:
         return None
+    by_command = {
+        name: calls - before["by_command"].get(name, 0)
+        for name, calls in after["by_command"].items()
+    }
     return {
         "seconds": after["t"] - before["t"],
         "commands": after["commands"] - before["commands"],
         "cpu": after["cpu"] - before["cpu"],
+        "by_command": {name: n for name, n in by_command.items() if n},
     }
 
 
