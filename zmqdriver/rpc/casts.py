@@ -56,6 +56,9 @@ TICK = 0.1  # seconds between the periodic checks of the background thread
 RETRY_HELD_EVERY = 0.5
 FORGET_AFTER = 600.0  # a cast without DONE for this long: its DONE was lost, stop tracking
 _ROOM_WAIT = 0.5  # a caller waiting for room re-checks this often
+# A fanout copy its server REJECTed goes to that server again after this long, while the
+# server is registered: a server fences itself for FENCE_AFTER_PAUSE (1 s) after a pause.
+FANOUT_AGAIN_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,9 @@ class CastKeeper:
         self._held: collections.OrderedDict[bytes, Cast] = collections.OrderedDict()
         self._held_lock = threading.Lock()
         self._resends: queue.Queue[Cast | None] = queue.Queue()
+        # Fanout copies REJECTed by their server, (when to send again, copy), oldest first.
+        self._again: collections.deque[tuple[float, _Copy]] = collections.deque()
+        self._again_lock = threading.Lock()
         self._started = False
         self._start_lock = threading.Lock()
         self._stopped = False
@@ -205,14 +211,19 @@ class CastKeeper:
 
     # -- sending and holding (any thread) ----------------------------------------------
 
-    def _send(self, cast: Cast, servers: list[Endpoint]) -> None:
-        """Send ``cast`` to ``servers`` and watch each copy until its DONE."""
+    def _send(self, cast: Cast, servers: list[Endpoint], since: float | None = None) -> None:
+        """Send ``cast`` to ``servers`` and watch each copy until its DONE.
+
+        ``since``: when the copies were first sent, if they were before.
+        """
         now = self._clock()
         due = now + self._limits.ack_timeout
         with self._room:
             first = self._per_msg[cast.msg_id] == 0
             for server in servers:
-                self._copies[(cast.msg_id, server)] = _Copy(cast, server, due, now)
+                self._copies[(cast.msg_id, server)] = _Copy(
+                    cast, server, due, now if since is None else since
+                )
                 self._per_server[server] += 1
                 self._per_msg[cast.msg_id] += 1
         cast.attempts += 1
@@ -273,7 +284,8 @@ class CastKeeper:
             if response.refused:
                 self._refused(copy, response.reason)
             else:
-                self._redirect(copy, "was lost" if kind == PEER_LOST else "is stopping")
+                rejected = kind == protocol.Kind.REJECT
+                self._redirect(copy, "is stopping" if rejected else "was lost", rejected)
 
     def _finish(self, msg_id: bytes, server: Endpoint) -> _Copy | None:
         """Stop watching one copy; returns it, or None if it was not watched."""
@@ -293,7 +305,9 @@ class CastKeeper:
             self._outbox.forget(msg_id)
         return copy
 
-    def _redirect(self, copy: _Copy, why: str) -> None:
+    def _redirect(self, copy: _Copy, why: str, refused_by_server: bool = False) -> None:
+        """Send a cast its server did not run elsewhere; a fanout copy refused by its
+        server (REJECT) goes to that server again (``_fanout_again``)."""
         # A lost server takes a whole window of casts with it, and resends may
         # meet it again: one WARNING per server per outage, the rest at DEBUG.
         level = self._first_in_outage(copy.server, why)
@@ -306,6 +320,9 @@ class CastKeeper:
                 copy.cast.describe(),
                 why,
             )
+            if refused_by_server:
+                with self._again_lock:
+                    self._again.append((self._clock() + FANOUT_AGAIN_AFTER, copy))
             return
         LOG.log(
             level,
@@ -399,6 +416,46 @@ class CastKeeper:
             self._next_held_retry = now + RETRY_HELD_EVERY
             self._retry_held(now)
             self._forget_stale(now)
+        self._fanout_again(now)
+
+    def _fanout_again(self, now: float) -> None:
+        """Send refused fanout copies to their server again, if it is still registered.
+
+        A server REJECTs what it cannot take now: it is stopping (it unregistered first,
+        so the copy is dropped here, as before) or it fences itself after a pause of its
+        process (still registered: it gets the copy once the fence is over). Its memory
+        of message ids makes it run a copy once however often it arrives. A copy is
+        given up after zmq_cast_hold_time.
+        """
+        due = []
+        with self._again_lock:
+            while self._again and self._again[0][0] <= now:
+                due.append(self._again.popleft()[1])
+        registered: dict[str, list[Endpoint]] = {}
+        for copy in due:
+            key = copy.cast.key
+            try:
+                if key not in registered:
+                    registered[key] = self._chooser.registered(key)
+            except BackendError as exc:
+                registered[key] = [copy.server]  # an outage: the server's say counts
+                LOG.debug("Lookup of %s failed (%s); trying its servers again", key, exc)
+            if copy.server not in registered[key]:
+                LOG.info(
+                    "Fanout %s not sent to %s again: it is no longer registered",
+                    copy.cast.describe(),
+                    copy.server,
+                )
+            elif now - copy.since > self._limits.hold_time:
+                LOG.error(
+                    "Fanout %s dropped: %s refused it for zmq_cast_hold_time=%ss",
+                    copy.cast.describe(),
+                    copy.server,
+                    self._limits.hold_time,
+                )
+            else:
+                metrics.incr("resends")
+                self._send(copy.cast, [copy.server], since=copy.since)
 
     def _resend(self, cast: Cast) -> None:
         """Send ``cast`` to another server, or hold it; never waits for room."""

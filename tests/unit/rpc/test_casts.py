@@ -500,6 +500,45 @@ def test_a_lost_fanout_copy_is_never_sent_to_another_server(k, caplog):
     assert "fanout" in caplog.text and "before running it" in caplog.text
 
 
+def test_a_fanout_copy_its_paused_server_refused_goes_to_that_server_again(k):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A, B)
+    cast = k.cast(tgt=fan)
+    k.outbox.answer(A, cast.msg_id, REJECT)  # A fences itself after a pause of its process
+    k.outbox.answer(B, cast.msg_id, DONE)
+    k.later(casts.FANOUT_AGAIN_AFTER / 2)
+    assert k.outbox.sent_to(A) == [cast.msg_id]
+    k.later(casts.FANOUT_AGAIN_AFTER / 2)
+    assert k.outbox.sent_to(A) == [cast.msg_id, cast.msg_id]  # same id: run once however sent
+    assert k.outbox.sent_to(B) == [cast.msg_id]
+    k.outbox.answer(A, cast.msg_id, DONE)
+    assert cast.msg_id not in k.outbox.waiters
+
+
+def test_a_fanout_copy_refused_by_a_server_that_left_is_dropped(k, caplog):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A, B)
+    cast = k.cast(tgt=fan)
+    k.matchmaker.leave(key_of(fan), A)  # a stopping server unregisters, then REJECTs
+    with caplog.at_level(logging.INFO, logger="zmqdriver.rpc.casts"):
+        k.outbox.answer(A, cast.msg_id, REJECT)
+        k.later(casts.FANOUT_AGAIN_AFTER)
+    assert k.outbox.sent_to(A) == [cast.msg_id]
+    assert "no longer registered" in caplog.text
+
+
+def test_a_fanout_copy_refused_for_longer_than_the_hold_time_is_dropped(k, caplog):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A)
+    cast = k.cast(tgt=fan)
+    with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.casts"):
+        while "dropped" not in caplog.text and len(k.outbox.sent) < 1000:
+            k.outbox.answer(A, cast.msg_id, REJECT)
+            k.later(casts.FANOUT_AGAIN_AFTER * 10)
+    assert "refused it for zmq_cast_hold_time" in caplog.text
+    assert len(k.outbox.sent) <= LIMITS.hold_time / (casts.FANOUT_AGAIN_AFTER * 10) + 2
+
+
 def test_fanout_without_servers_is_logged_not_held(k, caplog):
     with caplog.at_level(logging.WARNING, logger="zmqdriver.rpc.casts"):
         k.cast(tgt=target(fanout=True))
