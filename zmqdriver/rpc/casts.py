@@ -113,7 +113,10 @@ class CastKeeper:
         # Copies on their way, by (message id, server); guarded by _room.
         self._copies: dict[tuple[bytes, Endpoint], _Copy] = {}
         self._per_server: collections.Counter[Endpoint] = collections.Counter()
-        self._per_msg: collections.Counter[bytes] = collections.Counter()
+        self._per_msg: collections.Counter[bytes] = collections.Counter()  # on their way, queued
+        # Fanout copies waiting for room in their server's window, in order; guarded by _room.
+        self._queued: dict[Endpoint, collections.deque[Cast]] = {}
+        self._queued_count = 0
         self._room = threading.Condition()
         self._held: collections.OrderedDict[bytes, Cast] = collections.OrderedDict()
         self._held_lock = threading.Lock()
@@ -153,7 +156,13 @@ class CastKeeper:
         self._send(cast, [server])
 
     def fanout(self, cast: Cast) -> None:
-        """Send a copy of ``cast`` to every server of its target registered now."""
+        """Send a copy of ``cast`` to every server of its target registered now.
+
+        A server whose window is full gets its copy once room frees there, after the
+        copies queued for it before (``_queued``): one slow server holds up neither the
+        other servers nor the caller, which waits only while ``zmq_cast_track_max``
+        copies are on their way or queued.
+        """
         try:
             servers = self._chooser.every_server(cast.key)
         except NoServer as exc:
@@ -163,9 +172,14 @@ class CastKeeper:
                 "Fanout %s reached no server: none is registered%s", cast.describe(), exc.detail
             )
             return
-        for server in servers:
-            self._wait_for_room(server)
-        self._send(cast, servers)
+        self._wait_for_room(None)
+        with self._room:
+            ready = [server for server in servers if self._window_open(server)]
+            for server in servers:
+                if server not in ready:
+                    self._queued.setdefault(server, collections.deque()).append(cast)
+            self._queued_count += len(servers) - len(ready)
+            self._send(cast, ready, queued=len(servers) - len(ready))
 
     def close(self) -> None:
         self._stopped = True
@@ -179,9 +193,18 @@ class CastKeeper:
                 "Transport closed with %d casts still waiting for a server; they are lost",
                 len(self._held),
             )
+        if self._queued_count:
+            LOG.error(
+                "Transport closed with %d fanout copies still waiting for room in their "
+                "server's window (zmq_cast_window); they are lost",
+                self._queued_count,
+            )
 
-    def _wait_for_room(self, server: Endpoint) -> None:
-        """Block while ``server``'s window (or the process-wide limit) is full."""
+    def _wait_for_room(self, server: Endpoint | None) -> None:
+        """Block while ``server``'s window (or the process-wide limit) is full.
+
+        With ``server`` None, only while the process-wide limit is reached.
+        """
         since = warned = self._clock()
         with self._room:
             while not self._stopped and not self._has_room(server):
@@ -192,18 +215,22 @@ class CastKeeper:
                         "cast() has waited %.0fs for room: %d casts on their way to %s "
                         "(zmq_cast_window=%d), %d in all (zmq_cast_track_max=%d)",
                         warned - since,
-                        self._per_server[server],
-                        server,
+                        self._per_server[server] if server else 0,
+                        server or "any server",
                         self._limits.window,
                         len(self._copies),
                         self._limits.track_max,
                     )
 
-    def _has_room(self, server: Endpoint) -> bool:
-        if len(self._copies) >= self._limits.track_max:
+    def _has_room(self, server: Endpoint | None) -> bool:
+        if len(self._copies) + self._queued_count >= self._limits.track_max:
             self._log_full("in flight", self._limits.track_max, "zmq_cast_track_max")
             return False
-        return self._per_server[server] < self._limits.window
+        return server is None or self._window_open(server)
+
+    def _window_open(self, server: Endpoint) -> bool:
+        """Room in ``server``'s window, and no fanout copy queued for it first (under _room)."""
+        return self._per_server[server] < self._limits.window and not self._queued.get(server)
 
     def _hold_or_raise(self, cast: Cast) -> None:
         if not self._hold(cast):
@@ -211,27 +238,49 @@ class CastKeeper:
 
     # -- sending and holding (any thread) ----------------------------------------------
 
-    def _send(self, cast: Cast, servers: list[Endpoint], since: float | None = None) -> None:
+    def _send(
+        self, cast: Cast, servers: list[Endpoint], queued: int = 0, since: float | None = None
+    ) -> None:
         """Send ``cast`` to ``servers`` and watch each copy until its DONE.
 
+        ``queued``: fanout copies of ``cast`` left in ``_queued`` (sent by ``_send_queued``);
         ``since``: when the copies were first sent, if they were before.
         """
         now = self._clock()
         due = now + self._limits.ack_timeout
         with self._room:
             first = self._per_msg[cast.msg_id] == 0
+            self._per_msg[cast.msg_id] += queued
             for server in servers:
-                self._copies[(cast.msg_id, server)] = _Copy(
-                    cast, server, due, now if since is None else since
-                )
-                self._per_server[server] += 1
-                self._per_msg[cast.msg_id] += 1
+                self._watch(cast, server, due, now if since is None else since)
         cast.attempts += 1
         if first:
             self._outbox.expect(cast.msg_id, self._on_response)
         for server in servers:
             self._outbox.send(server, cast.msg_id, cast.frames)
         self._ensure_background()
+
+    def _watch(self, cast: Cast, server: Endpoint, due: float, now: float) -> None:
+        """Count one copy on its way to ``server`` (under _room)."""
+        self._copies[(cast.msg_id, server)] = _Copy(cast, server, due, now)
+        self._per_server[server] += 1
+        self._per_msg[cast.msg_id] += 1
+
+    def _send_queued(self, server: Endpoint) -> None:
+        """Send the next fanout copy queued for ``server`` if its window has room."""
+        with self._room:
+            waiting = self._queued.get(server)
+            if not waiting or self._per_server[server] >= self._limits.window:
+                return
+            cast = waiting.popleft()
+            if not waiting:
+                del self._queued[server]
+            self._queued_count -= 1
+            self._per_msg[cast.msg_id] -= 1  # counted as queued, now as on its way
+            now = self._clock()
+            self._watch(cast, server, now + self._limits.ack_timeout, now)
+            self._room.notify_all()
+        self._outbox.send(server, cast.msg_id, cast.frames)
 
     def _hold(self, cast: Cast) -> bool:
         """Keep ``cast`` until a server exists; False when the hold is full."""
@@ -303,6 +352,7 @@ class CastKeeper:
             self._room.notify_all()
         if last:
             self._outbox.forget(msg_id)
+        self._send_queued(server)
         return copy
 
     def _redirect(self, copy: _Copy, why: str, refused_by_server: bool = False) -> None:
