@@ -149,7 +149,12 @@ class Deployment:
         api = self._wait_file("result-api", args.duration + 120)
         self._drain(api)
         for profiler in profilers:
-            profiler.wait(60)
+            try:
+                profiler.wait(max(0.0, start + args.duration + 30 - time.time()))
+            except subprocess.TimeoutExpired:
+                profiler.kill()  # ours, by PID; its samples so far are lost
+                profiler.wait()
+                self.notes.append(f"py-spy on pid {profiler.args[-1]} did not finish: killed")
         run.request_stop()
         results = {
             c.name: self._wait_file(f"result-{c.name}", RESULT_TIMEOUT) for c in self.children
@@ -253,7 +258,7 @@ class Deployment:
         for child in self.children:
             if child.name in ("api", "hosts-0", "ctl-0"):
                 out = self.run.path / f"{child.name}.spy"
-                command = ["py-spy", "record", "--nonblocking", "--threads", "-r", "50"]
+                command = ["py-spy", "record", "--nonblocking", "-r", "10"]
                 command += ["-d", str(int(self.args.profile)), "-f", "raw", "-o", str(out)]
                 command += ["-p", str(child.pid)]
                 profilers.append(
