@@ -46,6 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calls-per-s", type=float, default=25.0)
     parser.add_argument("--casts-per-s", type=float, default=25.0)
     parser.add_argument("--fanout-every", type=float, default=1.0)
+    parser.add_argument(
+        "--executor-threads", type=int, default=0, metavar="N",
+        help="executor_thread_pool_size of every process (oslo's default, 64, when 0)",
+    )  # fmt: skip
     parser.add_argument("--drain", type=float, default=180.0, help="cap on waiting for stragglers")
     parser.add_argument(
         "--zmq-option", action="append", default=[], metavar="NAME=VALUE",
@@ -135,6 +139,9 @@ class Deployment:
         options = {"rpc_zmq_bind_address": LOOPBACK, "rpc_zmq_host": LOOPBACK}
         options.update(option.split("=", 1) for option in args.zmq_option)
         config = run.config(self.url, "common", **options)
+        if args.executor_threads:
+            with open(config, "a") as handle:
+                handle.write(f"\n[DEFAULT]\nexecutor_thread_pool_size = {args.executor_threads}\n")
         began = time.time()
         self._start(config, began)
         ready = time.time() - began
