@@ -59,6 +59,9 @@ _ROOM_WAIT = 0.5  # a caller waiting for room re-checks this often
 # A fanout copy its server REJECTed goes to that server again after this long, while the
 # server is registered: a server fences itself for FENCE_AFTER_PAUSE (1 s) after a pause.
 FANOUT_AGAIN_AFTER = 1.0
+# After we drop a silent server's connection, its fanout copies lost with it go to it again
+# (over a new connection) if their loss is reported within this long.
+SILENCED_FOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,9 @@ class CastKeeper:
         # Fanout copies REJECTed by their server, (when to send again, copy), oldest first.
         self._again: collections.deque[tuple[float, _Copy]] = collections.deque()
         self._again_lock = threading.Lock()
+        # Servers whose connection we dropped for silence, until when their lost fanout
+        # copies go to them again: written by the background thread, read by the loop.
+        self._silenced: dict[Endpoint, float] = {}
         self._started = False
         self._start_lock = threading.Lock()
         self._stopped = False
@@ -334,7 +340,8 @@ class CastKeeper:
                 self._refused(copy, response.reason)
             else:
                 rejected = kind == protocol.Kind.REJECT
-                self._redirect(copy, "is stopping" if rejected else "was lost", rejected)
+                again = rejected or self._silenced.get(copy.server, -math.inf) > self._clock()
+                self._redirect(copy, "is stopping" if rejected else "was lost", again)
 
     def _finish(self, msg_id: bytes, server: Endpoint) -> _Copy | None:
         """Stop watching one copy; returns it, or None if it was not watched."""
@@ -355,9 +362,10 @@ class CastKeeper:
         self._send_queued(server)
         return copy
 
-    def _redirect(self, copy: _Copy, why: str, refused_by_server: bool = False) -> None:
-        """Send a cast its server did not run elsewhere; a fanout copy refused by its
-        server (REJECT) goes to that server again (``_fanout_again``)."""
+    def _redirect(self, copy: _Copy, why: str, again: bool = False) -> None:
+        """Send a cast its server did not run elsewhere; with ``again`` (the server refused
+        it, or we dropped its connection for silence) a fanout copy goes to that server
+        again (``_fanout_again``)."""
         # A lost server takes a whole window of casts with it, and resends may
         # meet it again: one WARNING per server per outage, the rest at DEBUG.
         level = self._first_in_outage(copy.server, why)
@@ -370,7 +378,7 @@ class CastKeeper:
                 copy.cast.describe(),
                 why,
             )
-            if refused_by_server:
+            if again:
                 with self._again_lock:
                     self._again.append((self._clock() + FANOUT_AGAIN_AFTER, copy))
             return
@@ -417,7 +425,7 @@ class CastKeeper:
         """``server`` ran a cast: its next failure is a new outage, worth a line again."""
         if server in self._troubled:
             self._troubled.discard(server)
-            for what in ("was lost", "is stopping", "refused"):
+            for what in ("was lost", "is stopping", "refused", "slow"):
                 self._outages.forget((server, what))
 
     # -- the background thread -----------------------------------------------------------
@@ -532,13 +540,32 @@ class CastKeeper:
 
         Dropping the connection discards what still sits in its socket (so it
         cannot reach that server after the casts went elsewhere) and reports
-        every request on it as lost, which sends its casts elsewhere.
+        every request on it as lost, which sends its casts elsewhere, and its
+        fanout copies to it again over a new connection (``_silenced``). A late
+        fanout copy alone drops nothing: it never goes elsewhere, so a drop
+        would only lose it; heartbeats tell a dead server from a slow one.
         """
         with self._room:
-            silent = {copy.server for copy in self._copies.values() if copy.ack_due <= now}
+            late = [copy for copy in self._copies.values() if copy.ack_due <= now]
+            silent = {copy.server for copy in late if not copy.cast.fanout}
+            for copy in late:
+                copy.ack_due = math.inf  # said once; a drop's PEER_LOST is on the way
             for copy in self._copies.values():
                 if copy.server in silent:
                     copy.ack_due = math.inf  # its PEER_LOST is on the way: do not drop twice
+            for server in silent:
+                self._silenced[server] = now + SILENCED_FOR
+        for copy in late:
+            if (
+                copy.server not in silent
+                and self._first_in_outage(copy.server, "slow") == logging.WARNING
+            ):
+                LOG.warning(
+                    "%s has not acknowledged fanout %s within %ss; still waiting for it",
+                    copy.server,
+                    copy.cast.describe(),
+                    self._limits.ack_timeout,
+                )
         for server in silent:
             LOG.warning(
                 "%s did not acknowledge a cast within %ss; sending its casts elsewhere",
@@ -546,6 +573,9 @@ class CastKeeper:
                 self._limits.ack_timeout,
             )
             self._outbox.drop(server)
+        for server, until in list(self._silenced.items()):
+            if until < now:
+                del self._silenced[server]
 
     def _retry_held(self, now: float) -> None:
         with self._held_lock:

@@ -539,6 +539,30 @@ def test_a_fanout_copy_refused_for_longer_than_the_hold_time_is_dropped(k, caplo
     assert len(k.outbox.sent) <= LIMITS.hold_time / (casts.FANOUT_AGAIN_AFTER * 10) + 2
 
 
+def test_a_late_fanout_copy_alone_keeps_its_connection(k, caplog):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A)
+    cast = k.cast(tgt=fan)
+    with caplog.at_level(logging.WARNING, logger="zmqdriver.rpc.casts"):
+        k.later(LIMITS.ack_timeout + casts.TICK)  # A is starved, not dead: no ACK yet
+    assert k.outbox.dropped == []  # a drop would only lose the copy
+    assert "still waiting for it" in caplog.text
+    k.outbox.answer(A, cast.msg_id, DONE)
+    assert cast.msg_id not in k.outbox.waiters
+
+
+def test_fanout_copies_lost_when_a_silent_server_is_dropped_go_to_it_again(k):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A)
+    k.matchmaker.serve(k.key, A)
+    k.cast()  # a directed cast to A: late, it drops A's connection and goes elsewhere
+    fanout = k.cast(tgt=fan)
+    k.later(LIMITS.ack_timeout + casts.TICK)
+    assert k.outbox.dropped == [A]
+    k.later(casts.FANOUT_AGAIN_AFTER)
+    assert k.outbox.sent_to(A).count(fanout.msg_id) == 2  # same id: A runs it once
+
+
 def test_fanout_without_servers_is_logged_not_held(k, caplog):
     with caplog.at_level(logging.WARNING, logger="zmqdriver.rpc.casts"):
         k.cast(tgt=target(fanout=True))
