@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 
 from bench.measure import percentile
@@ -17,7 +18,7 @@ ROWS = [
     ("fanout_delivered", "fanout copies delivered / expected", "{}"),
     ("fanout_duplicates", "fanout copies run twice", "{}"),
     ("fanout_complete", "fanouts that reached every host", "{}"),
-    ("fanout_last_p50", "time until the last host has a fanout, p50 (s)", "{:.2f}"),
+    ("fanout_last_p50", "time until the last host has a fanout, p50 (s) †", "{:.2f}"),
     ("fanout_last_p99", "  p99 (s)", "{:.2f}"),
     ("fanout_last_max", "  max (s)", "{:.2f}"),
     ("fanout_median_p50", "time until half the hosts have a fanout, p50 (s)", "{:.2f}"),
@@ -166,9 +167,12 @@ def _casts(api: dict, host_results: list[dict]) -> dict:
     }
 
 
+NOTE = "† over the fanouts that reached every host; the others count in the row above"
+
+
 def table(columns: list[dict]) -> str:
     """One Markdown table: a row per metric, a column per run (its ``url`` and ``values``)."""
-    header = ["", *(column["url"] for column in columns)]
+    header = ["", *(column.get("label", column["url"]) for column in columns)]
     rows = []
     for key, label, fmt in ROWS:
         cells = []
@@ -177,7 +181,7 @@ def table(columns: list[dict]) -> str:
             cells.append("-" if value is None else fmt.format(value))
         if any(cell != "-" for cell in cells):
             rows.append([label, *cells])
-    return markdown(header, rows)
+    return markdown(header, rows) + "\n" + NOTE
 
 
 def load_columns(paths: list[str]) -> list[dict]:
@@ -185,5 +189,6 @@ def load_columns(paths: list[str]) -> list[dict]:
     for path in paths:
         with open(path) as handle:
             saved = json.load(handle)
-        columns += saved["runs"]
+        label = os.path.splitext(os.path.basename(path))[0]
+        columns += [{**run, "label": label} for run in saved["runs"]]
     return columns
