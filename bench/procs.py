@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import IO
 from urllib.parse import urlsplit
 
 from harness.net import LOOPBACK
@@ -87,12 +88,16 @@ class Child:
     (``READY ...``), and ``expect`` waits for a line with a given prefix.
     """
 
-    def __init__(self, module: str, *args: str, name: str | None = None) -> None:
+    def __init__(
+        self, module: str, *args: str, name: str | None = None, stderr: IO | None = None
+    ) -> None:
+        """``stderr``: a file for the child's stderr (by default it shares this process's)."""
         self.name = name or module
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
+            stderr=stderr,
             text=True,
             bufsize=1,
         )

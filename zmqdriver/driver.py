@@ -156,11 +156,22 @@ def resolve(host: str) -> list[str]:
         return []
 
 
+# ZeroMQ sockets a context allows at least. A connection costs three (the DEALER and its
+# monitor pair), and one with requests in flight is never closed, so a fanout to N servers
+# holds 3 N sockets whatever zmq_max_connections says: with 1,792 (3 x 256 + 1024) a fanout
+# to 1,000 hosts failed 13,010 sends with "Too many open files" (python -m bench.scale).
+# 32,768 fits about 10,000 servers; libzmq keeps 12 bytes a socket: 0.4 MiB a context.
+_MIN_SOCKETS = 32768
+_MAX_SOCKETS = 65535  # libzmq's ZMQ_SOCKET_LIMIT
+
+
 def _max_sockets(max_connections: int) -> int:
     """ZeroMQ sockets this process may need: three per server connection (the
-    DEALER and its monitor pair) plus servers and spares. libzmq's default of
-    1023 would stop an unlimited client near 340 servers."""
-    return 3 * max_connections + 1024 if max_connections else 65536
+    DEALER and its monitor pair) plus servers and spares, and never fewer than
+    a fanout to every server of a large deployment needs at once."""
+    if not max_connections:
+        return _MAX_SOCKETS
+    return min(max(3 * max_connections + 1024, _MIN_SOCKETS), _MAX_SOCKETS)
 
 
 class ZmqDriver(base.BaseDriver):

@@ -56,6 +56,12 @@ TICK = 0.1  # seconds between the periodic checks of the background thread
 RETRY_HELD_EVERY = 0.5
 FORGET_AFTER = 600.0  # a cast without DONE for this long: its DONE was lost, stop tracking
 _ROOM_WAIT = 0.5  # a caller waiting for room re-checks this often
+# A fanout copy its server REJECTed goes to that server again after this long, while the
+# server is registered: a server fences itself for FENCE_AFTER_PAUSE (1 s) after a pause.
+FANOUT_AGAIN_AFTER = 1.0
+# After we drop a silent server's connection, its fanout copies lost with it go to it again
+# (over a new connection) if their loss is reported within this long.
+SILENCED_FOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -110,11 +116,20 @@ class CastKeeper:
         # Copies on their way, by (message id, server); guarded by _room.
         self._copies: dict[tuple[bytes, Endpoint], _Copy] = {}
         self._per_server: collections.Counter[Endpoint] = collections.Counter()
-        self._per_msg: collections.Counter[bytes] = collections.Counter()
+        self._per_msg: collections.Counter[bytes] = collections.Counter()  # on their way, queued
+        # Fanout copies waiting for room in their server's window, in order; guarded by _room.
+        self._queued: dict[Endpoint, collections.deque[Cast]] = {}
+        self._queued_count = 0
         self._room = threading.Condition()
         self._held: collections.OrderedDict[bytes, Cast] = collections.OrderedDict()
         self._held_lock = threading.Lock()
         self._resends: queue.Queue[Cast | None] = queue.Queue()
+        # Fanout copies REJECTed by their server, (when to send again, copy), oldest first.
+        self._again: collections.deque[tuple[float, _Copy]] = collections.deque()
+        self._again_lock = threading.Lock()
+        # Servers whose connection we dropped for silence, until when their lost fanout
+        # copies go to them again: written by the background thread, read by the loop.
+        self._silenced: dict[Endpoint, float] = {}
         self._started = False
         self._start_lock = threading.Lock()
         self._stopped = False
@@ -147,7 +162,13 @@ class CastKeeper:
         self._send(cast, [server])
 
     def fanout(self, cast: Cast) -> None:
-        """Send a copy of ``cast`` to every server of its target registered now."""
+        """Send a copy of ``cast`` to every server of its target registered now.
+
+        A server whose window is full gets its copy once room frees there, after the
+        copies queued for it before (``_queued``): one slow server holds up neither the
+        other servers nor the caller, which waits only while ``zmq_cast_track_max``
+        copies are on their way or queued.
+        """
         try:
             servers = self._chooser.every_server(cast.key)
         except NoServer as exc:
@@ -157,9 +178,14 @@ class CastKeeper:
                 "Fanout %s reached no server: none is registered%s", cast.describe(), exc.detail
             )
             return
-        for server in servers:
-            self._wait_for_room(server)
-        self._send(cast, servers)
+        self._wait_for_room(None)
+        with self._room:
+            ready = [server for server in servers if self._window_open(server)]
+            for server in servers:
+                if server not in ready:
+                    self._queued.setdefault(server, collections.deque()).append(cast)
+            self._queued_count += len(servers) - len(ready)
+            self._send(cast, ready, queued=len(servers) - len(ready))
 
     def close(self) -> None:
         self._stopped = True
@@ -173,9 +199,18 @@ class CastKeeper:
                 "Transport closed with %d casts still waiting for a server; they are lost",
                 len(self._held),
             )
+        if self._queued_count:
+            LOG.error(
+                "Transport closed with %d fanout copies still waiting for room in their "
+                "server's window (zmq_cast_window); they are lost",
+                self._queued_count,
+            )
 
-    def _wait_for_room(self, server: Endpoint) -> None:
-        """Block while ``server``'s window (or the process-wide limit) is full."""
+    def _wait_for_room(self, server: Endpoint | None) -> None:
+        """Block while ``server``'s window (or the process-wide limit) is full.
+
+        With ``server`` None, only while the process-wide limit is reached.
+        """
         since = warned = self._clock()
         with self._room:
             while not self._stopped and not self._has_room(server):
@@ -186,18 +221,22 @@ class CastKeeper:
                         "cast() has waited %.0fs for room: %d casts on their way to %s "
                         "(zmq_cast_window=%d), %d in all (zmq_cast_track_max=%d)",
                         warned - since,
-                        self._per_server[server],
-                        server,
+                        self._per_server[server] if server else 0,
+                        server or "any server",
                         self._limits.window,
                         len(self._copies),
                         self._limits.track_max,
                     )
 
-    def _has_room(self, server: Endpoint) -> bool:
-        if len(self._copies) >= self._limits.track_max:
+    def _has_room(self, server: Endpoint | None) -> bool:
+        if len(self._copies) + self._queued_count >= self._limits.track_max:
             self._log_full("in flight", self._limits.track_max, "zmq_cast_track_max")
             return False
-        return self._per_server[server] < self._limits.window
+        return server is None or self._window_open(server)
+
+    def _window_open(self, server: Endpoint) -> bool:
+        """Room in ``server``'s window, and no fanout copy queued for it first (under _room)."""
+        return self._per_server[server] < self._limits.window and not self._queued.get(server)
 
     def _hold_or_raise(self, cast: Cast) -> None:
         if not self._hold(cast):
@@ -205,22 +244,49 @@ class CastKeeper:
 
     # -- sending and holding (any thread) ----------------------------------------------
 
-    def _send(self, cast: Cast, servers: list[Endpoint]) -> None:
-        """Send ``cast`` to ``servers`` and watch each copy until its DONE."""
+    def _send(
+        self, cast: Cast, servers: list[Endpoint], queued: int = 0, since: float | None = None
+    ) -> None:
+        """Send ``cast`` to ``servers`` and watch each copy until its DONE.
+
+        ``queued``: fanout copies of ``cast`` left in ``_queued`` (sent by ``_send_queued``);
+        ``since``: when the copies were first sent, if they were before.
+        """
         now = self._clock()
         due = now + self._limits.ack_timeout
         with self._room:
             first = self._per_msg[cast.msg_id] == 0
+            self._per_msg[cast.msg_id] += queued
             for server in servers:
-                self._copies[(cast.msg_id, server)] = _Copy(cast, server, due, now)
-                self._per_server[server] += 1
-                self._per_msg[cast.msg_id] += 1
+                self._watch(cast, server, due, now if since is None else since)
         cast.attempts += 1
         if first:
             self._outbox.expect(cast.msg_id, self._on_response)
         for server in servers:
             self._outbox.send(server, cast.msg_id, cast.frames)
         self._ensure_background()
+
+    def _watch(self, cast: Cast, server: Endpoint, due: float, now: float) -> None:
+        """Count one copy on its way to ``server`` (under _room)."""
+        self._copies[(cast.msg_id, server)] = _Copy(cast, server, due, now)
+        self._per_server[server] += 1
+        self._per_msg[cast.msg_id] += 1
+
+    def _send_queued(self, server: Endpoint) -> None:
+        """Send the next fanout copy queued for ``server`` if its window has room."""
+        with self._room:
+            waiting = self._queued.get(server)
+            if not waiting or self._per_server[server] >= self._limits.window:
+                return
+            cast = waiting.popleft()
+            if not waiting:
+                del self._queued[server]
+            self._queued_count -= 1
+            self._per_msg[cast.msg_id] -= 1  # counted as queued, now as on its way
+            now = self._clock()
+            self._watch(cast, server, now + self._limits.ack_timeout, now)
+            self._room.notify_all()
+        self._outbox.send(server, cast.msg_id, cast.frames)
 
     def _hold(self, cast: Cast) -> bool:
         """Keep ``cast`` until a server exists; False when the hold is full."""
@@ -273,7 +339,9 @@ class CastKeeper:
             if response.refused:
                 self._refused(copy, response.reason)
             else:
-                self._redirect(copy, "was lost" if kind == PEER_LOST else "is stopping")
+                rejected = kind == protocol.Kind.REJECT
+                again = rejected or self._silenced.get(copy.server, -math.inf) > self._clock()
+                self._redirect(copy, "is stopping" if rejected else "was lost", again)
 
     def _finish(self, msg_id: bytes, server: Endpoint) -> _Copy | None:
         """Stop watching one copy; returns it, or None if it was not watched."""
@@ -291,9 +359,13 @@ class CastKeeper:
             self._room.notify_all()
         if last:
             self._outbox.forget(msg_id)
+        self._send_queued(server)
         return copy
 
-    def _redirect(self, copy: _Copy, why: str) -> None:
+    def _redirect(self, copy: _Copy, why: str, again: bool = False) -> None:
+        """Send a cast its server did not run elsewhere; with ``again`` (the server refused
+        it, or we dropped its connection for silence) a fanout copy goes to that server
+        again (``_fanout_again``)."""
         # A lost server takes a whole window of casts with it, and resends may
         # meet it again: one WARNING per server per outage, the rest at DEBUG.
         level = self._first_in_outage(copy.server, why)
@@ -306,6 +378,9 @@ class CastKeeper:
                 copy.cast.describe(),
                 why,
             )
+            if again:
+                with self._again_lock:
+                    self._again.append((self._clock() + FANOUT_AGAIN_AFTER, copy))
             return
         LOG.log(
             level,
@@ -350,7 +425,7 @@ class CastKeeper:
         """``server`` ran a cast: its next failure is a new outage, worth a line again."""
         if server in self._troubled:
             self._troubled.discard(server)
-            for what in ("was lost", "is stopping", "refused"):
+            for what in ("was lost", "is stopping", "refused", "slow"):
                 self._outages.forget((server, what))
 
     # -- the background thread -----------------------------------------------------------
@@ -399,6 +474,46 @@ class CastKeeper:
             self._next_held_retry = now + RETRY_HELD_EVERY
             self._retry_held(now)
             self._forget_stale(now)
+        self._fanout_again(now)
+
+    def _fanout_again(self, now: float) -> None:
+        """Send refused fanout copies to their server again, if it is still registered.
+
+        A server REJECTs what it cannot take now: it is stopping (it unregistered first,
+        so the copy is dropped here, as before) or it fences itself after a pause of its
+        process (still registered: it gets the copy once the fence is over). Its memory
+        of message ids makes it run a copy once however often it arrives. A copy is
+        given up after zmq_cast_hold_time.
+        """
+        due = []
+        with self._again_lock:
+            while self._again and self._again[0][0] <= now:
+                due.append(self._again.popleft()[1])
+        registered: dict[str, list[Endpoint]] = {}
+        for copy in due:
+            key = copy.cast.key
+            try:
+                if key not in registered:
+                    registered[key] = self._chooser.registered(key)
+            except BackendError as exc:
+                registered[key] = [copy.server]  # an outage: the server's say counts
+                LOG.debug("Lookup of %s failed (%s); trying its servers again", key, exc)
+            if copy.server not in registered[key]:
+                LOG.info(
+                    "Fanout %s not sent to %s again: it is no longer registered",
+                    copy.cast.describe(),
+                    copy.server,
+                )
+            elif now - copy.since > self._limits.hold_time:
+                LOG.error(
+                    "Fanout %s dropped: %s refused it for zmq_cast_hold_time=%ss",
+                    copy.cast.describe(),
+                    copy.server,
+                    self._limits.hold_time,
+                )
+            else:
+                metrics.incr("resends")
+                self._send(copy.cast, [copy.server], since=copy.since)
 
     def _resend(self, cast: Cast) -> None:
         """Send ``cast`` to another server, or hold it; never waits for room."""
@@ -425,13 +540,32 @@ class CastKeeper:
 
         Dropping the connection discards what still sits in its socket (so it
         cannot reach that server after the casts went elsewhere) and reports
-        every request on it as lost, which sends its casts elsewhere.
+        every request on it as lost, which sends its casts elsewhere, and its
+        fanout copies to it again over a new connection (``_silenced``). A late
+        fanout copy alone drops nothing: it never goes elsewhere, so a drop
+        would only lose it; heartbeats tell a dead server from a slow one.
         """
         with self._room:
-            silent = {copy.server for copy in self._copies.values() if copy.ack_due <= now}
+            late = [copy for copy in self._copies.values() if copy.ack_due <= now]
+            silent = {copy.server for copy in late if not copy.cast.fanout}
+            for copy in late:
+                copy.ack_due = math.inf  # said once; a drop's PEER_LOST is on the way
             for copy in self._copies.values():
                 if copy.server in silent:
                     copy.ack_due = math.inf  # its PEER_LOST is on the way: do not drop twice
+            for server in silent:
+                self._silenced[server] = now + SILENCED_FOR
+        for copy in late:
+            if (
+                copy.server not in silent
+                and self._first_in_outage(copy.server, "slow") == logging.WARNING
+            ):
+                LOG.warning(
+                    "%s has not acknowledged fanout %s within %ss; still waiting for it",
+                    copy.server,
+                    copy.cast.describe(),
+                    self._limits.ack_timeout,
+                )
         for server in silent:
             LOG.warning(
                 "%s did not acknowledge a cast within %ss; sending its casts elsewhere",
@@ -439,6 +573,9 @@ class CastKeeper:
                 self._limits.ack_timeout,
             )
             self._outbox.drop(server)
+        for server, until in list(self._silenced.items()):
+            if until < now:
+                del self._silenced[server]
 
     def _retry_held(self, now: float) -> None:
         with self._held_lock:

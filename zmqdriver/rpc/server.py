@@ -330,9 +330,18 @@ class Inbox:
         )
 
     def _refuse(self, identity: bytes, header: protocol.Header) -> None:
-        """Refuse a request that may have gone elsewhere; a cast that ran says DONE."""
+        """Refuse a request that may have gone elsewhere; a cast that ran says DONE.
+
+        A cast running here now is acknowledged instead, its DONE going to this
+        connection too: refused, it would come back after the fence and run twice
+        (seen at 300 hosts, where starved processes fence again and again).
+        """
         if header.msg_id in self._done:
             self._respond(identity, protocol.Kind.DONE, header)
+            return
+        if header.kind == protocol.Kind.CAST and header.msg_id in self._running:
+            self._acknowledge(identity, header)
+            self._resent.add(header.msg_id, identity)
             return
         self._seen.pop(header.msg_id)  # a resend after the fence must run
         self._unacked.pop(header.msg_id, None)

@@ -500,6 +500,69 @@ def test_a_lost_fanout_copy_is_never_sent_to_another_server(k, caplog):
     assert "fanout" in caplog.text and "before running it" in caplog.text
 
 
+def test_a_fanout_copy_its_paused_server_refused_goes_to_that_server_again(k):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A, B)
+    cast = k.cast(tgt=fan)
+    k.outbox.answer(A, cast.msg_id, REJECT)  # A fences itself after a pause of its process
+    k.outbox.answer(B, cast.msg_id, DONE)
+    k.later(casts.FANOUT_AGAIN_AFTER / 2)
+    assert k.outbox.sent_to(A) == [cast.msg_id]
+    k.later(casts.FANOUT_AGAIN_AFTER / 2)
+    assert k.outbox.sent_to(A) == [cast.msg_id, cast.msg_id]  # same id: run once however sent
+    assert k.outbox.sent_to(B) == [cast.msg_id]
+    k.outbox.answer(A, cast.msg_id, DONE)
+    assert cast.msg_id not in k.outbox.waiters
+
+
+def test_a_fanout_copy_refused_by_a_server_that_left_is_dropped(k, caplog):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A, B)
+    cast = k.cast(tgt=fan)
+    k.matchmaker.leave(key_of(fan), A)  # a stopping server unregisters, then REJECTs
+    with caplog.at_level(logging.INFO, logger="zmqdriver.rpc.casts"):
+        k.outbox.answer(A, cast.msg_id, REJECT)
+        k.later(casts.FANOUT_AGAIN_AFTER)
+    assert k.outbox.sent_to(A) == [cast.msg_id]
+    assert "no longer registered" in caplog.text
+
+
+def test_a_fanout_copy_refused_for_longer_than_the_hold_time_is_dropped(k, caplog):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A)
+    cast = k.cast(tgt=fan)
+    with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.casts"):
+        while "dropped" not in caplog.text and len(k.outbox.sent) < 1000:
+            k.outbox.answer(A, cast.msg_id, REJECT)
+            k.later(casts.FANOUT_AGAIN_AFTER * 10)
+    assert "refused it for zmq_cast_hold_time" in caplog.text
+    assert len(k.outbox.sent) <= LIMITS.hold_time / (casts.FANOUT_AGAIN_AFTER * 10) + 2
+
+
+def test_a_late_fanout_copy_alone_keeps_its_connection(k, caplog):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A)
+    cast = k.cast(tgt=fan)
+    with caplog.at_level(logging.WARNING, logger="zmqdriver.rpc.casts"):
+        k.later(LIMITS.ack_timeout + casts.TICK)  # A is starved, not dead: no ACK yet
+    assert k.outbox.dropped == []  # a drop would only lose the copy
+    assert "still waiting for it" in caplog.text
+    k.outbox.answer(A, cast.msg_id, DONE)
+    assert cast.msg_id not in k.outbox.waiters
+
+
+def test_fanout_copies_lost_when_a_silent_server_is_dropped_go_to_it_again(k):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A)
+    k.matchmaker.serve(k.key, A)
+    k.cast()  # a directed cast to A: late, it drops A's connection and goes elsewhere
+    fanout = k.cast(tgt=fan)
+    k.later(LIMITS.ack_timeout + casts.TICK)
+    assert k.outbox.dropped == [A]
+    k.later(casts.FANOUT_AGAIN_AFTER)
+    assert k.outbox.sent_to(A).count(fanout.msg_id) == 2  # same id: A runs it once
+
+
 def test_fanout_without_servers_is_logged_not_held(k, caplog):
     with caplog.at_level(logging.WARNING, logger="zmqdriver.rpc.casts"):
         k.cast(tgt=target(fanout=True))
@@ -509,14 +572,56 @@ def test_fanout_without_servers_is_logged_not_held(k, caplog):
     assert k.outbox.sent == []
 
 
-def test_fanout_waits_for_room_on_each_server(k):
+def test_a_full_window_holds_up_only_its_own_fanout_copy(k):
     fan = target(fanout=True)
     k.matchmaker.serve(key_of(fan), A, B)  # a fanout's servers are its topic's servers
     first, _, _ = k.cast(), k.cast(), k.cast()  # A, B, A: A's window (2) is full
+    fanout = k.cast(tgt=fan)  # returns at once: B gets its copy now, A's waits for room
+    assert k.outbox.sent_to(B)[-1] == fanout.msg_id
+    assert fanout.msg_id not in k.outbox.sent_to(A)
+    k.outbox.answer(B, fanout.msg_id, DONE)
+    assert fanout.msg_id in k.outbox.waiters  # A's copy is still to come
+    k.outbox.answer(A, first.msg_id, DONE)
+    assert k.outbox.sent_to(A)[-1] == fanout.msg_id
+    k.outbox.answer(A, fanout.msg_id, DONE)
+    assert fanout.msg_id not in k.outbox.waiters
+
+
+def test_queued_fanout_copies_go_out_in_order_before_later_casts(k):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A)
+    first, second = k.cast(), k.cast()  # A's window (2) is full
+    fanouts = [k.cast(tgt=fan), k.cast(tgt=fan)]
+    later = threading.Thread(target=k.cast)  # a directed cast queues behind them
+    later.start()
+    for done in (first, second, *fanouts):
+        k.outbox.answer(A, done.msg_id, DONE)
+    later.join(10)
+    assert k.outbox.sent_to(A)[2:4] == [fanout.msg_id for fanout in fanouts]
+    assert len(k.outbox.sent_to(A)) == 5
+
+
+def test_fanout_waits_while_the_process_wide_limit_is_reached():
+    k = Keeper(CastLimits(hold_time=30.0, hold_max=4, track_max=3, window=2, ack_timeout=1.0))
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A, B)
+    k.cast(), k.cast()  # A, B
+    k.cast(tgt=fan)  # 2 on their way + 2 copies: the limit (3) is passed once, not refused
     sent = threading.Event()
     thread = threading.Thread(target=lambda: (k.cast(tgt=fan), sent.set()))
     thread.start()
     assert not sent.wait(0.2)
-    k.outbox.answer(A, first.msg_id, DONE)
+    for server, msg_id in list(k.outbox.sent):
+        k.outbox.answer(server, msg_id, DONE)
     assert sent.wait(10)
     thread.join(10)
+
+
+def test_closing_with_queued_fanout_copies_says_they_are_lost(k, caplog):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A)
+    k.cast(), k.cast()
+    k.cast(tgt=fan)
+    with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.casts"):
+        k.close()
+    assert "1 fanout copies still waiting" in caplog.text

@@ -456,6 +456,23 @@ def test_a_cast_that_ran_before_the_pause_answers_done_not_reject(paused):
     assert wire.next_response().kind == Kind.DONE
 
 
+def test_a_cast_running_through_a_pause_is_acknowledged_not_refused(paused):
+    wire = paused.wire
+    msg_id = wire.request(Kind.CAST)
+    message = wire.next_incoming()
+    assert wire.next_response().kind == Kind.ACK
+    message.acknowledge()  # running when the process stops
+    paused.pause()
+    wire.request(Kind.CAST, msg_id)  # its sender sends it again during the fence
+    assert wire.next_response().kind == Kind.ACK  # not REJECT: it would run twice
+    message.reply()
+    assert wire.next_response().kind == Kind.DONE
+    wait_for(lambda: time.monotonic() > wire.inbox._fenced_until, "the fence to end")
+    wire.request(Kind.CAST, msg_id)
+    assert wire.next_response().kind == Kind.DONE  # it ran once
+    assert wire.incoming.empty()
+
+
 @pytest.mark.parametrize("kind", [Kind.CAST, Kind.CALL])
 def test_a_request_queued_through_a_pause_is_refused_when_it_would_start(paused, kind):
     wire = paused.wire
