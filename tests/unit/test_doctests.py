@@ -17,6 +17,7 @@ MODULES = [
     "zmqdriver.status.render",
     "zmqdriver.keyfiles",
     "zmqdriver.backends.redis",
+    "zmqdriver.backends.redis_tls",
     "zmqdriver.backends.sentinel",
     "zmqdriver.backends.sqlitefile",
     "zmqdriver.backends.etcd",

@@ -37,8 +37,8 @@ from typing import TypeVar
 
 from oslo_config import cfg
 from oslo_messaging import TransportHost, TransportURL
-from oslo_utils import strutils
 
+from zmqdriver.backends import redis_tls
 from zmqdriver.backends.redis import Health, check_query, format_address
 from zmqdriver.exceptions import BackendError, BackendUnavailable
 from zmqdriver.keyfiles import warn_if_exposed
@@ -48,7 +48,7 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 2379
-QUERY_OPTION = "tls"
+QUERY_OPTION = redis_tls.QUERY_OPTION  # the same ?tls= as Redis URLs
 LABEL = "etcd matchmaker"
 
 _FILE_OPTIONS = ("zmq_etcd_tls_ca_file", "zmq_etcd_tls_cert_file", "zmq_etcd_tls_key_file")
@@ -129,27 +129,10 @@ class Tls:
     key_file: str | None
 
 
-def url_flag(query: dict[str, str]) -> bool | None:
-    """``?tls=`` of the transport URL: True, False, or None when absent.
-
-    >>> url_flag({"tls": "true"}), url_flag({}), url_flag({"tls": "0"})
-    (True, None, False)
-    """
-    text = query.get(QUERY_OPTION)
-    if text is None:
-        return None
-    try:
-        return strutils.bool_from_string(text, strict=True)
-    except ValueError as exc:
-        raise BackendError(
-            f"Invalid ?{QUERY_OPTION}={text} in the etcd transport URL: expected true or false"
-        ) from exc
-
-
 def tls_from(conf: cfg.ConfigOpts, query: dict[str, str]) -> Tls | None:
     """The TLS settings of the options and the URL (None: plain HTTP); checks the files now."""
     zconf = conf[GROUP]
-    flag = url_flag(query)
+    flag = redis_tls.url_flag(query, "etcd")
     enabled = zconf.zmq_etcd_tls_enabled if flag is None else flag
     files = [name for name in _FILE_OPTIONS if zconf[name]]
     if not enabled:

@@ -29,8 +29,12 @@ QUERY_OPTION = "tls"
 _FILE_OPTIONS = ("zmq_redis_tls_ca_file", "zmq_redis_tls_cert_file", "zmq_redis_tls_key_file")
 
 
-def url_flag(query: dict[str, str]) -> bool | None:
-    """``?tls=`` of the transport URL: True, False, or None when absent."""
+def url_flag(query: dict[str, str], kind: str = "Redis") -> bool | None:
+    """``?tls=`` of a ``kind`` transport URL: True, False, or None when absent.
+
+    >>> url_flag({"tls": "true"}), url_flag({}), url_flag({"tls": "0"})
+    (True, None, False)
+    """
     text = query.get(QUERY_OPTION)
     if text is None:
         return None
@@ -38,7 +42,7 @@ def url_flag(query: dict[str, str]) -> bool | None:
         return strutils.bool_from_string(text, strict=True)
     except ValueError as exc:
         raise BackendError(
-            f"Invalid ?{QUERY_OPTION}={text} in the Redis transport URL: expected true or false"
+            f"Invalid ?{QUERY_OPTION}={text} in the {kind} transport URL: expected true or false"
         ) from exc
 
 
