@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Protocol
 
 from harness.net import LOOPBACK, free_port
+from harness.process import stop_process
 from harness.wait import eventually
 
 ETCD = "/usr/bin/etcd"
 START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 
 
 class TlsFiles(Protocol):
@@ -139,15 +139,7 @@ class EtcdServer:
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
         """Stop the member by its PID (SIGKILL by default: an abrupt outage)."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.kill(self.process.pid, sig)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(STOP_TIMEOUT)
+        stop_process(self.process, sig)
         self.process = None
 
     def _tls_args(self) -> tuple[str, ...]:

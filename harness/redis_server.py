@@ -19,11 +19,11 @@ from typing import Protocol
 import redis
 
 from harness.net import LOOPBACK, free_port
+from harness.process import stop_process
 from harness.wait import eventually
 
 REDIS_SERVER = "/usr/bin/redis-server"
 START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 
 
 class RedisServerError(RuntimeError):
@@ -118,15 +118,7 @@ class RedisServer:
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
         """Stop the server by its PID (SIGKILL by default: an abrupt outage)."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.kill(self.process.pid, sig)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(STOP_TIMEOUT)
+        stop_process(self.process, sig)
         self.process = None
 
     def client(self, **kwargs) -> redis.Redis:
