@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import oslo_messaging
@@ -136,3 +137,39 @@ def assert_none_lost(
     assert not missing, f"{len(missing)} casts lost, e.g. {sorted(missing)[:5]}"
     assert set(executions) == expected, "only the casts sent ran"
     assert len(duplicated) <= may_repeat, f"{len(duplicated)} casts ran twice: {duplicated}"
+
+
+def survive_matchmaker_outage(
+    load: Load, take_down: Callable[[], None], bring_back: Callable[[], None], what: str
+) -> None:
+    """Two servers under load while the matchmaker goes down and comes back.
+
+    Clients keep sending to the servers they know while it is down; afterwards
+    nothing is lost, every call returned, and both servers are registered again
+    without a restart.
+    """
+    servers = [load.server("s1"), load.server("s2")]
+    try:
+        load.start()
+        assert load.halfway.wait(120)
+        take_down()
+        sent = load.casts_sent
+        wait_until(lambda: load.casts_sent >= sent + 200, what=f"casts while {what} is down")
+        bring_back()
+        load.finish()
+        assert_none_lost(load.wait_for_every_cast())
+        assert load.call_results == collections.Counter(ok=load.calls)
+        fresh = load.deployment.transport()
+        try:
+            caller = client(fresh, load.topic, timeout=30)
+            wait_until(
+                lambda: {caller.call({}, "whoami") for _ in range(6)} == {"s1", "s2"},
+                timeout=30,
+                what="both servers registered again",
+            )
+        finally:
+            fresh.cleanup()
+    finally:
+        load.close()
+        for server in servers:
+            server.stop()

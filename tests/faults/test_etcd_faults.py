@@ -7,7 +7,6 @@ process, and the servers' journals count what ran.
 
 from __future__ import annotations
 
-import collections
 import os
 import signal
 import time
@@ -16,7 +15,7 @@ import pytest
 
 from harness.config import write_config
 from harness.wait import wait_until
-from tests.faults.load import CALLS, Load, assert_none_lost
+from tests.faults.load import Load, survive_matchmaker_outage
 from tests.functional.conftest import Deployment
 from tests.functional.helpers import client, unique
 from tests.support import parse
@@ -29,36 +28,13 @@ pytest.importorskip("etcd3gw")
 @pytest.mark.parametrize("comes_back", ["with its data", "empty"])
 def test_etcd_outage_and_restart_under_load(etcd_deployment, etcd_server, tmp_path, comes_back):
     load = Load(etcd_deployment, unique("faults"), tmp_path)
-    servers = [load.server("s1"), load.server("s2")]
-    try:
-        load.start()
-        assert load.halfway.wait(120)
-        etcd_server.stop()  # SIGKILL
-        # While etcd is down, clients keep sending to the servers they know.
-        sent = load.casts_sent
-        wait_until(lambda: load.casts_sent >= sent + 200, what="casts while etcd is down")
+
+    def bring_back() -> None:
         if comes_back == "empty":
             etcd_server.wipe()  # a member lost and replaced: no keys, no leases
-        etcd_server.start()
-        load.finish()
-        assert_none_lost(load.wait_for_every_cast())
-        assert load.call_results == collections.Counter(ok=CALLS)
-        # Registrations come back (the lease check notices an empty etcd within seconds)
-        # without restarting a server.
-        fresh = load.deployment.transport()
-        try:
-            caller = client(fresh, load.topic, timeout=30)
-            wait_until(
-                lambda: {caller.call({}, "whoami") for _ in range(6)} == {"s1", "s2"},
-                timeout=30,
-                what="both servers registered again",
-            )
-        finally:
-            fresh.cleanup()
-    finally:
-        load.close()
-        for server in servers:
-            server.stop()
+        etcd_server.start()  # the lease check notices an empty etcd within seconds
+
+    survive_matchmaker_outage(load, etcd_server.stop, bring_back, "etcd")
 
 
 EXPIRE = 3  # zmq_target_expire of the SIGKILL case: the lease's TTL

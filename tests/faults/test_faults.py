@@ -13,9 +13,14 @@ import signal
 
 import pytest
 
-from harness.wait import wait_until
-from tests.faults.load import CALLS, IN_FLIGHT_AT_THE_FAULT, Load, assert_none_lost
-from tests.functional.helpers import client, unique
+from tests.faults.load import (
+    CALLS,
+    IN_FLIGHT_AT_THE_FAULT,
+    Load,
+    assert_none_lost,
+    survive_matchmaker_outage,
+)
+from tests.functional.helpers import unique
 
 
 @pytest.fixture
@@ -63,30 +68,5 @@ def test_rolling_restart_of_three_servers_under_load(load):
 
 def test_redis_outage_and_restart_under_load(redis_deployment, redis_server, tmp_path):
     load = Load(redis_deployment, unique("faults"), tmp_path)
-    servers = [load.server("s1"), load.server("s2")]
-    try:
-        load.start()
-        assert load.halfway.wait(120)
-        redis_server.stop()  # SIGKILL; it comes back empty (no persistence)
-        # While Redis is down, clients keep sending to the servers they know.
-        sent = load.casts_sent
-        wait_until(lambda: load.casts_sent >= sent + 200, what="casts while Redis is down")
-        redis_server.start()
-        load.finish()
-        assert_none_lost(load.wait_for_every_cast())
-        assert load.call_results == collections.Counter(ok=CALLS)
-        # Registrations come back (within about a second) without restarting a server.
-        fresh = load.deployment.transport()
-        try:
-            caller = client(fresh, load.topic, timeout=30)
-            wait_until(
-                lambda: {caller.call({}, "whoami") for _ in range(6)} == {"s1", "s2"},
-                timeout=30,
-                what="both servers registered again",
-            )
-        finally:
-            fresh.cleanup()
-    finally:
-        load.close()
-        for server in servers:
-            server.stop()
+    # SIGKILL; it comes back empty (no persistence): registrations must come back too.
+    survive_matchmaker_outage(load, redis_server.stop, redis_server.start, "Redis")
