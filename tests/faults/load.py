@@ -59,6 +59,11 @@ class Load:
             log_file=log_file,
         )
 
+    def journal(self, name: str) -> list[str]:
+        """The tags server ``name`` has run so far, in order."""
+        path = self.journal_dir / f"{name}.journal"
+        return path.read_text().split() if path.exists() else []
+
     def server_log(self, name: str) -> str:
         path = self.journal_dir / f"{name}.log"
         return path.read_text() if path.exists() else ""
@@ -95,7 +100,7 @@ class Load:
     def executions(self) -> collections.Counter:
         counts: collections.Counter = collections.Counter()
         for journal in self.journal_dir.glob("*.journal"):
-            counts.update(journal.read_text().split())
+            counts.update(self.journal(journal.stem))
         return counts
 
     def cast_executions(self) -> collections.Counter:

@@ -50,9 +50,13 @@ class PauseWatch:
         """The loop runs again, having chosen to sleep ``slept`` seconds."""
         now = self._clock()
         lost = now - self._last - slept
-        self._last = now
-        if lost > self.threshold / 2:
+        paused = lost > self.threshold / 2
+        # The generation moves before _last: a thread asking paused_since in
+        # between sees the new generation, or else the old _last as stalled.
+        if paused:
             self.generation += 1
+        self._last = now
+        if paused:
             for on_pause in self._listeners:
                 on_pause(lost)
 
