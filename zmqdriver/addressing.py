@@ -5,6 +5,7 @@ Pure functions only, so every rule about names lives here and is unit tested.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -20,6 +21,7 @@ def _part(name: str) -> str:
     return quote(name, safe="")
 
 
+@functools.lru_cache(maxsize=4096)  # on every cast and call; quoting costs a few us
 def rpc_key(prefix: str, exchange: str, topic: str, server: str | None = None) -> str:
     """The matchmaker key under which servers of a target register.
 

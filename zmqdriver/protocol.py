@@ -14,6 +14,8 @@ understand each other. Nothing is ever unpickled.
 from __future__ import annotations
 
 import enum
+import itertools
+import os
 import struct
 import uuid
 from dataclasses import dataclass
@@ -67,8 +69,30 @@ class Header:
     msg_id: bytes
 
 
+# Message ids: a random prefix per process, then a counter. A uuid4 per message
+# costs a getrandom() system call, about 5 us, on every cast and call.
+_id_prefix = os.urandom(8)
+_id_counter = itertools.count()
+
+
+def _new_id_prefix() -> None:
+    """A forked child must not repeat its parent's ids."""
+    global _id_prefix, _id_counter
+    _id_prefix, _id_counter = os.urandom(8), itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
 def new_msg_id() -> bytes:
-    return uuid.uuid4().bytes
+    """16 bytes no other message of any process uses (the odds of two processes
+    drawing the same 64-bit prefix are negligible).
+
+    >>> first, second = new_msg_id(), new_msg_id()
+    >>> len(first), first[:8] == second[:8], first != second
+    (16, True, True)
+    """
+    return _id_prefix + next(_id_counter).to_bytes(8, "big")
 
 
 def encode_header(kind: Kind, msg_id: bytes, codec: Codec = Codec.JSON) -> bytes:

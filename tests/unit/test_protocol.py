@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import uuid
 
@@ -286,3 +287,23 @@ else:
         except ProtocolError:
             return
         assert isinstance(decoded, dict)
+
+
+def test_message_ids_are_unique_within_a_process_and_across_a_fork():
+    ids = {protocol.new_msg_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child sends the ids it makes back, then exits at once
+        os.write(write, b"".join(protocol.new_msg_id() for _ in range(100)))
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    data = b""
+    while chunk := os.read(read, 65536):
+        data += chunk
+    os.close(read)
+    child = {data[i : i + 16] for i in range(0, len(data), 16)}
+    assert len(child) == 100
+    assert not child & ids, "a forked child repeated its parent's message ids"
+    assert not child & {protocol.new_msg_id() for _ in range(100)}
