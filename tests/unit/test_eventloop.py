@@ -261,6 +261,29 @@ def test_a_busy_socket_does_not_starve_the_others(loop, ctx):
         loop.call(sender.close)
 
 
+def test_tasks_submitted_while_reading_run_before_the_next_message(loop, ctx):
+    """An answer handed over while a batch is read goes out before the next request
+    is read (it would otherwise wait behind up to a whole batch)."""
+    order: list[str] = []
+
+    def on_message(frames):
+        order.append(frames[0].decode())
+        # As an executor thread finishing a request would (here from the loop itself).
+        loop.submit(order.append, f"answer {frames[0].decode()}")
+
+    def setup():
+        rx, tx = _pair(ctx, "requests")
+        for i in range(3):
+            tx.send(str(i).encode())
+        loop.add_reader(rx, on_message)
+        return tx
+
+    sender = loop.call(setup)
+    assert eventually(lambda: len(order) == 6, WAIT, poll=0.005)
+    assert order == ["0", "answer 0", "1", "answer 1", "2", "answer 2"]
+    loop.call(sender.close)
+
+
 # -- stop ------------------------------------------------------------------------------
 
 
