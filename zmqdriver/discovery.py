@@ -4,8 +4,9 @@
 refreshes them every ``zmq_target_update`` seconds and retries with backoff
 while the matchmaker is down. ``Directory`` answers clients from a short
 cache so the matchmaker is not on every message's path; with a matchmaker
-that pushes changes (``MatchMaker.watch``, etcd) an answer stays cached until
-a change of its key is pushed, and a new or removed server is seen at once.
+that pushes changes (``MatchMaker.watch``: etcd, Redis) an answer stays cached
+until a change of its key is pushed (or, on Redis, until its first record
+expires), and a new or removed server is seen at once.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class _Answer:
     # How many times the watch had come up when it was read, if it was up and
     # no change of its key arrived during the lookup; None: valid for ``ttl`` only.
     pushed: int | None = None
+    # When a pushed answer is stale anyway: its first record expires, and the
+    # matchmaker does not push expiries (MatchMaker.lookup_with_expiry). None: never.
+    until: float | None = None
 
 
 class Directory:
@@ -53,7 +57,8 @@ class Directory:
     With ``watch_prefix`` the matchmaker is asked (at the first lookup) to push
     changes under that prefix. While its watch is up, an answer read while no
     change of its key arrived stays valid until a change of its key drops it;
-    while the watch is down (or the matchmaker cannot push), answers last
+    or, with a matchmaker that does not push expiries, until its first record
+    expires. While the watch is down (or the matchmaker cannot push), answers last
     ``ttl`` seconds, as without push. When the watch comes (back) up every
     answer falls back to ``ttl``: changes made meanwhile were not pushed.
     """
@@ -96,7 +101,7 @@ class Directory:
             return cached.endpoints
         resyncs = self._lookup_starts(key) if self._pushing() else None
         try:
-            records = self._matchmaker.lookup(key)
+            records, expires_in = self._read(key, pushed=resyncs is not None)
         except BackendError as exc:
             if resyncs is not None:
                 self._lookup_ends(key, resyncs)
@@ -112,8 +117,16 @@ class Directory:
             endpoints = self._keyed(key, endpoints)
         # A change pushed during the lookup may be missing from what was read.
         clean = resyncs is not None and self._lookup_ends(key, resyncs)
-        self._cache[key] = _Answer(now, endpoints, resyncs if clean else None)
+        until = None if expires_in is None else time.monotonic() + expires_in
+        self._cache[key] = _Answer(now, endpoints, resyncs if clean else None, until)
         return endpoints
+
+    def _read(self, key: str, pushed: bool) -> tuple[list[str], float | None]:
+        """The records under ``key``, and for a pushed answer the seconds it may be kept."""
+        with_expiry = getattr(self._matchmaker, "lookup_with_expiry", None)  # need not subclass
+        if pushed and with_expiry is not None:
+            return with_expiry(key)
+        return self._matchmaker.lookup(key), None
 
     def _lookup_starts(self, key: str) -> int:
         with self._push_lock:
@@ -132,7 +145,7 @@ class Directory:
 
     def _current(self, answer: _Answer, now: float) -> bool:
         if answer.pushed is not None and answer.pushed == self._resyncs and self._pushing():
-            return True
+            return answer.until is None or now < answer.until
         return now - answer.at < self._ttl
 
     def _pushing(self) -> bool:

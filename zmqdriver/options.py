@@ -179,10 +179,12 @@ zmq_opts = [
         "zmq_matchmaker_watch",
         default=True,
         help="Have the matchmaker push changes to clients where it can (zmq+etcd://: an etcd "
-        "watch): a new server gets requests, and a stopped or expired one stops getting them, "
-        "as soon as the matchmaker knows, and lookups are cached until their key changes. "
-        "While the watch is down, and with matchmakers that cannot push, clients poll as "
-        "zmq_target_cache_ttl says.",
+        "watch; zmq+redis:// and zmq+sentinel://: a subscription to the channel "
+        "<zmq_matchmaker_prefix>/changes, which registrations publish to): a new server gets "
+        "requests, and a stopped or expired one stops getting them, as soon as the matchmaker "
+        "knows, and lookups are cached until their key changes (on Redis, or until their "
+        "first record expires). While the watch is down, and with matchmakers that cannot "
+        "push, clients poll as zmq_target_cache_ttl says.",
     ),
     cfg.IntOpt(
         "zmq_notification_retention_count",

@@ -1,9 +1,9 @@
 """How fast clients see servers come and go, per matchmaker, with and without push.
 
-    python -m bench.studies.discovery [--rounds 3]
+    python -m bench.studies.discovery [--rounds 3] [--only redis]
 
-For each matchmaker (zmq://, zmq+redis://, zmq+etcd:// polling, zmq+etcd:// with its
-watch), with private Redis and etcd servers (harness/) and zmq_target_expire = 10,
+For each matchmaker (zmq://, zmq+redis:// and zmq+etcd://, each of the last two polling
+and with push), with private Redis and etcd servers (harness/) and zmq_target_expire = 10,
 zmq_target_update = 3, zmq_target_cache_ttl = 1 (the default):
 
 * start: a second server process prints READY (it has registered) while a client calls
@@ -174,6 +174,10 @@ class CountingLookups:
         self.count += 1
         return self.inner.lookup(key)
 
+    def lookup_with_expiry(self, key: str) -> tuple[list[str], float | None]:
+        self.count += 1
+        return self.inner.lookup_with_expiry(key)
+
     def watch(self, prefix, on_change):
         return self.inner.watch(prefix, on_change)
 
@@ -182,6 +186,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="", help="only the rows whose name contains this")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="zmqdriver-discovery-") as workdir:
         redis = RedisServer(os.path.join(workdir, "redis"))
@@ -192,6 +197,7 @@ def main() -> None:
             kinds = [
                 ("zmq:// (poll)", "zmq://", False),
                 ("zmq+redis:// (poll)", redis.url, False),
+                ("zmq+redis:// (push)", redis.url, True),
                 ("zmq+etcd:// (poll)", etcd.url, False),
                 ("zmq+etcd:// (push)", etcd.url, True),
             ]
@@ -199,7 +205,7 @@ def main() -> None:
                   "SIGKILL -> record expires | expired -> client stops | "
                   "lookups/min per busy key |")  # fmt: skip
             print("|---|---|---|---|---|---|")
-            for name, url, watch in kinds:
+            for name, url, watch in [kind for kind in kinds if args.only in kind[0]]:
                 rounds = [one_round(url, watch, workdir) for _ in range(args.rounds)]
                 med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
                 print(

@@ -532,6 +532,34 @@ def test_when_the_watch_comes_back_older_answers_last_the_ttl(pushing, clock):
     assert pushing.lookups == 2
 
 
+class ExpiringMatchMaker(PushingMatchMaker):
+    """Pushes changes but not expiries, as Redis: an answer says when its first record expires."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expires_in: float | None = 10.0
+
+    def lookup_with_expiry(self, key: str) -> tuple[list[str], float | None]:
+        return self.lookup(key), self.expires_in
+
+
+def test_a_pushed_answer_is_read_again_when_its_first_record_expires(clock):
+    expiring = ExpiringMatchMaker()
+    expiring.put(KEY, REC1, REC2)
+    directory = watched(expiring)
+    assert directory.endpoints(KEY) == [EP1, EP2]
+    clock.now += 9.9  # far past the ttl, before the first expiry: nothing to read
+    assert directory.endpoints(KEY) == [EP1, EP2]
+    assert expiring.lookups == 1
+    expiring.put(KEY, REC2)  # REC1's server died: its record expires, and nobody pushes that
+    expiring.expires_in = None  # REC2 never expires
+    clock.now += 0.1
+    assert directory.endpoints(KEY) == [EP2]
+    clock.now += 3600
+    assert directory.endpoints(KEY) == [EP2]
+    assert expiring.lookups == 2
+
+
 def test_a_matchmaker_that_cannot_push_is_polled(mm, clock):
     directory = watched(mm)
     mm.put(KEY, REC1)

@@ -29,6 +29,7 @@ from oslo_config import cfg
 from oslo_messaging import TransportHost, TransportURL
 from redis import exceptions as redis_exc
 from redis.backoff import NoBackoff
+from redis.client import PubSub
 from redis.commands.core import Script
 from redis.retry import Retry
 
@@ -209,6 +210,7 @@ class RedisBackend:
         # Index of the host that answered last. Reads and writes of an int
         # are atomic, and two threads racing to fail over just pick a host each.
         self._current = 0
+        self.label = LABEL
         self.health = Health(LABEL)
 
     @classmethod
@@ -266,6 +268,16 @@ class RedisBackend:
         self.health.failed(str(error))
         raise error
 
+    def subscribe(self, channel: str, timeout: float) -> PubSub:
+        """A pub/sub connection of its own, subscribed to ``channel`` on the current host.
+
+        Fails over like ``execute``; returns once Redis confirmed the
+        subscription, so every message published from then on is received.
+        """
+        return self.execute(
+            f"subscribe to {channel}", lambda client: _subscribed(client, channel, timeout)
+        )
+
     def _answered_by(self, host: RedisHost) -> str:
         """How the log names the server that just answered (a subclass knows better)."""
         return host.address
@@ -309,6 +321,19 @@ class RedisBackend:
             f"{host.address}: {exc}{_tls_hint(host, exc)}" for host, exc in failures
         )
         return f"{LABEL} at {addresses} unreachable: {details}"
+
+
+def _subscribed(client: redis.Redis, channel: str, timeout: float) -> PubSub:
+    pubsub = client.pubsub()
+    try:
+        pubsub.subscribe(channel)
+        confirmed = pubsub.get_message(timeout=timeout)
+        if confirmed is None or confirmed["type"] != "subscribe":
+            raise redis_exc.TimeoutError(f"SUBSCRIBE {channel} not confirmed in {timeout:.0f}s")
+    except BaseException:
+        pubsub.close()
+        raise
+    return pubsub
 
 
 def _tls_hint(host: RedisHost, exc: Exception) -> str:

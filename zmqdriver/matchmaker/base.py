@@ -78,6 +78,16 @@ class MatchMaker(abc.ABC):
     def lookup(self, key: str) -> list[str]:
         """Return the live records under ``key``, sorted, without duplicates."""
 
+    def lookup_with_expiry(self, key: str) -> tuple[list[str], float | None]:
+        """``lookup(key)``, and how long a client may keep that answer while a watch is up.
+
+        A matchmaker whose watch does not push expiries returns the seconds
+        until the first of those records expires (in Redis an expiry is a
+        score that nothing acts on when it passes), and clients read again
+        then. None (this default): every change, expiries included, is pushed.
+        """
+        return self.lookup(key), None
+
     def generation(self, key: str) -> str | None:
         """A token that changes when the backend lost its data (e.g. Redis restarted empty).
 
@@ -91,7 +101,8 @@ class MatchMaker(abc.ABC):
 
         Optional (contract 2 without it still loads). ``on_change(key)`` is
         called, from a thread of the matchmaker's, after a record under
-        ``key`` was added, removed or expired; ``on_change(None)`` each time
+        ``key`` was added, removed or expired (or instead of expiries, see
+        ``lookup_with_expiry``); ``on_change(None)`` each time
         the channel comes up, since changes made while it was down may have
         been missed. While the returned watch is not ``up`` clients poll as
         without it. None (this default): the matchmaker cannot push.

@@ -39,7 +39,6 @@ import logging
 import math
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,9 +46,9 @@ from oslo_config import cfg
 from oslo_messaging import TransportURL
 
 from zmqdriver.backends.etcd import EtcdBackend, LeaseLost, WatchStream
-from zmqdriver.backoff import Backoff
 from zmqdriver.exceptions import BackendError
 from zmqdriver.matchmaker.base import ListedRecord, MatchMaker
+from zmqdriver.matchmaker.watch import FollowedWatch
 from zmqdriver.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
@@ -61,7 +60,6 @@ KEEPALIVE_EVERY = 0.5
 # A watch silent this long is opened again (a connection that died without a
 # word must not pass for "up"); clients then read their keys again once.
 WATCH_IDLE = 60.0
-_WATCH_BACKOFF = Backoff(0.5, 10.0)  # pauses between attempts to open the watch
 
 
 def record_key(key: str, record: str) -> str:
@@ -214,7 +212,9 @@ class EtcdMatchMaker(MatchMaker):
             return ",".join(f"{lease.id:x}" for lease in self._leases.values()) or "none"
 
     def watch(self, prefix: str, on_change: Callable[[str | None], None]) -> EtcdWatch:
-        return EtcdWatch(self.backend, prefix, on_change)
+        watch = EtcdWatch(self.backend, prefix, on_change)
+        watch.start()
+        return watch
 
     def records(self, prefix: str) -> list[ListedRecord]:
         remaining: dict[int, int] = {}  # lease -> seconds left, read once per lease
@@ -249,7 +249,7 @@ class EtcdMatchMaker(MatchMaker):
         self.backend.close()
 
 
-class EtcdWatch:
+class EtcdWatch(FollowedWatch):
     """Changes under a prefix, pushed to ``on_change`` from a thread of its own.
 
     The thread opens an etcd watch, says ``on_change(None)`` once it is in
@@ -261,56 +261,22 @@ class EtcdWatch:
     def __init__(
         self, backend: EtcdBackend, prefix: str, on_change: Callable[[str | None], None]
     ) -> None:
+        super().__init__(backend.label, prefix, on_change, "zmqdriver-etcd-watch")
         self._backend = backend
-        self._prefix = prefix
-        self._on_change = on_change
-        self._up = False
-        self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._stream: WatchStream | None = None
-        self._down_since: float | None = None  # the last failure was logged
-        self._pauses = _WATCH_BACKOFF.delays()
-        self._thread = threading.Thread(target=self._run, name="zmqdriver-etcd-watch", daemon=True)
-        self._thread.start()
 
-    @property
-    def up(self) -> bool:
-        return self._up
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._up = False
+    def _interrupt(self) -> None:
         with self._lock:
             stream = self._stream
         if stream is not None:
             stream.interrupt()  # the watch's thread closes it
-        self._thread.join(5)
 
-    def _run(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                self._follow()
-            except Exception as exc:  # the thread must survive whatever the stream raises
-                self._up = False
-                if self._stopped.is_set():
-                    return
-                if _idle(exc):
-                    continue  # a quiet stream: open it again at once
-                if self._down_since is None:
-                    self._down_since = time.monotonic()
-                    LOG.warning(
-                        "%s: the watch of %s is down (%s); clients poll until it is back",
-                        self._backend.label,
-                        self._prefix,
-                        exc,
-                    )
-                self._stopped.wait(next(self._pauses))
-                continue
-            return
+    def _quiet(self, exc: Exception) -> bool:
+        return _idle(exc)
 
     def _follow(self) -> None:
-        """Open the watch and pass on its changes until it breaks (raises) or stops."""
-        stream = self._backend.open_watch(self._prefix, WATCH_IDLE)
+        stream = self._backend.open_watch(self.prefix, WATCH_IDLE)
         with self._lock:
             self._stream = stream
         try:
@@ -326,21 +292,11 @@ class EtcdWatch:
             if self._stopped.is_set():
                 return
             if etcd_key is None:
-                self._up = True
-                self._pauses = _WATCH_BACKOFF.delays()
-                self._on_change(None)  # what changed while it was down is unknown
-                if self._down_since is not None:
-                    LOG.info(
-                        "%s: the watch of %s is back after %.0fs",
-                        self._backend.label,
-                        self._prefix,
-                        time.monotonic() - self._down_since,
-                    )
-                    self._down_since = None
+                self._came_up()
                 continue
             key = matchmaker_key(etcd_key)
             if key is not None:
-                self._on_change(key)
+                self._changed(key)
 
 
 def _idle(exc: BaseException) -> bool:
