@@ -24,6 +24,8 @@ from typing import Protocol
 
 from bench.procs import Child
 from bench.scale.registrations import RegistrationWatch
+from harness.redis_server import RedisServer
+from harness.sentinel import SentinelCluster
 
 FAULTS = ("hosts", "redis-restart", "sentinel-failover")
 PROBE_FOR = 90.0  # seconds a probe watches at most
@@ -118,7 +120,9 @@ def kill_and_restart(
     return work
 
 
-def restart_redis(redis, watch: RegistrationWatch, at: float) -> Callable[[float], dict]:
+def restart_redis(
+    redis: RedisServer, watch: RegistrationWatch, at: float
+) -> Callable[[float], dict]:
     """The ``redis-restart`` fault: Redis SIGKILLed and started empty on the same port."""
 
     def work(start: float) -> dict:
@@ -133,7 +137,9 @@ def restart_redis(redis, watch: RegistrationWatch, at: float) -> Callable[[float
     return work
 
 
-def fail_over(cluster, watch: RegistrationWatch, at: float) -> Callable[[float], dict]:
+def fail_over(
+    cluster: SentinelCluster, watch: RegistrationWatch, at: float
+) -> Callable[[float], dict]:
     """The ``sentinel-failover`` fault: the master SIGKILLed, the replica promoted."""
 
     def work(start: float) -> dict:
