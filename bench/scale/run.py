@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -271,7 +272,7 @@ class Deployment:
             child.expect("READY", max(0.0, deadline - time.monotonic()))
         print("  pids: " + " ".join(f"{c.name}={c.pid}" for c in self.children), flush=True)
 
-    def _fault_work(self):
+    def _fault_work(self) -> Callable[[float], dict]:
         args = self.args
         watch = RegistrationWatch(common.COMPUTE, args.hosts)
         if args.fault == "hosts":
