@@ -10,6 +10,7 @@ sent (ids, sequence numbers, send times) and what its calls took.
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import threading
 import time
@@ -36,6 +37,7 @@ class Api:
         self.lock = threading.Lock()
         self.call_latencies: list[float] = []
         self.call_failures: list[str] = []
+        self.failed_hosts: list[str] = []  # the target of each failed call
         self.casts: list[str] = []
         self.cast_failures: list[str] = []
         self.fanouts: list[dict] = []
@@ -60,22 +62,24 @@ class Api:
         return {"answered": len(times), "all": times[-1] if len(times) == len(self.names) else None}
 
     def call(self, n: int) -> None:
+        host = random.choice(self.names)
         started = time.monotonic()
         try:
-            self.client.prepare(server=random.choice(self.names)).call({}, "work", n=n)
+            self.client.prepare(server=host).call({}, "work", n=n)
         except Exception as exc:  # counted and reported
             with self.lock:
                 self.call_failures.append(type(exc).__name__)
+                self.failed_hosts.append(host)
             return
         with self.lock:
             self.call_latencies.append(time.monotonic() - started)
 
     def cast(self) -> None:
-        cast_id = uuid.uuid4().hex
+        host = random.choice(self.names)
+        # Target and send time in the id: faults count casts per host and per phase.
+        cast_id = f"{host}:{time.time():.3f}:{uuid.uuid4().hex[:12]}"
         try:
-            self.client.prepare(server=random.choice(self.names)).cast(
-                {}, "cast_work", cast_id=cast_id
-            )
+            self.client.prepare(server=host).cast({}, "cast_work", cast_id=cast_id)
         except Exception as exc:  # counted and reported
             with self.lock:
                 self.cast_failures.append(type(exc).__name__)
@@ -119,8 +123,13 @@ def main() -> None:
     parser.add_argument("--casts-per-s", type=float, default=25.0)
     parser.add_argument("--fanout-every", type=float, default=1.0)
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument(
+        "--log-sends", action="store_true", help="log every cast copy lost to a server (sends.py)"
+    )
     args = parser.parse_args()
     common.setup_process()
+    if args.log_sends:
+        logging.getLogger("zmqdriver.rpc.casts").setLevel(logging.DEBUG)
     run = RunDir(args.run_dir)
     api = Api(common.load_conf(args.config_file), args.url, args.hosts)
     print("READY api", flush=True)
@@ -131,7 +140,9 @@ def main() -> None:
         time.sleep(0.01)
     before = Cost.now()
     workers = []
-    with ThreadPoolExecutor(32, thread_name_prefix="call") as calls:
+    # Calls to killed hosts (--fault) hold a worker for their whole timeout: 128 workers keep
+    # the rate of calls to live hosts (25/s x 30 s would need 750 for every call to hang).
+    with ThreadPoolExecutor(128, thread_name_prefix="call") as calls:
         for every, work, pool in (
             (1.0 / args.calls_per_s, api.call, calls),
             (1.0 / args.casts_per_s, lambda _k: api.cast(), None),
@@ -151,6 +162,7 @@ def main() -> None:
                 "loaded": loaded.asdict(),
                 "calls": api.call_latencies,
                 "call_failures": api.call_failures,
+                "call_failed_hosts": api.failed_hosts,
                 "casts": api.casts,
                 "cast_failures": api.cast_failures,
                 "fanouts": api.fanouts,

@@ -28,6 +28,9 @@ class Tally:
         self.lock = threading.Lock()
         self.fanout: dict[int, list] = {}  # seq -> [copies, distinct hosts, delays]
         self.casts: dict[str, int] = {}  # cast id -> times run
+        # host -> [time.time(), seq] of its first fanout copy: when a restarted host was
+        # back in the fanout, and from which fanout on it must have every one
+        self.first: dict[str, list] = {}
         self.calls = 0  # directed calls answered
 
     def got_fanout(self, host: str, seq: int, sent: float) -> None:
@@ -38,6 +41,8 @@ class Tally:
             if host not in entry[1]:
                 entry[1].add(host)
                 entry[2].append(round(delay, 4))
+            first = self.first.setdefault(host, [time.time(), seq])
+            first[1] = min(first[1], seq)  # copies of earlier fanouts may arrive later
 
     def got_cast(self, cast_id: str) -> None:
         with self.lock:
@@ -59,6 +64,7 @@ class Tally:
                 },
                 "casts": dict(self.casts),
                 "calls": self.calls,
+                "first": dict(self.first),
             }
 
 
@@ -144,8 +150,9 @@ def periodic(hosts: list[Host], go: dict, run: RunDir, out: dict) -> None:
                 time.sleep(min(pause, 0.5))
                 continue
             due.pop(0)
-            pool.submit(hosts[i].report, latencies, failures)
-            sent += 1
+            if at > time.time() - common.REPORT_EVERY:  # a restarted process skips missed ones
+                pool.submit(hosts[i].report, latencies, failures)
+                sent += 1
             due.append((at + common.REPORT_EVERY, i))
             due.sort()
     out["notifications_sent"] = sent

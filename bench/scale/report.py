@@ -8,6 +8,7 @@ from collections import Counter
 
 from bench.measure import percentile
 from bench.report import markdown
+from bench.scale import fault_report
 from bench.scale.common import percentiles
 
 # (key, label, format) of each row, in table order; a key missing from a column prints "-".
@@ -35,6 +36,9 @@ ROWS = [
     ("redis_ops", "Redis commands/s", "{:.0f}"),
     ("redis_ops_per_host", "  per host", "{:.2f}"),
     ("redis_cpu", "Redis CPU (% of a core)", "{:.1f}"),
+    ("broker_fds", "Redis / RabbitMQ process: file descriptors", "{}"),
+    ("broker_rss", "  RSS (MiB)", "{:.0f}"),
+    ("broker_cpu", "  CPU (% of a core)", "{:.1f}"),
     ("ctl_tcp", "controller: TCP connections (each)", "{:.0f}"),
     ("ctl_fds", "controller: file descriptors", "{:.0f}"),
     ("ctl_rss", "controller: RSS (MiB)", "{:.0f}"),
@@ -50,6 +54,7 @@ ROWS = [
     ("pause_fences", "log: 'did not run for' (pause fences)", "{}"),
     ("log_warnings", "log: WARNING/ERROR lines", "{}"),
     ("load", "load average at the end", "{:.1f}"),
+    *fault_report.ROWS,
 ]
 
 
@@ -62,12 +67,15 @@ def summarize(
     host_results: list[dict],
     controllers: list[dict],
     redis: dict | None,
+    broker: tuple[dict, dict] | None,
     duration: float,
     logs: Counter,
     load: float,
 ) -> dict:
     """Every row's value (a flat dict) from what the processes of one run wrote."""
-    v: dict = {"hosts": f"{hosts} ({processes} x {-(-hosts // processes)})", "load": load}
+    sizes = sorted({r["hosts"] for r in host_results if r.get("hosts")}, reverse=True)
+    layout = f"{processes} x {sizes[0]}" if len(sizes) == 1 else f"{processes} processes"
+    v: dict = {"hosts": f"{hosts} ({layout})", "load": load}
     v["up_s"] = up.get("all")
     v["up_answered"] = up.get("answered")
     v.update(_fanout(api, host_results, hosts))
@@ -92,6 +100,9 @@ def summarize(
         v["redis_ops_per_host"] = v["redis_ops"] / hosts
         v["redis_cpu"] = 100 * redis["cpu"] / redis["seconds"]
         v["redis_by_command"] = redis["by_command"]
+    if broker:
+        v["broker_fds"], v["broker_rss"] = broker[1]["fds"], broker[1]["rss_mib"]
+        v["broker_cpu"] = 100 * (broker[1]["cpu"] - broker[0]["cpu"]) / duration
     for key, field in (("tcp", "tcp"), ("fds", "fds"), ("rss", "rss_mib")):
         v[f"ctl_{key}"] = sum(c["loaded"][field] for c in controllers) / len(controllers)
     v["ctl_cpu"] = sum(_cpu(c, duration) for c in controllers) / len(controllers)
@@ -190,5 +201,9 @@ def load_columns(paths: list[str]) -> list[dict]:
         with open(path) as handle:
             saved = json.load(handle)
         label = os.path.splitext(os.path.basename(path))[0]
-        columns += [{**run, "label": label} for run in saved["runs"]]
+        several = len(saved["runs"]) > 1  # a file of side-by-side runs: name each transport
+        columns += [
+            {**run, "label": f"{label} {run['url'][:-3]}" if several else label}
+            for run in saved["runs"]
+        ]
     return columns

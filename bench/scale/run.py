@@ -20,15 +20,20 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.procs import Child, ProcessError, RabbitMQ, delete_rabbit_queues, stop_all
+from bench.rabbit_node import RabbitNode
 from bench.report import machine_facts
-from bench.scale import common, report
+from bench.scale import common, fault_report, faults, report, sends
 from bench.scale.common import RunDir
+from bench.scale.placement import HostProcesses
+from bench.scale.registrations import RegistrationWatch
 from harness.net import LOOPBACK
 from harness.redis_server import RedisServer
+from harness.sentinel import SentinelCluster
 from harness.wait import eventually
 
 CONTROLLERS = 3
@@ -60,12 +65,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="py-spy the API, one hosts process and one controller from the traffic start "
         "(collapsed stacks in <name>.spy of the run directory; use with --keep)",
     )  # fmt: skip
+    parser.add_argument(
+        "--own-rabbit", action="store_true",
+        help="rabbit://: start a private RabbitMQ node (raised fd limit, free ports) and use "
+        "it instead of the URL's broker",
+    )  # fmt: skip
+    parser.add_argument("--fault", choices=faults.FAULTS, help="inject a fault (faults.py)")
+    parser.add_argument("--fault-at", type=float, default=10.0, help="seconds into the traffic")
+    parser.add_argument(
+        "--restart-after", type=float, default=70.0,
+        help="hosts fault: seconds from the kill to the restart (more than zmq_target_expire, "
+        "60 s, so that the time until the API stops sending to them is seen whole)",
+    )  # fmt: skip
     parser.add_argument("--keep", metavar="DIR", help="keep each run's directory (logs) under DIR")
     parser.add_argument("--json", metavar="PATH", help="save the runs' numbers")
     parser.add_argument("--table", nargs="+", metavar="JSON", help="print saved runs, run nothing")
     args = parser.parse_args(argv)
     if not args.table and not args.url:
         parser.error("--url is required (or --table)")
+    end = args.fault_at + (args.restart_after if args.fault == "hosts" else 0)
+    if args.fault and end >= args.duration:
+        parser.error(f"--duration must outlast the fault ({end:.0f} s into the traffic)")
     return args
 
 
@@ -102,7 +122,8 @@ def run_one(url: str, args: argparse.Namespace) -> dict:
         finally:
             if args.keep:
                 kept = Path(args.keep) / f"{scheme}-{args.hosts}-{time.strftime('%H%M%S')}"
-                shutil.copytree(tmp, kept, ignore=shutil.ignore_patterns("*.conf", "redis"))
+                ignore = shutil.ignore_patterns("*.conf", "redis", "mnesia")
+                shutil.copytree(tmp, kept, ignore=ignore)
                 print(f"run directory kept in {kept}", flush=True)
 
 
@@ -113,7 +134,11 @@ class Deployment:
         self.run, self.url, self.scheme, self.args = run, url, scheme, args
         self.children: list[Child] = []
         self.redis: RedisServer | None = None
+        self.rabbit: RabbitNode | None = None
+        self.sentinels: SentinelCluster | None = None
         self.notes: list[str] = []
+        self.hosts: HostProcesses | None = None  # once the URL is known
+        self.fault: faults.FaultThread | None = None
 
     def measure(self) -> dict:
         try:
@@ -122,7 +147,11 @@ class Deployment:
             stop_all(self.children)
             if self.redis is not None:
                 self.redis.stop()
-            if self.scheme == "rabbit":
+            if self.sentinels is not None:
+                self.sentinels.stop()
+            if self.rabbit is not None:
+                self.rabbit.stop()
+            elif self.scheme == "rabbit":
                 self._delete_queues()
 
     def _measure(self) -> dict:
@@ -131,6 +160,15 @@ class Deployment:
             self.redis = RedisServer(run.path / "redis", extra_args=("--maxclients", "60000"))
             self.redis.start()
             self.url = self.redis.url
+        elif self.scheme == "zmq+sentinel":
+            self.sentinels = SentinelCluster(run.path / "sentinel")
+            self.sentinels.start()
+            self.url = self.sentinels.url
+        elif self.scheme == "rabbit" and args.own_rabbit:
+            self.rabbit = RabbitNode(run.path / "rabbit")
+            self.rabbit.start()
+            self.url = self.rabbit.url
+            self.notes.append(f"private RabbitMQ node, open files limit {self.rabbit.fd_limit()}")
         elif self.scheme == "rabbit":
             why = RabbitMQ(self.url).ensure()
             if why:
@@ -151,9 +189,14 @@ class Deployment:
         start = time.time() + 2.0
         run.write("go", {"start": start, "duration": args.duration})
         redis_before = self._redis_sample(at=start)
+        broker_before = self._broker_cost()
+        fault = faults.FaultThread(self._fault_work(), start) if args.fault else None
+        self.fault = fault
         profilers = self._profile() if args.profile else []
         redis_after = self._redis_sample(at=start + args.duration)
+        broker_after = self._broker_cost()
         api = self._wait_file("result-api", args.duration + 120)
+        fault_out = self._fault_result(fault, api) if fault else None
         self._drain(api)
         for profiler in profilers:
             try:
@@ -164,7 +207,9 @@ class Deployment:
                 self.notes.append(f"py-spy on pid {profiler.args[-1]} did not finish: killed")
         run.request_stop()
         results = {
-            c.name: self._wait_file(f"result-{c.name}", RESULT_TIMEOUT) for c in self.children
+            c.name: {**self._wait_file(f"result-{c.name}", RESULT_TIMEOUT), "name": c.name}
+            for c in self.children
+            if c.name not in self.hosts.killed
         }
         stop_all(self.children)
         hosts = [r for name, r in results.items() if name.startswith("hosts-")]
@@ -175,17 +220,23 @@ class Deployment:
             api=api,
             host_results=hosts,
             controllers=[r for name, r in results.items() if name.startswith("ctl-")],
-            redis=_redis_delta(redis_before, redis_after),
+            # Counters restart with Redis, and a failover moves them to another server.
+            redis=None if args.fault else _redis_delta(redis_before, redis_after),
+            broker=(broker_before, broker_after) if broker_before and broker_after else None,
             duration=args.duration,
             logs=self._log_counts(),
             load=os.getloadavg()[0],
         )
         values["ready_s"] = ready
+        if fault_out is not None:
+            victims = self.hosts.victim_host_names()
+            values.update(fault_report.summarize(fault_out, api, hosts, victims))
         return {
             "url": f"{self.scheme}://",
             "values": values,
             "notes": self.notes,
             "args": vars(args),
+            "fault": fault_out,
         }
 
     def _start(self, config: str, began: float) -> None:
@@ -196,12 +247,20 @@ class Deployment:
             ("bench.scale.controller", [*parent, "--name", f"ctl-{k}"], f"ctl-{k}")
             for k in range(CONTROLLERS)
         ]
-        for p, first in enumerate(range(0, args.hosts, args.per_process)):
-            count = min(args.per_process, args.hosts - first)
-            name = f"hosts-{p}"
-            host_args = [*parent, "--first", str(first), "--count", str(count), "--name", name]
-            specs.append(("bench.scale.hosts", host_args, name))
+        self.hosts = HostProcesses(
+            run_dir=self.run.path,
+            url=self.url,
+            config=config,
+            hosts=args.hosts,
+            per_process=args.per_process,
+            victims=faults.victim_count(args.hosts) if args.fault == "hosts" else 0,
+            children=self.children,
+            rabbit=self.rabbit,
+        )
+        specs += self.hosts.specs()
         api_args = [*parent, "--hosts", str(args.hosts), "--began", str(began)]
+        if args.fault == "hosts" and self.scheme.startswith("zmq"):
+            api_args.append("--log-sends")
         api_args += ["--calls-per-s", str(args.calls_per_s), "--casts-per-s", str(args.casts_per_s)]
         api_args += ["--fanout-every", str(args.fanout_every)]
         specs.append(("bench.scale.api", api_args, "api"))
@@ -213,9 +272,30 @@ class Deployment:
             child.expect("READY", max(0.0, deadline - time.monotonic()))
         print("  pids: " + " ".join(f"{c.name}={c.pid}" for c in self.children), flush=True)
 
+    def _fault_work(self) -> Callable[[float], dict]:
+        args = self.args
+        watch = RegistrationWatch(common.COMPUTE, args.hosts)
+        if args.fault == "hosts":
+            return faults.kill_and_restart(self.hosts, args.fault_at, args.restart_after)
+        if args.fault == "redis-restart" and self.redis is not None:
+            return faults.restart_redis(self.redis, watch, args.fault_at)
+        if args.fault == "sentinel-failover" and self.sentinels is not None:
+            return faults.fail_over(self.sentinels, watch, args.fault_at)
+        raise SystemExit(f"--fault {args.fault} does not apply to {self.scheme}://")
+
+    def _fault_result(self, fault: faults.FaultThread, api: dict) -> dict:
+        out = {"name": self.args.fault, **fault.result(self.args.restart_after + 300)}
+        if self.args.fault == "hosts" and self.scheme.startswith("zmq"):
+            log = self.run.path / "api.log"
+            addresses = self.hosts.victim_addresses()
+            out["sends"] = sends.sends_to(log, addresses, out["kill"], out["restart"])
+        return out
+
     def _wait_file(self, name: str, timeout: float) -> dict:
         def found():
             for child in self.children:
+                if self.hosts is not None and child.name in self.hosts.killed:
+                    continue
                 if child.process.poll() is not None and child.process.returncode != 0:
                     raise ProcessError(f"{child.name} exited with {child.process.returncode}")
             return self.run.read(name)
@@ -227,11 +307,15 @@ class Deployment:
 
     def _drain(self, api: dict) -> None:
         """Wait until every host has every fanout copy and every cast, or --drain passes."""
-        want = (len(api["fanouts"]) * self.args.hosts, len(api["casts"]))
+        victims = self.hosts.victim_host_names()
+        casts = [c for c in api["casts"] if c.split(":")[0] not in victims]
+        want = (len(api["fanouts"]) * (self.args.hosts - len(victims)), len(casts))
         started = time.monotonic()
+        # Survivors only: the victims' processes are dead or restarted (fault_report counts them).
+        survivors = self.hosts.survivors()
 
         def delivered() -> bool:
-            got = [self.run.read(f"progress-{c.name}") or {} for c in self.children]
+            got = [self.run.read(f"progress-{c.name}") or {} for c in survivors]
             return (
                 sum(g.get("fanout", 0) for g in got) >= want[0]
                 and sum(g.get("casts", 0) for g in got) >= want[1]
@@ -241,6 +325,11 @@ class Deployment:
             self.notes.append(f"not all delivered {self.args.drain:.0f} s after the traffic")
         else:
             self.notes.append(f"all delivered {time.monotonic() - started:.1f} s after the API")
+
+    def _broker_cost(self) -> dict | None:
+        """The matchmaker's or broker's process costs, when this run started it."""
+        pid = self.redis.pid if self.redis else self.rabbit.vm_pid if self.rabbit else None
+        return common.Cost.now(pid).asdict() if pid else None
 
     def _redis_sample(self, at: float) -> dict | None:
         while time.time() < at:

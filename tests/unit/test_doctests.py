@@ -24,6 +24,10 @@ MODULES = [
     "zmqdriver.matchmaker.etcd",
     "harness.wait",
     "zmqdriver.eventloop.pauses",
+    "bench.scale.faults",
+    "bench.scale.registrations",
+    "bench.scale.sends",
+    "bench.scale.plot",
 ]
 
 
