@@ -106,11 +106,27 @@ _BLOCK_SLICE = 0.25
 # the surplus): one round trip per message would cap a listener's rate.
 _PREFETCH = 16
 
+# A listener that has caught up would read, and acknowledge, about one message per round
+# trip: after a read that found less than a prefetch it waits this long before the next,
+# so a burst gathers (notifications wait at most this much longer).
+_READ_PACE = 0.002
+
 # A scan of a group's pending entries that reached their end starts over no
 # sooner than this: redelivery is not urgent, and a scan costs a round trip.
 _CLAIM_EVERY = 1.0
 # XAUTOCLAIM's cursor when a scan starts, and when it has reached the end.
 _SCAN_START = "0-0"
+
+
+def pause_before_read(caught_up_at: float, now: float, pace: float) -> float:
+    """Seconds to wait before the next read: ``pace`` after the last one that caught up.
+
+    >>> pause_before_read(caught_up_at=10.0, now=10.0005, pace=0.002)
+    0.0015
+    >>> pause_before_read(caught_up_at=10.0, now=10.5, pace=0.002)  # a while ago: read now
+    0.0
+    """
+    return round(max(0.0, caught_up_at + pace - now), 9)
 
 
 @dataclass
@@ -131,6 +147,7 @@ class RedisNotificationStore(NotificationStore):
         # loses only acks: those messages are delivered again).
         self._acks: dict[tuple[str, str], list[str]] = {}
         self._acks_lock = threading.Lock()
+        self._caught_up_at: dict[tuple[str, str], float] = {}  # last read short of a prefetch
 
     def append(self, stream: str, payload: str) -> dict[str, int]:
         args = [
@@ -169,13 +186,23 @@ class RedisNotificationStore(NotificationStore):
         messages = self._claim_due(streams, group, consumer, count)
         deadline = time.monotonic() + timeout
         while not messages:
+            self._pace(group, consumer)
             remaining = deadline - time.monotonic()
             block_ms = max(1, int(min(remaining, _BLOCK_SLICE) * 1000))
             messages = self._read_new(streams, group, consumer, max(count, _PREFETCH), block_ms)
+            if len(messages) < max(count, _PREFETCH):
+                self._caught_up_at[(group, consumer)] = time.monotonic()
             if messages or remaining <= _BLOCK_SLICE:
                 break
             self.flush()
         return messages
+
+    def _pace(self, group: str, consumer: str) -> None:
+        """After a read that found less than a prefetch, let the next batch gather a moment."""
+        caught_up_at = self._caught_up_at.get((group, consumer), -math.inf)
+        pause = pause_before_read(caught_up_at, time.monotonic(), _READ_PACE)
+        if pause:
+            time.sleep(pause)
 
     def _read_new(self, streams, group, consumer, count, block_ms) -> list[StoredNotification]:
         def xreadgroup(client: redis.Redis):
