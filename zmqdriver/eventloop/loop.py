@@ -7,9 +7,9 @@ have their messages passed to a callback in the loop thread.
 
 Tasks come before reading: they run before every poll and between two
 messages read, so a DONE or REPLY an executor thread finished never waits
-behind a batch of new requests. That doubled casts/s through a 16-cast
-window (the window turns over sooner) and shortens how long a finished cast
-stays unconfirmed (doc/benchmarks.md).
+behind a batch of new requests: a cast window turns over sooner and a
+finished cast stays unconfirmed for less time (calls/s with 8 threads +19 %
+in doc/benchmarks.md, Issue 16).
 """
 
 from __future__ import annotations
