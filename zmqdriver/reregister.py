@@ -74,8 +74,10 @@ class Holding:
 
     ``answer(key, fresh, now)`` is called with every answer read from the matchmaker.
     Answers read in calm times pass through and become what is known; for ``hold``
-    seconds after ``suspect(now)`` they are merged with what was known before, and are
-    not learnt (they may be missing the servers that did not register again yet).
+    seconds after ``suspect(now)`` they are merged with what was known before, and
+    only add to it (they may lack servers that did not register again yet). Adding
+    matters: a pushed answer may be read once, at a start that is itself a hold (the
+    watch came up), and then kept for a minute without being read again.
     Pure bookkeeping, no I/O: the caller passes the clock. Thread-safe.
     """
 
@@ -105,6 +107,8 @@ class Holding:
                 self._known[key] = fresh
                 return fresh
             known = self._known.get(key, [])
-        if set(known) <= set(fresh):
-            return fresh
-        return kept(fresh, known)
+            if set(known) <= set(fresh):
+                self._known[key] = fresh
+                return fresh
+            self._known[key] = merged = kept(fresh, known)
+            return merged

@@ -685,6 +685,11 @@ def test_a_watch_that_drops_or_comes_back_starts_a_hold(pushing, clock):
     watch.push(None)  # back up: what it missed may be a loss too
     # Kept now: what was read after the last hold ended (nothing), not what came before.
     assert directory.endpoints(KEY, fresh=True) == []
+    pushing.put(KEY, REC2)  # read during the hold: kept after it too
+    assert directory.endpoints(KEY, fresh=True) == [EP2]
+    pushing.put(KEY)
+    watch.push(None)
+    assert directory.endpoints(KEY, fresh=True) == [EP2]
 
 
 def test_a_failed_lookup_starts_a_hold(mm, clock):

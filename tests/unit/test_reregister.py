@@ -41,14 +41,23 @@ def test_calm_answers_pass_through_and_are_learnt():
     assert holding.answer("other", ["x"], now=2.0) == ["x"]
 
 
-def test_answers_while_holding_are_not_learnt():
+def test_answers_while_holding_only_add_to_what_is_known():
     holding = Holding(5.0)
     holding.answer("k", ["a"], now=0.0)
     holding.suspect(now=1.0)
-    holding.answer("k", ["b"], now=2.0)
+    assert holding.answer("k", ["b"], now=2.0) == ["a", "b"]
+    assert holding.answer("k", [], now=3.0) == ["a", "b"]
     assert holding.answer("k", ["c"], now=6.0) == ["c"]  # the hold ended at 6.0
     holding.suspect(now=7.0)
     assert holding.answer("k", [], now=8.0) == ["c"]
+
+
+def test_what_a_start_reads_while_holding_is_kept_after_a_later_loss():
+    holding = Holding(5.0)
+    holding.suspect(now=0.0)  # the watch came up at the start
+    holding.answer("k", ["a", "b"], now=1.0)  # read once, then cached by push
+    holding.suspect(now=60.0)  # Redis restarted empty a minute later
+    assert holding.answer("k", ["b"], now=61.0) == ["a", "b"]
 
 
 def test_a_new_suspicion_extends_the_hold_and_never_shortens_it():
