@@ -7,16 +7,21 @@ cache so the matchmaker is not on every message's path; with a matchmaker
 that pushes changes (``MatchMaker.watch``: etcd, Redis) an answer stays cached
 until a change of its key is pushed (or, on Redis, until its first record
 expires), and a new or removed server is seen at once.
+
+After the matchmaker lost its records (Redis restarted empty) servers register
+again spread over ``zmq_reregister_spread`` seconds, and clients keep the servers
+they knew meanwhile (``zmqdriver.reregister``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from zmqdriver import addressing, metrics
@@ -25,13 +30,15 @@ from zmqdriver.backoff import Backoff
 from zmqdriver.exceptions import BackendError, BackendUnavailable
 from zmqdriver.matchmaker import MatchMaker
 from zmqdriver.matchmaker.base import Watch
+from zmqdriver.reregister import Holding, reregister_delay
 from zmqdriver.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
 
 # Pauses between refreshes while the matchmaker fails.
 _REFRESH_BACKOFF = Backoff(1.0, 30.0)
-_WATCH_EVERY = 1.0  # seconds between checks that the matchmaker still has our records
+# Seconds between checks that the matchmaker still has our records (reregister.NOTICE_WITHIN).
+_WATCH_EVERY = 1.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,11 @@ class Directory:
     expires. While the watch is down (or the matchmaker cannot push), answers last
     ``ttl`` seconds, as without push. When the watch comes (back) up every
     answer falls back to ``ttl``: changes made meanwhile were not pushed.
+
+    For ``hold`` seconds after a sign that the matchmaker may have lost records
+    (the watch went down or came back up, a lookup failed, ``records_lost()``)
+    fresh answers keep the servers known before (``reregister.Holding``), while
+    those servers register again. ``hold`` 0 (the default) keeps nothing.
     """
 
     def __init__(
@@ -69,6 +81,7 @@ class Directory:
         ttl: float,
         require_key: bool = False,
         watch_prefix: str | None = None,
+        hold: float = 0.0,
     ) -> None:
         self._matchmaker = matchmaker
         self._ttl = ttl
@@ -86,6 +99,8 @@ class Directory:
         self._looking: Counter[str] = Counter()
         self._dirty: set[str] = set()
         self._resyncs = 0
+        self._holding = Holding(hold)
+        self._watch_was_up = False  # as the last lookup saw it: a drop starts a hold
 
     def endpoints(self, key: str, fresh: bool = False) -> list[Endpoint]:
         """Live endpoints for ``key``; ``fresh`` bypasses the cache.
@@ -99,13 +114,16 @@ class Directory:
         cached = self._cache.get(key)
         if cached and not fresh and self._current(cached, now):
             return cached.endpoints
-        resyncs = self._lookup_starts(key) if self._pushing() else None
+        pushing = self._pushing()
+        self._notice_watch_drop(pushing, now)
+        resyncs = self._lookup_starts(key) if pushing else None
         try:
             records, expires_in = self._read(key, pushed=resyncs is not None)
         except BackendError as exc:
             if resyncs is not None:
                 self._lookup_ends(key, resyncs)
             metrics.incr("matchmaker_errors")
+            self._holding.suspect(now)  # it may come back empty
             if cached:
                 LOG.warning("Matchmaker lookup of %s failed (%s); using the last answer", key, exc)
                 # Ask again only after another ttl, not on every message.
@@ -118,8 +136,24 @@ class Directory:
         # A change pushed during the lookup may be missing from what was read.
         clean = resyncs is not None and self._lookup_ends(key, resyncs)
         until = None if expires_in is None else time.monotonic() + expires_in
+        held = self._holding.answer(key, endpoints, now)
+        if held is not endpoints:
+            # Kept servers are not in the matchmaker: ask again after ttl, not at a push.
+            endpoints, clean = held, False
         self._cache[key] = _Answer(now, endpoints, resyncs if clean else None, until)
         return endpoints
+
+    def records_lost(self) -> None:
+        """The matchmaker lost its records (the registrar saw it): keep the known servers."""
+        self._holding.suspect(time.monotonic())
+
+    def _notice_watch_drop(self, pushing: bool, now: float) -> None:
+        # Once per drop: a watch that stays down (a refused subscription) must not
+        # keep servers for ever. The lookup that sees it is the first that could
+        # read a matchmaker restarted empty.
+        if self._watch_was_up and not pushing:
+            self._holding.suspect(now)
+        self._watch_was_up = pushing
 
     def _read(self, key: str, pushed: bool) -> tuple[list[str], float | None]:
         """The records under ``key``, and for a pushed answer the seconds it may be kept."""
@@ -167,6 +201,8 @@ class Directory:
         """A change pushed by the watch (its thread): ``key``'s, or None: any might have."""
         with self._push_lock:
             if key is None:
+                # Came (back) up: what was missed may be a matchmaker restarted empty.
+                self._holding.suspect(time.monotonic())
                 self._resyncs += 1
                 self._dirty.update(self._looking)
             else:
@@ -214,11 +250,17 @@ class Registrar:
         expire: float,
         update: float,
         generation_key: str | None = None,
+        spread: float = 0.0,
+        on_lost: Callable[[], None] = lambda: None,
     ) -> None:
+        """``spread``: after a loss of records, register again within that many seconds
+        (reregister_delay); ``on_lost()`` is called (this thread) when the loss is seen."""
         self._matchmaker = matchmaker
         self._expire = expire
         self._update = update
         self._generation_key = generation_key
+        self._spread = spread
+        self._on_lost = on_lost
         self._generation: str | None = None
         self._records: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -285,8 +327,19 @@ class Registrar:
             self._wakeup.clear()
             if self._stopped:
                 return
-            if woken or time.monotonic() >= next_refresh or self._backend_was_reset():
+            if woken or time.monotonic() >= next_refresh:
                 next_refresh = time.monotonic() + self._refresh_all()
+            elif self._backend_was_reset():
+                next_refresh = min(next_refresh, time.monotonic() + self._reregister_in())
+
+    def _reregister_in(self) -> float:
+        """Seconds until this process registers again after a loss: its turn in the spread."""
+        self._on_lost()
+        delay = reregister_delay(self._spread, random.random())
+        LOG.warning(
+            "The matchmaker lost its records (restarted?); registering again in %.1fs", delay
+        )
+        return delay
 
     def _backend_was_reset(self) -> bool:
         """True when the matchmaker lost its data since we last looked (Redis restart)."""
@@ -297,10 +350,7 @@ class Registrar:
         except Exception:
             return False  # an outage: the refresh loop's backoff deals with it
         previous, self._generation = self._generation, generation
-        if previous is not None and generation != previous:
-            LOG.warning("The matchmaker lost its records (restarted?); registering again")
-            return True
-        return False
+        return previous is not None and generation != previous
 
     def _refresh_all(self) -> float:
         """Register every record again; returns the seconds until the next refresh."""

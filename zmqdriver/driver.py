@@ -31,6 +31,7 @@ from zmqdriver.matchmaker import MatchMaker
 from zmqdriver.notify import notification_store_for
 from zmqdriver.notify.listener import NotificationListener, encode_notification
 from zmqdriver.notify.store import NotificationStore
+from zmqdriver.reregister import hold_for
 from zmqdriver.rpc.calls import Caller
 from zmqdriver.rpc.casts import CastKeeper, CastLimits, start_thread
 from zmqdriver.rpc.chooser import ServerChooser
@@ -91,6 +92,7 @@ class Engine:
             watch_prefix=f"{zconf.zmq_matchmaker_prefix}/rpc/"
             if zconf.zmq_matchmaker_watch
             else None,
+            hold=hold_for(zconf.zmq_reregister_spread),
         )
         chooser = ServerChooser(self.directory, self.outbox.suspects)
         self.keeper = CastKeeper(
@@ -124,6 +126,8 @@ class Engine:
             zconf.zmq_target_expire,
             zconf.zmq_target_update,
             generation_key=f"{zconf.zmq_matchmaker_prefix}/generation",
+            spread=zconf.zmq_reregister_spread,
+            on_lost=self.directory.records_lost,
         )
         self.listeners: list[RpcListener] = []
 

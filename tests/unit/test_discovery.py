@@ -580,3 +580,133 @@ def test_close_stops_the_watch(pushing):
 def test_without_a_watch_prefix_nothing_is_watched(pushing):
     Directory(pushing, ttl=1.0).endpoints(KEY)
     assert pushing.watches == []
+
+
+# -- after the matchmaker lost its records (zmqdriver.reregister) ---------------------
+
+
+class ResettableMatchMaker(FakeMatchMaker):
+    """A matchmaker that can forget everything, as Redis restarted empty does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = "first"
+        self.polls = 0
+
+    def generation(self, key: str) -> str | None:
+        with self.cond:
+            self.polls += 1
+            self.cond.notify_all()
+            return self.token
+
+    def lose_everything(self) -> None:
+        with self.cond:
+            self.store.clear()
+            self.token = "second"
+
+
+def _registrar_after_a_loss(
+    spread: float, lost: threading.Event
+) -> tuple[Registrar, ResettableMatchMaker]:
+    """A registrar of REC1 whose matchmaker then lost its records; and REC1's registers."""
+    mm = ResettableMatchMaker()
+    registrar = Registrar(
+        mm, expire=60.0, update=3600.0, generation_key="g", spread=spread, on_lost=lost.set
+    )
+    registrar.add([KEY], REC1)
+    # The first poll learns the generation; only a change after it is a loss.
+    assert mm.wait_for(lambda: mm.polls >= 1)
+    mm.lose_everything()
+    return registrar, mm
+
+
+def test_a_lost_record_is_registered_again_at_once_without_spread():
+    lost = threading.Event()
+    registrar, mm = _registrar_after_a_loss(0.0, lost)
+    try:
+        assert mm.wait_for(lambda: mm.store == {KEY: {REC1}})
+        assert lost.is_set()
+    finally:
+        registrar.stop()
+
+
+def test_a_lost_record_waits_its_turn_in_the_spread():
+    lost = threading.Event()
+    registrar, mm = _registrar_after_a_loss(1e9, lost)  # a turn that never comes in a test
+    try:
+        assert lost.wait(WAIT)
+        assert mm.store == {}  # noticed, not registered: the refresh is due in its turn
+        registrar.add([OTHER_KEY], REC2)  # a server starting meanwhile is not held back
+        assert mm.store == {OTHER_KEY: {REC2}}
+    finally:
+        registrar.stop()
+
+
+def held(matchmaker, hold: float = 5.0, **kwargs) -> Directory:
+    return Directory(matchmaker, ttl=1.0, hold=hold, **kwargs)
+
+
+def test_after_a_loss_clients_keep_the_servers_they_knew_for_the_hold(mm, clock):
+    mm.put(KEY, REC1, REC2)
+    directory = held(mm)
+    assert directory.endpoints(KEY) == [EP1, EP2]
+    mm.put(KEY, REC2)  # lost, and one server registered again
+    directory.records_lost()
+    assert directory.endpoints(KEY, fresh=True) == [EP1, EP2]
+    clock.now += 5.0  # the hold is over: the matchmaker's answer again
+    assert directory.endpoints(KEY, fresh=True) == [EP2]
+
+
+def test_a_kept_answer_is_read_again_after_the_ttl_even_with_push(pushing, clock):
+    pushing.put(KEY, REC1, REC2)
+    directory = held(pushing, watch_prefix="zmqdriver/rpc/")
+    directory.endpoints(KEY)
+    pushing.put(KEY, REC2)
+    directory.records_lost()
+    assert directory.endpoints(KEY, fresh=True) == [EP1, EP2]
+    pushing.put(KEY, REC1, REC2)  # back, and its push arrived before the read above ended
+    clock.now += 1.0
+    assert directory.endpoints(KEY) == [EP1, EP2]
+    assert pushing.lookups == 3  # not kept as a pushed answer: EP1 was not in Redis
+
+
+def test_a_watch_that_drops_or_comes_back_starts_a_hold(pushing, clock):
+    pushing.put(KEY, REC1, REC2)
+    directory = held(pushing, watch_prefix="zmqdriver/rpc/")
+    directory.endpoints(KEY)
+    [watch] = pushing.watches
+    watch.up = False  # Redis went away: the next lookup may read it restarted empty
+    pushing.put(KEY)
+    clock.now += 1.0
+    assert directory.endpoints(KEY) == [EP1, EP2]
+    clock.now += 5.0
+    assert directory.endpoints(KEY) == []  # a watch still down does not hold for ever
+    watch.up = True
+    watch.push(None)  # back up: what it missed may be a loss too
+    # Kept now: what was read after the last hold ended (nothing), not what came before.
+    assert directory.endpoints(KEY, fresh=True) == []
+    pushing.put(KEY, REC2)  # read during the hold: kept after it too
+    assert directory.endpoints(KEY, fresh=True) == [EP2]
+    pushing.put(KEY)
+    watch.push(None)
+    assert directory.endpoints(KEY, fresh=True) == [EP2]
+
+
+def test_a_failed_lookup_starts_a_hold(mm, clock):
+    mm.put(KEY, REC1)
+    directory = held(mm)
+    directory.endpoints(KEY)
+    mm.fail_lookups = True
+    assert directory.endpoints(KEY, fresh=True) == [EP1]  # the last answer, as before
+    mm.fail_lookups = False
+    mm.put(KEY)  # it came back empty
+    assert directory.endpoints(KEY, fresh=True) == [EP1]
+
+
+def test_without_a_hold_a_loss_shows_at_once(mm, clock):
+    mm.put(KEY, REC1)
+    directory = Directory(mm, ttl=1.0)
+    directory.endpoints(KEY)
+    mm.put(KEY)
+    directory.records_lost()
+    assert directory.endpoints(KEY, fresh=True) == []

@@ -10,6 +10,7 @@ MODULES = [
     "zmqdriver.protocol",
     "zmqdriver.throttle",
     "zmqdriver.backoff",
+    "zmqdriver.reregister",
     "zmqdriver.matchmaker",
     "zmqdriver.matchmaker.redis",
     "zmqdriver.notify.redis_store",
