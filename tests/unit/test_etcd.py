@@ -21,7 +21,7 @@ import pytest
 from harness.etcd_server import EtcdCluster, EtcdServer
 from harness.net import free_port
 from harness.wait import eventually, wait_until
-from tests.support import make_conf, parse
+from tests.support import make_conf, parse, throwaway_servers
 from zmqdriver import addressing, matchmaker
 from zmqdriver.backends.etcd import EtcdBackend, classify, etcd_errors
 from zmqdriver.discovery import Directory, Registrar
@@ -185,17 +185,7 @@ def new_mm(etcd_url: str, closing) -> Callable[..., EtcdMatchMaker]:
 @pytest.fixture
 def extra_etcd(tmp_path: Path) -> Iterator[Callable[..., EtcdServer]]:
     """Throwaway etcd members (with extra arguments); killed by PID at the end."""
-    servers: list[EtcdServer] = []
-
-    def start(*extra_args: str) -> EtcdServer:
-        server = EtcdServer(tmp_path / f"etcd{len(servers)}", extra_args)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+    yield from throwaway_servers(EtcdServer, tmp_path, "etcd")
 
 
 def leases_of(server: EtcdServer, prefix: str) -> dict[str, int]:

@@ -23,7 +23,7 @@ import pytest
 from harness.net import free_port
 from harness.redis_server import RedisServer
 from harness.wait import eventually
-from tests.support import make_conf, parse
+from tests.support import make_conf, parse, throwaway_servers
 from zmqdriver import matchmaker
 from zmqdriver.backends.redis import RedisBackend
 from zmqdriver.matchmaker.etcd import EtcdMatchMaker
@@ -40,17 +40,7 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 def extra_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     """Start throwaway redis-servers (with extra arguments); killed by PID at the end."""
-    servers: list[RedisServer] = []
-
-    def start(*extra_args: str) -> RedisServer:
-        server = RedisServer(tmp_path / f"redis{len(servers)}", extra_args)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+    yield from throwaway_servers(RedisServer, tmp_path, "redis")
 
 
 @pytest.fixture

@@ -121,12 +121,12 @@ _SCAN_START = "0-0"
 def pause_before_read(caught_up_at: float, now: float, pace: float) -> float:
     """Seconds to wait before the next read: ``pace`` after the last one that caught up.
 
-    >>> pause_before_read(caught_up_at=10.0, now=10.0005, pace=0.002)
+    >>> round(pause_before_read(caught_up_at=10.0, now=10.0005, pace=0.002), 6)
     0.0015
     >>> pause_before_read(caught_up_at=10.0, now=10.5, pace=0.002)  # a while ago: read now
     0.0
     """
-    return round(max(0.0, caught_up_at + pace - now), 9)
+    return max(0.0, caught_up_at + pace - now)
 
 
 @dataclass
