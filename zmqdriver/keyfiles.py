@@ -1,7 +1,7 @@
 """Secret files given in the options: where they are named, and who may read them.
 
-Both CURVE (``security``) and TLS to Redis (``backends.redis_tls``) read
-private keys from files; this small module lets them warn alike without the
+CURVE (``security``) and TLS to Redis and etcd (``backends``) read private
+keys from files; this small module lets them check and warn alike without the
 TLS code importing ZeroMQ.
 """
 
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import stat
 
+from zmqdriver.exceptions import BackendError
 from zmqdriver.options import GROUP
 
 LOG = logging.getLogger(__name__)
@@ -35,3 +37,30 @@ def warn_if_exposed(path: str, option: str) -> None:
             where(option, path),
             stat.S_IMODE(mode),
         )
+
+
+def check_tls_files(prefix: str, ca: str | None, cert: str | None, key: str | None) -> None:
+    """Load a client's TLS files into a throwaway context; BackendError names the option.
+
+    ``prefix`` names the options: ``{prefix}_ca_file``, ``_cert_file`` and ``_key_file``.
+    """
+    if bool(cert) != bool(key):
+        raise BackendError(
+            f"[{GROUP}] {prefix}_cert_file and {prefix}_key_file go together: "
+            "set both (a client certificate and its key) or neither"
+        )
+    for suffix, path in (("ca", ca), ("cert", cert), ("key", key)):
+        if path and not os.path.isfile(path):
+            raise BackendError(f"{where(f'{prefix}_{suffix}_file', path)}: no such file")
+    if key:
+        warn_if_exposed(key, f"{prefix}_key_file")
+    context = ssl.create_default_context()
+    failing = where(f"{prefix}_ca_file", ca or "")
+    try:
+        if ca:
+            context.load_verify_locations(cafile=ca)
+        failing = f"{where(f'{prefix}_cert_file', cert or '')}, {prefix}_key_file = {key}"
+        if cert:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise BackendError(f"{failing}: not usable for TLS: {exc}") from exc

@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import socket
-import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from oslo_messaging import TransportHost, TransportURL
 from zmqdriver.backends import redis_tls
 from zmqdriver.backends.redis import Health, check_query, format_address
 from zmqdriver.exceptions import BackendError, BackendUnavailable
-from zmqdriver.keyfiles import warn_if_exposed
+from zmqdriver.keyfiles import check_tls_files
 from zmqdriver.options import GROUP
 
 LOG = logging.getLogger(__name__)
@@ -143,32 +142,8 @@ def tls_from(conf: cfg.ConfigOpts, query: dict[str, str]) -> Tls | None:
             )
         return None
     tls = Tls(zconf.zmq_etcd_tls_ca_file, zconf.zmq_etcd_tls_cert_file, zconf.zmq_etcd_tls_key_file)
-    _check_files(tls)
+    check_tls_files("zmq_etcd_tls", tls.ca_file, tls.cert_file, tls.key_file)
     return tls
-
-
-def _check_files(tls: Tls) -> None:
-    """Load the files into a throwaway context: errors name the option and the path."""
-    if bool(tls.cert_file) != bool(tls.key_file):
-        raise BackendError(
-            f"[{GROUP}] zmq_etcd_tls_cert_file and zmq_etcd_tls_key_file go together: "
-            "set both (a client certificate and its key) or neither"
-        )
-    for name, path in zip(_FILE_OPTIONS, (tls.ca_file, tls.cert_file, tls.key_file)):
-        if path and not os.path.isfile(path):
-            raise BackendError(f"[{GROUP}] {name} = {path}: no such file")
-    if tls.key_file:
-        warn_if_exposed(tls.key_file, "zmq_etcd_tls_key_file")
-    context = ssl.create_default_context()
-    where = f"[{GROUP}] zmq_etcd_tls_ca_file = {tls.ca_file}"
-    try:
-        if tls.ca_file:
-            context.load_verify_locations(cafile=tls.ca_file)
-        where = f"[{GROUP}] zmq_etcd_tls_cert_file = {tls.cert_file}, key = {tls.key_file}"
-        if tls.cert_file:
-            context.load_cert_chain(tls.cert_file, tls.key_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise BackendError(f"{where}: not usable for TLS: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,13 @@ client certificate) instead of looking like an outage.
 
 from __future__ import annotations
 
-import os
 import ssl
 
 from oslo_utils import strutils
 from redis import exceptions as redis_exc
 
 from zmqdriver.exceptions import BackendError
-from zmqdriver.keyfiles import warn_if_exposed
+from zmqdriver.keyfiles import check_tls_files
 from zmqdriver.options import GROUP
 
 QUERY_OPTION = "tls"
@@ -59,7 +58,12 @@ def connection_kwargs(conf, query: dict[str, str]) -> dict[str, object]:
                 f"zmq_redis_tls_enabled = true (or ?{QUERY_OPTION}=true in the transport URL)"
             )
         return {}
-    _check_files(zconf)
+    check_tls_files(
+        "zmq_redis_tls",
+        zconf.zmq_redis_tls_ca_file,
+        zconf.zmq_redis_tls_cert_file,
+        zconf.zmq_redis_tls_key_file,
+    )
     return {
         "ssl": True,
         "ssl_cert_reqs": "required",
@@ -68,32 +72,6 @@ def connection_kwargs(conf, query: dict[str, str]) -> dict[str, object]:
         "ssl_keyfile": zconf.zmq_redis_tls_key_file,
         "ssl_check_hostname": zconf.zmq_redis_tls_check_hostname,
     }
-
-
-def _check_files(zconf) -> None:
-    """Load the files into a throwaway context: errors name the option and the path."""
-    cert, key = zconf.zmq_redis_tls_cert_file, zconf.zmq_redis_tls_key_file
-    if bool(cert) != bool(key):
-        raise BackendError(
-            f"[{GROUP}] zmq_redis_tls_cert_file and zmq_redis_tls_key_file go together: "
-            "set both (a client certificate and its key) or neither"
-        )
-    for name in _FILE_OPTIONS:
-        path = zconf[name]
-        if path and not os.path.isfile(path):
-            raise BackendError(f"[{GROUP}] {name} = {path}: no such file")
-    if key:
-        warn_if_exposed(key, "zmq_redis_tls_key_file")
-    context = ssl.create_default_context()
-    where = f"[{GROUP}] zmq_redis_tls_ca_file = {zconf.zmq_redis_tls_ca_file}"
-    try:
-        if zconf.zmq_redis_tls_ca_file:
-            context.load_verify_locations(cafile=zconf.zmq_redis_tls_ca_file)
-        where = f"[{GROUP}] zmq_redis_tls_cert_file = {cert}, zmq_redis_tls_key_file = {key}"
-        if cert:
-            context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise BackendError(f"{where}: not usable for TLS: {exc}") from exc
 
 
 def _ssl_cause(exc: BaseException) -> BaseException | None:
