@@ -10,6 +10,7 @@ import pytest
 
 from harness.config import write_config
 from tests.functional import helpers
+from tests.functional.curve_keys import Keys
 from zmqdriver import options
 
 
@@ -80,3 +81,9 @@ def redis_deployment(request, tmp_path) -> Deployment:
 def shared_deployment(request, tmp_path_factory) -> Deployment:
     """One deployment per module and matchmaker, for tests sharing servers."""
     return _deployment(request.param, str(tmp_path_factory.mktemp("deploy")), request)
+
+
+@pytest.fixture
+def keys(tmp_path) -> Keys:
+    """CURVE key pairs 'server', 'client' and 'stranger'; 'client' is the allowed one."""
+    return Keys(tmp_path)

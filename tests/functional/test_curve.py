@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import threading
 import uuid
-from pathlib import Path
 
 import oslo_messaging
 import pytest
@@ -22,6 +20,7 @@ import pytest
 from harness import green
 from harness.wait import wait_until
 from tests.functional import helpers
+from tests.functional.curve_keys import Keys, keytool, role_config, server_config
 from tests.functional.helpers import client, unique
 from zmqdriver import addressing, matchmaker, options
 from zmqdriver.exceptions import KeyRefused
@@ -30,58 +29,6 @@ from zmqdriver.security import CurveConfigError
 pytestmark = pytest.mark.timeout(300)
 
 ETH_P_ALL = 0x0003
-
-
-class Keys:
-    """Key pairs made by zmqdriver-keys; the servers allow 'client' only."""
-
-    def __init__(self, root: Path) -> None:
-        self.dir = root / "keys"
-        self.allowed = root / "allowed"
-        for name in ("server", "client", "stranger"):
-            keytool("create", str(self.dir), name)
-        keytool("allow", str(self.dir / "client.key"), str(self.allowed))
-
-    def secret(self, name: str) -> str:
-        return str(self.dir / f"{name}.key_secret")
-
-    def public(self, name: str) -> str:
-        return str(self.dir / f"{name}.key")
-
-
-def keytool(*args: str) -> str:
-    script = shutil.which("zmqdriver-keys")
-    assert script, "zmqdriver-keys is not on PATH: pip install -e ."
-    done = subprocess.run([script, *args], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-@pytest.fixture
-def keys(tmp_path) -> Keys:
-    return Keys(tmp_path)
-
-
-def role_config(deployment, role: str, **zmq_options) -> str:
-    """The deployment's config file plus options of one role (its keys)."""
-    # write_config ends with the [oslo_messaging_zmq] section: append to it.
-    with open(deployment.config_file) as handle:
-        text = handle.read()
-    text += "".join(f"{name} = {value}\n" for name, value in zmq_options.items())
-    path = os.path.join(deployment.tmpdir, f"{role}.conf")
-    with open(path, "w") as handle:
-        handle.write(text)
-    return path
-
-
-def server_config(deployment, keys: Keys) -> str:
-    return role_config(
-        deployment,
-        "curve-server",
-        zmq_curve_enabled=True,
-        zmq_curve_secret_key_file=keys.secret("server"),
-        zmq_curve_allowed_keys_dir=keys.allowed,
-    )
 
 
 def client_transport(deployment, keys: Keys, name: str = "client"):

@@ -17,9 +17,12 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.config import write_config
 from harness.wait import wait_until
 from tests.functional import helpers
+from tests.functional.curve_keys import keytool, role_config, server_config
 from tests.functional.helpers import REPO, send_notifications, unique
+from zmqdriver.addressing import key_fingerprint
 
 TIMEOUT = 120
 
@@ -258,3 +261,49 @@ def test_the_status_page_renders_in_headless_chromium(deployment, servers, expor
         check=True,
     )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5000
+
+
+def test_with_curve_targets_show_the_key_and_ping_goes_through_curve(deployment, servers, keys):
+    topic = unique("curve-status")
+    servers(topic, "curve-1", server_config(deployment, keys))
+    allowed = role_config(
+        deployment,
+        "status-client",
+        zmq_curve_enabled=True,
+        zmq_curve_secret_key_file=keys.secret("client"),
+    )
+    stranger = role_config(
+        deployment,
+        "status-stranger",
+        zmq_curve_enabled=True,
+        zmq_curve_secret_key_file=keys.secret("stranger"),
+    )
+    server_key = keytool("list", str(keys.dir)).split("server\t")[1].split()[0]
+
+    code, data = status_json(allowed, "targets", topic)
+    assert code == 0
+    assert servers_of(data, topic)["curve-1"]["key_fingerprint"] == key_fingerprint(server_key)
+
+    code, data = status_json(allowed, "ping", topic)
+    assert code == 0 and servers_of(data, topic)["curve-1"]["alive"]
+
+    # A key the server does not allow gets no answer, and the tool says why.
+    done = status(stranger, "ping", topic, "--timeout", "2")
+    assert done.returncode == 1, done
+    assert f"target openstack/{topic} has no live server" in done.stderr
+    assert "refused this client's CURVE key" in done.stdout
+
+
+def test_targets_and_ping_through_sentinel(sentinel_url, tmp_path):
+    config_file = write_config(
+        str(tmp_path / "sentinel.conf"), sentinel_url, zmq_matchmaker_prefix=unique("sentinel")
+    )
+    topic = unique("sentinel-status")
+    server = helpers.ServerProcess(config_file, topic, "s-1")
+    try:
+        code, data = status_json(config_file, "ping", topic)
+        assert code == 0, data
+        listed = servers_of(data, topic)["s-1"]
+        assert listed["pid"] == server.proc.pid and listed["alive"]
+    finally:
+        server.kill()
