@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -259,6 +260,84 @@ def test_a_busy_socket_does_not_starve_the_others(loop, ctx):
     assert order.index(b"quiet") <= 256  # at most one batch of the busy socket first
     for sender in senders:
         loop.call(sender.close)
+
+
+# -- what a turn looks at ----------------------------------------------------------------
+
+
+class _CountingSocket(zmq.Socket):
+    """Counts how often the loop asks whether it is readable."""
+
+    events_read = 0
+
+    def getsockopt(self, option):
+        if option == zmq.EVENTS:
+            self.events_read += 1
+        return super().getsockopt(option)
+
+
+@pytest.fixture
+def unswept_loop() -> Iterator[IoLoop]:
+    """A loop that never sweeps: only descriptors and ``sent_on`` say what to read."""
+    io_loop = IoLoop(NativeRuntime(), name="test-io-unswept", sweep_every=3600)
+    yield io_loop
+    io_loop.stop()
+
+
+def test_a_turn_looks_only_at_sockets_that_may_have_changed(unswept_loop, ctx):
+    loop, received = unswept_loop, []
+
+    def setup():
+        idle = []
+        for i in range(200):
+            rx = ctx.socket(zmq.PAIR, socket_class=_CountingSocket)
+            rx.bind(f"inproc://idle-{i}")
+            tx = ctx.socket(zmq.PAIR)
+            tx.connect(f"inproc://idle-{i}")
+            loop.add_reader(rx, lambda frames: None)
+            idle.append((rx, tx))
+        active_rx, active_tx = _pair(ctx, "active")
+        loop.add_reader(active_rx, received.append)
+        return idle, active_tx
+
+    idle, active_tx = loop.call(setup)
+    loop.call(lambda: None)  # the new readers' first look
+    before = loop.call(lambda: [rx.events_read for rx, _ in idle])
+    for i in range(50):
+        loop.call(active_tx.send, str(i).encode())
+        assert eventually(lambda i=i: len(received) == i + 1, WAIT, poll=0.001)
+    # Fifty turns with traffic on one socket looked at none of the 200 idle ones.
+    assert loop.call(lambda: [rx.events_read for rx, _ in idle]) == before
+    assert min(before) >= 1  # each was looked at once, when it was added
+    for _, tx in idle:
+        loop.call(tx.close)
+
+
+def test_a_message_whose_signal_a_send_took_is_still_read(unswept_loop, ctx):
+    """A send processes the socket's pending commands, the arrival of a message
+    among them, so its descriptor stays quiet: ``sent_on`` keeps it from waiting."""
+    loop, received = unswept_loop, []
+    rx, peer = loop.call(_pair, ctx, "sent-on")
+    loop.call(loop.add_reader, rx, received.append)
+    loop.call(lambda: None)  # a turn found rx empty: the next arrival signals
+    inside, arrived = threading.Event(), threading.Event()
+
+    def send_after_the_arrival():
+        inside.set()
+        arrived.wait(WAIT)
+        # libzmq looks at a socket's commands on send at most once a millisecond
+        # or so (a TSC throttle): let that pass, so this send does look.
+        time.sleep(0.01)
+        rx.send(b"request")  # takes the arrival's signal
+        loop.sent_on(rx)
+
+    loop.submit(send_after_the_arrival)
+    assert inside.wait(WAIT)
+    peer.send(b"answer")  # while the loop is busy in the task above
+    arrived.set()
+    assert eventually(lambda: received == [[b"answer"]], WAIT, poll=0.005)
+    assert loop.call(lambda: peer.recv(zmq.NOBLOCK)) == b"request"
+    loop.call(peer.close)
 
 
 def test_tasks_submitted_while_reading_run_before_the_next_message(loop, ctx):

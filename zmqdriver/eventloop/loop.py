@@ -10,6 +10,20 @@ messages read, so a DONE or REPLY an executor thread finished never waits
 behind a batch of new requests: a cast window turns over sooner and a
 finished cast stays unconfirmed for less time (calls/s with 8 threads +19 %
 in doc/benchmarks.md, Issue 16).
+
+A turn costs what happened, not how many sockets are open: the loop waits on
+each socket's ``ZMQ_FD`` with epoll (Linux) and asks ``ZMQ_EVENTS`` only of
+the sockets whose descriptor fired. A client of 1,000 servers has some 2,000
+sockets; ``zmq_poll`` looked at every one of them on every turn (doc/scaling.md).
+The descriptor is edge-like: it fires when the socket *may* have changed, and
+any operation on the socket (a send too) can consume that signal. Hence the
+invariant this file keeps: **a socket whose readability is unknown is in
+``_unchecked``** until ``ZMQ_EVENTS`` has been read after its last operation:
+new readers, sockets whose descriptor fired, sockets read up to the batch
+limit, and sockets something sent on (``sent_on``; a send from a socket's own
+read callback needs nothing, since the loop reads that socket until it is
+empty or puts it back in ``_unchecked``). A sweep of every reader
+every ``SWEEP_EVERY`` seconds bounds the delay of any signal missed anyway.
 """
 
 from __future__ import annotations
@@ -19,7 +33,6 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +52,11 @@ _threading = patcher.original("threading")
 
 # Messages read from one socket before other sockets get a turn.
 _READ_BATCH = 64
+# Every reader is checked at least this often, whatever its descriptor said.
+SWEEP_EVERY = 0.5
+
+# The loop is a native thread: never eventlet's green select (which has no epoll).
+_select = patcher.original("select")
 
 
 class LoopStopped(RuntimeError):
@@ -47,18 +65,28 @@ class LoopStopped(RuntimeError):
 
 class IoLoop:
     def __init__(
-        self, runtime: Runtime, name: str = "zmqdriver-io", pauses: PauseWatch | None = None
+        self,
+        runtime: Runtime,
+        name: str = "zmqdriver-io",
+        pauses: PauseWatch | None = None,
+        sweep_every: float = SWEEP_EVERY,
     ) -> None:
-        """``pauses``, if given, is told every time the loop runs (see pauses.py)."""
+        """``pauses``, if given, is told every time the loop runs (see pauses.py);
+        ``sweep_every``: seconds between two looks at every reader (see above)."""
         self.runtime = runtime
         self.pauses = pauses
+        self._sweep_every = sweep_every
         self._tasks: collections.deque = collections.deque()
         self._wake_r, self._wake_w = _os.pipe()
         _os.set_blocking(self._wake_r, False)
         _os.set_blocking(self._wake_w, False)
-        self._poller = zmq.Poller()
-        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._epoll = _select.epoll()
+        self._epoll.register(self._wake_r, _select.EPOLLIN)
         self._readers: dict[zmq.Socket, Callable[[list], None]] = {}
+        self._unchecked: set[zmq.Socket] = set()  # readability unknown: see the docstring
+        self._fds: dict[zmq.Socket, int] = {}  # each reader's ZMQ_FD, as registered
+        self._by_fd: dict[int, zmq.Socket] = {}
+        self._next_sweep = 0.0
         self._timers: list[tuple[float, int, Callable, tuple]] = []  # a heap, loop thread only
         self._timer_seq = itertools.count()  # ties in time run in the order they were set
         self._sleeping = False
@@ -105,6 +133,7 @@ class IoLoop:
         except (LoopStopped, concurrent.futures.TimeoutError):
             LOG.warning("zmqdriver I/O loop did not stop in time")
         self._thread.join(10)
+        self._epoll.close()
         _os.close(self._wake_r)
         _os.close(self._wake_w)
 
@@ -112,7 +141,15 @@ class IoLoop:
 
     def add_reader(self, socket: zmq.Socket, callback: Callable[[list], None]) -> None:
         self._readers[socket] = callback
-        self._poller.register(socket, zmq.POLLIN)
+        fd = self._fds[socket] = socket.getsockopt(zmq.FD)
+        self._by_fd[fd] = socket
+        self._epoll.register(fd, _select.EPOLLIN)
+        self._unchecked.add(socket)  # messages may be waiting already
+
+    def sent_on(self, socket: zmq.Socket) -> None:
+        """``socket`` was just sent on: the send may have taken its descriptor's signal."""
+        if socket in self._readers:
+            self._unchecked.add(socket)
 
     def drain(self, socket: zmq.Socket) -> None:
         """Handle every message waiting on ``socket`` now, before anything else."""
@@ -124,8 +161,16 @@ class IoLoop:
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), fn, args))
 
     def remove_reader(self, socket: zmq.Socket) -> None:
+        """Stop reading ``socket``; call before closing it (its descriptor goes with it)."""
         if self._readers.pop(socket, None) is not None:
-            self._poller.unregister(socket)
+            fd = self._fds.pop(socket)
+            if self._by_fd.get(fd) is socket:  # not a newer socket given the same number
+                del self._by_fd[fd]
+                try:
+                    self._epoll.unregister(fd)
+                except OSError:
+                    pass  # closed already (its context destroyed): epoll forgot it then
+            self._unchecked.discard(socket)
 
     def _shutdown(self) -> None:
         for socket in list(self._readers):
@@ -146,25 +191,43 @@ class IoLoop:
             if not self._running:
                 break
             self._sleeping = True
-            timeout = 0 if self._tasks else self._poll_timeout_ms()
+            timeout = 0.0 if self._tasks or self._unchecked else self._poll_timeout()
             try:
-                events = self._poller.poll(timeout)
-            except zmq.ZMQError as exc:
-                self.runtime.log(logging.ERROR, "zmqdriver I/O loop poll failed: %s", exc)
-                continue
+                fired = self._epoll.poll(timeout)
             finally:
                 self._sleeping = False
             if self.pauses is not None:
                 # Before anything is read: what waited through a pause must be seen as such.
-                self.pauses.awake(timeout / 1000)
-            for socket, _ in events:
-                if socket == self._wake_r:
+                self.pauses.awake(timeout)
+            for fd, _ in fired:
+                if fd == self._wake_r:
                     self._drain_wake_pipe()
-                else:
-                    self._read(socket)
+                elif fd in self._by_fd:
+                    self._unchecked.add(self._by_fd[fd])
+            self._sweep_if_due()
+            self._read_unchecked()
             self._run_timers()
         # Tasks queued just before the stop still run (their callers are waiting).
         self._run_tasks()
+
+    def _read_unchecked(self) -> None:
+        checking, self._unchecked = self._unchecked, set()
+        for socket in checking:
+            if socket not in self._readers or socket.closed:
+                continue
+            try:
+                readable = socket.getsockopt(zmq.EVENTS) & zmq.POLLIN
+            except zmq.ZMQError as exc:
+                self.runtime.log(logging.WARNING, "zmqdriver: socket state unknown: %s", exc)
+                continue
+            if readable and self._read(socket):
+                self._unchecked.add(socket)  # the batch ended, not the messages
+
+    def _sweep_if_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self._sweep_every
+            self._unchecked.update(self._readers)
 
     def _run_tasks(self) -> None:
         tasks = self._tasks
@@ -175,12 +238,13 @@ class IoLoop:
             except Exception as exc:  # a bug: say where, and keep the loop alive
                 self.runtime.log(logging.ERROR, "zmqdriver I/O task %r failed", fn, exc_info=exc)
 
-    def _poll_timeout_ms(self) -> int | None:
-        longest = None if self.pauses is None else math.ceil(self.pauses.longest_sleep * 1000)
+    def _poll_timeout(self) -> float:
+        """Seconds until the next timer, or the longest sleep that lets the loop see a pause
+        (or else sweep) in time."""
+        longest = self._sweep_every if self.pauses is None else self.pauses.longest_sleep
         if not self._timers:
             return longest
-        due = max(0, math.ceil((self._timers[0][0] - time.monotonic()) * 1000))
-        return due if longest is None else min(due, longest)
+        return max(0.0, min(self._timers[0][0] - time.monotonic(), longest))
 
     def _run_timers(self) -> None:
         timers, now = self._timers, time.monotonic()

@@ -198,6 +198,8 @@ class Inbox:
             self._router.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
             self._complain("reply to a client failed: %s", exc)
+        finally:
+            self._loop.sent_on(self._router)
 
     def call_done(self, msg_id: bytes, frames: list[bytes]) -> None:
         self._running.discard(msg_id)
