@@ -298,6 +298,34 @@ def test_a_refused_connection_reports_peer_lost_once_in_the_log(wire, caplog, de
     assert caplog.text.count(f"connection to {server} lost") == 1
 
 
+def test_a_refused_server_is_unreachable_until_its_address_accepts_connections(wire):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+    server = Endpoint("127.0.0.1", holder.getsockname()[1])
+    wire.outbox.send(server, protocol.new_msg_id(), [b"x"])
+    wait_for(lambda: wire.outbox.suspects.unreachable(server), "the refusal")
+    holder.listen()  # the kernel accepts and nothing answers: a stopped (SIGSTOP) process
+    wait_for(lambda: not wire.outbox.suspects.unreachable(server), "the new connection")
+    assert server in wire.outbox.suspects  # no handshake yet: calls still prefer others
+    holder.close()
+
+
+def test_a_server_back_on_its_address_is_reachable_and_trusted_again(wire):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    server = Endpoint("127.0.0.1", port)
+    wire.outbox.send(server, protocol.new_msg_id(), [b"x"])
+    wait_for(lambda: wire.outbox.suspects.unreachable(server), "the refusal")
+    holder.close()
+    router = wire.context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    wire.raw.append(router)
+    router.bind(f"tcp://127.0.0.1:{port}")  # restarted on the same address
+    wait_for(lambda: server not in wire.outbox.suspects, "the handshake")
+    assert not wire.outbox.suspects.unreachable(server)
+
+
 def silent_server(wire: Wire) -> tuple[zmq.Socket, Endpoint]:
     """A ROUTER that takes requests and never answers."""
     router = wire.context.socket(zmq.ROUTER)
