@@ -322,14 +322,17 @@ class Outbox:
 
         Each connection costs memory, a file descriptor and heartbeats. One with
         requests in flight is kept: its answers would be lost; if every one is
-        busy the limit is exceeded for a while.
+        busy the limit is exceeded for a while. One to an unreachable server goes
+        last: it is how we know that server is dead (closed, we would send it
+        copies again SUSPECT_FOR seconds later, until its record expires).
         """
         if not self._max_connections or len(self._dealers) < self._max_connections:
             return
-        for endpoint in self._dealers:
-            if not self._inflight.get(endpoint):
-                self._drop_gracefully(endpoint)
-                return
+        idle = [endpoint for endpoint in self._dealers if not self._inflight.get(endpoint)]
+        watching = [endpoint for endpoint in idle if self.suspects.unreachable(endpoint)]
+        victims = [endpoint for endpoint in idle if endpoint not in watching] or watching
+        if victims:
+            self._drop_gracefully(victims[0])
 
     def _configure(self, dealer: zmq.Socket, endpoint: Endpoint) -> None:
         dealer.setsockopt(zmq.LINGER, self._linger_ms)

@@ -378,6 +378,23 @@ def test_the_least_recently_used_idle_connection_makes_room(wire, dead_endpoint)
     wire.loop.call(outbox.close)
 
 
+def test_an_idle_connection_to_an_unreachable_server_is_closed_last(wire, dead_endpoint):
+    outbox = Outbox(
+        wire.loop, wire.context, linger_ms=0, heartbeats=Heartbeats(100, 300), max_connections=2
+    )
+    _, other = silent_server(wire)
+    dead, alive = dead_endpoint, wire.inbox.endpoint
+    outbox.send(dead, protocol.new_msg_id(), [b"x"])
+    wait_for(lambda: outbox.suspects.unreachable(dead), "the refusal")
+    outbox.send(alive, protocol.new_msg_id(), [b"x"])
+    wait_for(lambda: alive in outbox._dealers, "the second connection")
+    wire.loop.call(outbox._inflight.clear)  # both idle; the dead one least recently used
+    outbox.send(other, protocol.new_msg_id(), [b"x"])
+    wait_for(lambda: list(outbox._dealers) == [dead, other], "the live idle one closed")
+    assert outbox.suspects.unreachable(dead)  # still watched: fanout keeps skipping it
+    wire.loop.call(outbox.close)
+
+
 @pytest.mark.parametrize(
     "event, value, curve, says",
     [
