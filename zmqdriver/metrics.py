@@ -23,6 +23,8 @@ COUNTERS: dict[str, str] = {
     "resends": "requests a client sent again (no ACK in time, lost connection or REJECT)",
     "casts_held": "casts a client held because their target had no server yet",
     "connections_lost": "client connections to servers found lost or refused",
+    "fanout_skipped": "fanout copies a client did not send because the server's connection "
+    "was down (refused, or lost and not re-established)",
     "timeouts": "calls that failed with MessagingTimeout (or ServerLost)",
     "replies_late": "responses that arrived after their caller stopped waiting",
     "notifications_appended": "notifications stored by senders",

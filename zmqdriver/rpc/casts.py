@@ -20,8 +20,10 @@ its window can have run without their DONE arriving, and run again elsewhere.
 
 Casts sent while no server exists are held, in order per target, and sent
 when one registers. A fanout cast sends a copy to every server registered
-now; a copy belongs to its server and is never sent elsewhere. Everything
-is bounded (count and age); what is dropped is logged with a count.
+now that we can reach (not one whose connection is down: a killed server's
+record outlives it by up to ``zmq_target_expire``); a copy belongs to its
+server and is never sent elsewhere. Everything is bounded (count and age);
+what is dropped is logged with a count.
 
 Threads: ``cast``/``fanout`` run in caller threads; ``_on_response`` in the
 I/O loop (or the hub, when green); resends, held casts and the periodic
@@ -154,12 +156,23 @@ class CastKeeper:
             self._hold_or_raise(cast)  # behind earlier casts to the target: keep order
             return
         try:
-            server = self._chooser.choose(cast.key, cast.tried, deadline=self._clock())
+            server = self._choose(cast)
         except NoServer:
             self._hold_or_raise(cast)
             return
         self._wait_for_room(server)
         self._send(cast, [server])
+
+    def _choose(self, cast: Cast) -> Endpoint:
+        """A server for ``cast`` now; NoServer when the only ones left are unreachable.
+
+        A cast sent to an unreachable server would only be refused and come back;
+        held, it goes as soon as that server is reached again or another registers.
+        """
+        server = self._chooser.choose(cast.key, cast.tried, deadline=self._clock())
+        if self._chooser.unreachable(server):
+            raise NoServer(cast.key)
+        return server
 
     def fanout(self, cast: Cast) -> None:
         """Send a copy of ``cast`` to every server of its target registered now.
@@ -167,16 +180,20 @@ class CastKeeper:
         A server whose window is full gets its copy once room frees there, after the
         copies queued for it before (``_queued``): one slow server holds up neither the
         other servers nor the caller, which waits only while ``zmq_cast_track_max``
-        copies are on their way or queued.
+        copies are on their way or queued. A server we cannot reach gets none (``_skip``).
         """
         try:
-            servers = self._chooser.every_server(cast.key)
+            found = self._chooser.fanout_servers(cast.key)
         except NoServer as exc:
             # Fanout goes to the servers that exist now; none is a valid answer
             # (as a fanout exchange without queues), but not a silent one.
             LOG.warning(
                 "Fanout %s reached no server: none is registered%s", cast.describe(), exc.detail
             )
+            return
+        self._skip(cast, found.unreachable)
+        servers = found.reachable
+        if not servers:
             return
         self._wait_for_room(None)
         with self._room:
@@ -186,6 +203,25 @@ class CastKeeper:
                     self._queued.setdefault(server, collections.deque()).append(cast)
             self._queued_count += len(servers) - len(ready)
             self._send(cast, ready, queued=len(servers) - len(ready))
+
+    def _skip(self, cast: Cast, servers: list[Endpoint]) -> None:
+        """Send no copy to ``servers``: our connections to them are down.
+
+        A copy would be refused (nothing listens) or wait for a host that is gone,
+        and a fanout copy is never sent elsewhere, so it would be lost all the same;
+        skipping it spares the sending and the log until the dead server's record
+        expires. Said once per server until it runs a cast again.
+        """
+        if servers:
+            metrics.incr("fanout_skipped", len(servers))
+        for server in servers:
+            if self._first_in_outage(server, "unreachable") == logging.WARNING:
+                LOG.warning(
+                    "Fanout skips %s from %s on: its connection is down (refused, or lost and "
+                    "not re-established); it gets no copies until it is reached again",
+                    server,
+                    cast.describe(),
+                )
 
     def close(self) -> None:
         self._stopped = True
@@ -425,7 +461,7 @@ class CastKeeper:
         """``server`` ran a cast: its next failure is a new outage, worth a line again."""
         if server in self._troubled:
             self._troubled.discard(server)
-            for what in ("was lost", "is stopping", "refused", "slow"):
+            for what in ("was lost", "is stopping", "refused", "slow", "unreachable"):
                 self._outages.forget((server, what))
 
     # -- the background thread -----------------------------------------------------------
@@ -483,7 +519,8 @@ class CastKeeper:
         so the copy is dropped here, as before) or it fences itself after a pause of its
         process (still registered: it gets the copy once the fence is over). Its memory
         of message ids makes it run a copy once however often it arrives. A copy is
-        given up after zmq_cast_hold_time.
+        given up after zmq_cast_hold_time, or when the server became unreachable (killed
+        meanwhile: as ``fanout`` skips it).
         """
         due = []
         with self._again_lock:
@@ -501,6 +538,12 @@ class CastKeeper:
             if copy.server not in registered[key]:
                 LOG.info(
                     "Fanout %s not sent to %s again: it is no longer registered",
+                    copy.cast.describe(),
+                    copy.server,
+                )
+            elif self._chooser.unreachable(copy.server):
+                LOG.info(
+                    "Fanout %s not sent to %s again: its connection is down",
                     copy.cast.describe(),
                     copy.server,
                 )
@@ -526,7 +569,7 @@ class CastKeeper:
             )
             return
         try:
-            server = self._chooser.choose(cast.key, cast.tried, deadline=self._clock())
+            server = self._choose(cast)
         except (NoServer, BackendError) as exc:
             LOG.debug("%s held: %s", cast.describe(), exc)
             if not self._hold(cast):

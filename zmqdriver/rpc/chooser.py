@@ -7,7 +7,11 @@ one place:
   fresh, with a growing pause between them, until the caller's deadline;
 * servers that already failed this request (``tried``) are skipped; when
   every server was tried, all get another chance;
-* servers that recently failed anyone (``Suspects``) are the last resort;
+* servers that recently failed anyone (``Suspects``) are the last resort,
+  and of those, servers we cannot reach now (``Suspects.unreachable``: their
+  connection is down) come last;
+* fanout skips unreachable servers: a copy would be refused and lost, and a
+  dead server's record outlives it by up to ``zmq_target_expire``;
 * the rest take turns (round robin per target);
 * a matchmaker outage counts as "no server yet" (a server may register or
   the outage end before the deadline); a matchmaker that refuses us
@@ -19,6 +23,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from zmqdriver.addressing import Endpoint
 from zmqdriver.backoff import Backoff
@@ -45,6 +50,14 @@ class NoServer(Exception):
         return f" (matchmaker: {self.outage})" if self.outage else ""
 
 
+@dataclass(frozen=True)
+class FanoutServers:
+    """The servers of a fanout's target: who gets a copy, and who is skipped."""
+
+    reachable: list[Endpoint]
+    unreachable: list[Endpoint]  # registered, but our connection to them is down
+
+
 class ServerChooser:
     def __init__(
         self,
@@ -69,9 +82,7 @@ class ServerChooser:
         the next call, if the deadline has passed): never in a tight loop.
         """
         for lookup, servers in enumerate(self._lookups(key, deadline)):
-            candidates = [server for server in servers if server not in tried]
-            healthy = [server for server in candidates if server not in self._suspects]
-            candidates = healthy or candidates
+            candidates = self._healthiest([server for server in servers if server not in tried])
             if candidates:
                 turn = self._turns.setdefault(key, itertools.count())
                 return candidates[next(turn) % len(candidates)]
@@ -79,12 +90,28 @@ class ServerChooser:
                 tried.clear()  # every server failed once: give them another chance
         raise AssertionError("unreachable: _lookups ends by raising NoServer")
 
+    def _healthiest(self, servers: list[Endpoint]) -> list[Endpoint]:
+        """Those of ``servers`` not suspect; else those we can reach; else all of them."""
+        healthy = [server for server in servers if server not in self._suspects]
+        reachable = [server for server in servers if not self.unreachable(server)]
+        return healthy or reachable or servers
+
     def every_server(self, key: str) -> list[Endpoint]:
         """Every server of ``key`` registered now (for fanout); NoServer if none."""
         for servers in self._lookups(key, self._clock()):
             if servers:
                 return servers
         raise AssertionError("unreachable: _lookups ends by raising NoServer")
+
+    def fanout_servers(self, key: str) -> FanoutServers:
+        """``every_server(key)``, split by whether we can reach them now."""
+        servers = self.every_server(key)
+        down = [server for server in servers if self.unreachable(server)]
+        return FanoutServers([server for server in servers if server not in down], down)
+
+    def unreachable(self, server: Endpoint) -> bool:
+        """Our connection to ``server`` is down (refused, or lost and not re-established)."""
+        return self._suspects.unreachable(server)
 
     def registered(self, key: str) -> list[Endpoint]:
         """The servers of ``key`` the matchmaker has right now (no cache, no wait)."""

@@ -7,7 +7,8 @@ socket and are routed to the waiting caller by message id.
 The outbox also watches each connection (ZeroMQ heartbeats and socket
 monitor events): when a connection is refused or lost, every request still
 waiting on that server gets a ``PEER_LOST`` response at once, and the
-server is *suspect* for a while, so senders prefer other servers.
+server is *suspect* for a while, so senders prefer other servers. While the
+connection stays down the server is also *unreachable*, and fanout skips it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ PEER_LOST = "peer-lost"
 
 # How long a server that failed us is avoided when others are available.
 SUSPECT_FOR = 10.0
+# A lost connection not re-established within this long makes its server unreachable.
+# libzmq reconnects every 0.1-0.2 s and the kernel of a live host accepts at once, even
+# for a stopped (SIGSTOP) process; a crashed or cut-off host does not answer at all.
+RECONNECT_GRACE = 1.0
 
 # Responses after which a server owes nothing more for a request.
 _FINAL_KINDS = frozenset(
@@ -44,6 +49,9 @@ _FINAL_KINDS = frozenset(
 
 _DEAD_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 _ALIVE_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED
+# Whether anything accepts connections at the server's address: a TCP connection was
+# established (a stopped process's kernel accepts too), or an attempt failed (refused).
+_TCP_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_CLOSED
 # The security handshake failed: CURVE on one side only, a key the server
 # refused, or a server key that does not match the record. libzmq reports the
 # disconnect right after; these say why.
@@ -148,21 +156,67 @@ class Waiters:
 
 
 class Suspects:
-    """Servers that recently failed us: senders prefer others for SUSPECT_FOR seconds.
+    """Servers that recently failed us, and those we cannot reach now.
 
-    Marked by callers (a silent server) and the loop (a lost connection);
-    cleared by the loop when a handshake succeeds again.
+    A *suspect* failed us within SUSPECT_FOR seconds (silence, a lost or refused
+    connection): calls and casts choose it only when no other server is left.
+
+    An *unreachable* server is one whose connection is down for good, as far as
+    we can see: a connection attempt was refused (nothing listens: the process is
+    gone), or the connection was lost and not re-established within
+    RECONNECT_GRACE (the host is gone). Fanout sends it nothing. It is reachable
+    again as soon as a TCP connection to it is established, so a server that was
+    only stopped (SIGSTOP), or one that came back on the same address, is used
+    again at once. Once we close the connection ourselves we stop watching it,
+    so what we knew holds for SUSPECT_FOR more seconds only.
+
+    Marked by callers (a silent server) and the loop (connection events); read by
+    caller threads. Single dict operations are atomic, so no lock is needed.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._until: dict[Endpoint, float] = {}
+        # Unreachable from when, until when (math.inf while its connection is watched).
+        self._down: dict[Endpoint, tuple[float, float]] = {}
 
     def mark(self, endpoint: Endpoint) -> None:
         self._until[endpoint] = self._clock() + SUSPECT_FOR
 
+    def lost(self, endpoint: Endpoint) -> None:
+        """The connection to ``endpoint`` is gone; unreachable unless re-established soon."""
+        self.mark(endpoint)
+        if not self._watched_down(endpoint):  # a repeated loss does not postpone it
+            self._down[endpoint] = (self._clock() + RECONNECT_GRACE, math.inf)
+
+    def refused(self, endpoint: Endpoint) -> None:
+        """An attempt to connect to ``endpoint`` failed: unreachable now."""
+        self.mark(endpoint)
+        self._down[endpoint] = (self._clock(), math.inf)
+
+    def reached(self, endpoint: Endpoint) -> None:
+        """A TCP connection to ``endpoint`` was established: it may be slow, not gone."""
+        self._down.pop(endpoint, None)
+
+    def unwatched(self, endpoint: Endpoint) -> None:
+        """We closed the connection to ``endpoint``: what we knew goes stale."""
+        down = self._down.get(endpoint)
+        if down is not None:
+            self._down[endpoint] = (down[0], self._clock() + SUSPECT_FOR)
+
     def clear(self, endpoint: Endpoint) -> None:
+        """``endpoint`` completed a handshake: it serves again."""
         self._until.pop(endpoint, None)
+        self._down.pop(endpoint, None)
+
+    def unreachable(self, endpoint: Endpoint) -> bool:
+        since, until = self._down.get(endpoint, (math.inf, math.inf))
+        return since <= self._clock() < until
+
+    def _watched_down(self, endpoint: Endpoint) -> bool:
+        """Known lost or refused on a connection we still watch."""
+        down = self._down.get(endpoint)
+        return down is not None and down[1] == math.inf
 
     def __contains__(self, endpoint: Endpoint) -> bool:
         until = self._until.get(endpoint)
@@ -253,7 +307,9 @@ class Outbox:
         except zmq.ZMQError:
             dealer.close(linger=0)
             raise
-        monitor = dealer.get_monitor_socket(_DEAD_EVENTS | _ALIVE_EVENTS | _HANDSHAKE_FAILED)
+        monitor = dealer.get_monitor_socket(
+            _DEAD_EVENTS | _ALIVE_EVENTS | _TCP_EVENTS | _HANDSHAKE_FAILED
+        )
         dealer.connect(endpoint.uri)
         self._dealers[endpoint] = dealer
         self._monitors[endpoint] = monitor
@@ -266,14 +322,17 @@ class Outbox:
 
         Each connection costs memory, a file descriptor and heartbeats. One with
         requests in flight is kept: its answers would be lost; if every one is
-        busy the limit is exceeded for a while.
+        busy the limit is exceeded for a while. One to an unreachable server goes
+        last: it is how we know that server is dead (closed, we would send it
+        copies again SUSPECT_FOR seconds later, until its record expires).
         """
         if not self._max_connections or len(self._dealers) < self._max_connections:
             return
-        for endpoint in self._dealers:
-            if not self._inflight.get(endpoint):
-                self._drop_gracefully(endpoint)
-                return
+        idle = [endpoint for endpoint in self._dealers if not self._inflight.get(endpoint)]
+        watching = [endpoint for endpoint in idle if self.suspects.unreachable(endpoint)]
+        victims = [endpoint for endpoint in idle if endpoint not in watching] or watching
+        if victims:
+            self._drop_gracefully(victims[0])
 
     def _configure(self, dealer: zmq.Socket, endpoint: Endpoint) -> None:
         dealer.setsockopt(zmq.LINGER, self._linger_ms)
@@ -309,6 +368,7 @@ class Outbox:
     def _drop(self, endpoint: Endpoint, known: bytes | None = None) -> None:
         dealer = self._dealers.pop(endpoint, None)
         monitor = self._monitors.pop(endpoint, None)
+        self.suspects.unwatched(endpoint)
         # What was sent on this connection will get no answer through it.
         self.waiters.lost(endpoint, self._inflight.pop(endpoint, set()) - {known})
         for socket in (dealer, monitor):
@@ -327,6 +387,14 @@ class Outbox:
             self.suspects.clear(endpoint)
             self._lost_logged.forget(endpoint)  # a later loss is a new outage
             return
+        if event & _TCP_EVENTS:
+            # Requests are not lost here: a refused attempt is followed by
+            # CONNECT_RETRIED, which reports them.
+            if event == zmq.EVENT_CONNECTED:
+                self.suspects.reached(endpoint)
+            else:
+                self.suspects.refused(endpoint)
+            return
         reason = None
         refused = event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
         if event & _HANDSHAKE_FAILED:
@@ -338,7 +406,7 @@ class Outbox:
                 self._loop.runtime.log(
                     logging.WARNING, "zmqdriver: handshake with %s failed: %s", endpoint, reason
                 )
-        self.suspects.mark(endpoint)
+        self.suspects.lost(endpoint)
         dealer = self._dealers.get(endpoint)
         if dealer is not None:
             # Answers that arrived before the loss (a DONE, a REPLY) still count:
@@ -388,6 +456,7 @@ class Outbox:
     def _drop_gracefully(self, endpoint: Endpoint) -> None:
         dealer = self._dealers.pop(endpoint)
         monitor = self._monitors.pop(endpoint)
+        self.suspects.unwatched(endpoint)
         self._inflight.pop(endpoint, None)
         self._loop.remove_reader(dealer)
         self._loop.remove_reader(monitor)

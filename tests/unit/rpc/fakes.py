@@ -10,6 +10,7 @@ uses the real ``Waiters`` and ``Suspects``.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable
 
 import oslo_messaging
@@ -72,9 +73,9 @@ class MemoryMatchMaker(MatchMaker):
 class FakeOutbox:
     """The outbox's interface, in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.waiters = Waiters(deliver=lambda fn, *args: fn(*args))
-        self.suspects = Suspects()
+        self.suspects = Suspects(clock)
         self.sent: list[tuple[Endpoint, bytes]] = []
         self.dropped: list[Endpoint] = []
         self.inflight: dict[Endpoint, set[bytes]] = collections.defaultdict(set)
@@ -96,6 +97,7 @@ class FakeOutbox:
     def drop(self, endpoint: Endpoint, known: bytes | None = None) -> None:
         self.dropped.append(endpoint)
         self.suspects.mark(endpoint)
+        self.suspects.unwatched(endpoint)
         self.waiters.lost(endpoint, self.inflight.pop(endpoint, set()) - {known})
 
     # -- what a test does as the servers -------------------------------------------------
@@ -111,10 +113,25 @@ class FakeOutbox:
     def lose(self, endpoint: Endpoint, reason: str | None = None, refused: bool = False) -> None:
         """The connection to ``endpoint`` broke (what the socket monitor reports).
 
-        ``refused``: the server refused this client's CURVE key at the handshake.
+        ``refused``: the server refused this client's CURVE key at the handshake
+        (it is alive: its new connections are accepted, then refused the same way).
         """
-        self.suspects.mark(endpoint)
+        self.suspects.lost(endpoint)
+        if refused:
+            self.suspects.reached(endpoint)
         self.waiters.lost(endpoint, self.inflight.pop(endpoint, set()), reason, refused)
+
+    def kill(self, endpoint: Endpoint) -> None:
+        """The server's process died: its connection is lost, and reconnecting is refused."""
+        self.lose(endpoint)
+        self.suspects.refused(endpoint)
+
+    def reconnect(self, endpoint: Endpoint, handshake: bool = True) -> None:
+        """A TCP connection to ``endpoint`` is established again; ``handshake``: and
+        completed (False: a stopped process, whose kernel accepts it but nothing more)."""
+        self.suspects.reached(endpoint)
+        if handshake:
+            self.suspects.clear(endpoint)
 
     def sent_to(self, endpoint: Endpoint) -> list[bytes]:
         return [msg_id for server, msg_id in self.sent if server == endpoint]

@@ -20,9 +20,11 @@ from tests.unit.rpc.fakes import (
     key_of,
     target,
 )
-from zmqdriver import protocol
+from zmqdriver import metrics, protocol
+from zmqdriver.addressing import Endpoint
 from zmqdriver.exceptions import BackendError, BackendUnavailable
 from zmqdriver.rpc import casts
+from zmqdriver.rpc import outbox as outbox_module
 from zmqdriver.rpc.casts import Cast, CastKeeper, CastLimits
 
 ACK, DONE, REJECT = protocol.Kind.ACK, protocol.Kind.DONE, protocol.Kind.REJECT
@@ -35,12 +37,13 @@ class Keeper:
 
     def __init__(self, limits: CastLimits = LIMITS) -> None:
         self.clock = Clock()
-        self.outbox = FakeOutbox()
+        self.outbox = FakeOutbox(self.clock)
         self.matchmaker = MemoryMatchMaker()
         self.started: list = []
+        self.chooser = chooser_for(self.matchmaker, self.outbox, self.clock)
         self.keeper = CastKeeper(
             outbox=self.outbox,
-            chooser=chooser_for(self.matchmaker, self.outbox, self.clock),
+            chooser=self.chooser,
             limits=limits,
             start_background=self.started.append,
             clock=self.clock,
@@ -220,6 +223,7 @@ def test_a_lost_server_is_logged_once_per_outage_not_per_cast(k, caplog):
         k.outbox.lose(A)
         k.later(RETRY_HELD)  # held (A was tried), then sent to A again
         k.outbox.lose(A)
+        k.outbox.reconnect(A, handshake=False)  # a flapping connection, not a dead server
         k.later(RETRY_HELD)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(A) in warnings[0].getMessage()
@@ -280,6 +284,18 @@ def test_a_cast_with_every_server_tried_goes_round_again(k):
     k.later(1.0)  # the held cast is retried; every server failed once: A again
     assert [server for server, _ in k.outbox.sent] == [A, A]
     assert cast.attempts == 2
+
+
+def test_a_cast_for_a_killed_server_is_held_not_sent_until_it_is_reached_again(k):
+    k.matchmaker.serve(k.key, A)  # A's record outlives A by up to zmq_target_expire
+    cast = k.cast()
+    k.outbox.kill(A)
+    for _ in range(10):
+        k.later(RETRY_HELD)
+    assert k.outbox.sent_to(A) == [cast.msg_id]  # held: a send would only be refused
+    k.outbox.reconnect(A)  # back on the same address
+    k.later(RETRY_HELD)
+    assert k.outbox.sent_to(A) == [cast.msg_id, cast.msg_id]
 
 
 def test_suspect_servers_are_the_last_resort(k):
@@ -561,6 +577,79 @@ def test_fanout_copies_lost_when_a_silent_server_is_dropped_go_to_it_again(k):
     assert k.outbox.dropped == [A]
     k.later(casts.FANOUT_AGAIN_AFTER)
     assert k.outbox.sent_to(A).count(fanout.msg_id) == 2  # same id: A runs it once
+
+
+def test_fanout_skips_a_killed_server_until_it_is_reached_again(k, caplog):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A, B)  # A's record outlives A by up to zmq_target_expire
+    k.outbox.on_send = lambda server, msg_id: k.outbox.answer(server, msg_id, DONE)
+    k.cast(tgt=fan)
+    k.outbox.kill(A)  # reconnecting is refused
+    skipped = metrics.snapshot()["fanout_skipped"]
+    with caplog.at_level(logging.WARNING, logger="zmqdriver.rpc.casts"):
+        later = [k.cast(tgt=fan) for _ in range(3)]
+    assert all(cast.msg_id not in k.outbox.sent_to(A) for cast in later)
+    assert all(cast.msg_id in k.outbox.sent_to(B) for cast in later)
+    assert metrics.snapshot()["fanout_skipped"] - skipped == 3
+    assert caplog.text.count(f"Fanout skips {A}") == 1  # once per outage, not per copy
+    k.outbox.reconnect(A)  # back on the same address
+    back = k.cast(tgt=fan)
+    assert k.outbox.sent_to(A)[-1] == back.msg_id
+
+
+def test_fanout_skips_a_server_whose_host_vanished(k):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A, B)
+    k.outbox.lose(A)  # heartbeats unanswered, and no reconnection is accepted
+    soon = k.cast(tgt=fan)  # within the grace: maybe only stopped, the copy may still arrive
+    k.later(outbox_module.RECONNECT_GRACE)
+    late = k.cast(tgt=fan)
+    assert k.outbox.sent_to(A) == [soon.msg_id]
+    assert late.msg_id in k.outbox.sent_to(B)
+
+
+def test_a_stopped_server_still_gets_its_fanout_copies(k):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A)
+    k.outbox.lose(A)  # SIGSTOP: heartbeats unanswered
+    k.outbox.reconnect(A, handshake=False)  # but its kernel accepts the new connection
+    k.later(10 * outbox_module.RECONNECT_GRACE)
+    cast = k.cast(tgt=fan)
+    assert k.outbox.sent_to(A) == [cast.msg_id]  # waits in the connection until it resumes
+
+
+def test_a_restarted_server_gets_fanouts_as_soon_as_it_is_seen(k):
+    fan = target(fanout=True)
+    restarted = Endpoint(A.host, A.port + 100)  # same host, new port: a new record
+    k.matchmaker.serve(key_of(fan), A)
+    k.cast(tgt=fan)
+    k.outbox.kill(A)
+    k.matchmaker.serve(key_of(fan), restarted)
+    k.chooser.failed(key_of(fan))  # as a pushed change (or the cache's ttl) would
+    cast = k.cast(tgt=fan)
+    assert k.outbox.sent_to(restarted) == [cast.msg_id]
+    assert cast.msg_id not in k.outbox.sent_to(A)
+
+
+def test_a_fanout_whose_every_server_is_unreachable_sends_and_tracks_nothing(k):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A)
+    k.outbox.kill(A)
+    cast = k.cast(tgt=fan)
+    assert k.outbox.sent == []
+    assert cast.msg_id not in k.outbox.waiters
+
+
+def test_a_fanout_copy_refused_by_a_server_killed_since_is_not_sent_again(k, caplog):
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A)
+    cast = k.cast(tgt=fan)
+    k.outbox.answer(A, cast.msg_id, REJECT)  # fenced after a pause...
+    k.outbox.kill(A)  # ...then killed, its record still there
+    with caplog.at_level(logging.INFO, logger="zmqdriver.rpc.casts"):
+        k.later(casts.FANOUT_AGAIN_AFTER)
+    assert k.outbox.sent_to(A) == [cast.msg_id]
+    assert "its connection is down" in caplog.text
 
 
 def test_fanout_without_servers_is_logged_not_held(k, caplog):

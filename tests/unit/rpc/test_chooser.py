@@ -6,7 +6,8 @@ import pytest
 
 from tests.unit.rpc.fakes import A, B, C, Clock, FakeOutbox, MemoryMatchMaker, chooser_for
 from zmqdriver.exceptions import BackendError, BackendUnavailable
-from zmqdriver.rpc.chooser import NoServer
+from zmqdriver.rpc.chooser import FanoutServers, NoServer
+from zmqdriver.rpc.outbox import RECONNECT_GRACE, SUSPECT_FOR
 
 KEY = "test/rpc/openstack/t"
 
@@ -14,7 +15,7 @@ KEY = "test/rpc/openstack/t"
 class Setup:
     def __init__(self) -> None:
         self.clock = Clock()
-        self.outbox = FakeOutbox()
+        self.outbox = FakeOutbox(self.clock)
         self.matchmaker = MemoryMatchMaker()
         self.chooser = chooser_for(self.matchmaker, self.outbox, self.clock)
 
@@ -131,3 +132,61 @@ def test_fanout_wants_every_server_and_none_is_noserver(s):
         s.chooser.every_server(KEY)
     s.matchmaker.serve(KEY, C, A, B)
     assert s.chooser.every_server(KEY) == [A, B, C]
+
+
+# -- unreachable servers: fanout skips them ------------------------------------------------
+
+
+def test_fanout_skips_the_servers_whose_connection_is_refused(s):
+    s.matchmaker.serve(KEY, A, B, C)
+    s.outbox.kill(B)  # its record lives on until it expires
+    assert s.chooser.fanout_servers(KEY) == FanoutServers(reachable=[A, C], unreachable=[B])
+
+
+def test_of_suspect_servers_a_reachable_one_is_chosen_first(s):
+    s.matchmaker.serve(KEY, A, B)
+    s.outbox.kill(A)
+    s.outbox.suspects.mark(B)  # slow, not gone
+    assert {s.chooser.choose(KEY, set(), s.clock()) for _ in range(4)} == {B}
+    assert s.chooser.choose(KEY, {B}, s.clock()) == A  # calls still try it as a last resort
+
+
+def test_a_refused_server_is_reachable_again_once_a_connection_is_established(s):
+    s.outbox.kill(A)
+    assert s.chooser.unreachable(A)
+    s.outbox.reconnect(A, handshake=False)  # back on its address, or only stopped: not gone
+    assert not s.chooser.unreachable(A)
+    assert A in s.outbox.suspects  # calls and casts still prefer others until its handshake
+
+
+def test_a_lost_connection_not_re_established_in_time_makes_its_server_unreachable(s):
+    s.outbox.lose(A)  # heartbeats unanswered: stopped, or its host is gone
+    assert not s.chooser.unreachable(A)
+    s.clock.advance(RECONNECT_GRACE / 2)
+    s.outbox.lose(A)  # libzmq's reconnection attempts do not postpone it
+    s.clock.advance(RECONNECT_GRACE / 2)
+    assert s.chooser.unreachable(A)  # a gone host's kernel accepts no reconnection
+
+
+def test_a_stopped_server_whose_kernel_accepts_the_reconnection_stays_reachable(s):
+    s.outbox.lose(A)
+    s.outbox.reconnect(A, handshake=False)
+    s.clock.advance(RECONNECT_GRACE * 10)
+    assert not s.chooser.unreachable(A)
+
+
+def test_a_silent_server_is_suspect_but_not_unreachable(s):
+    s.outbox.drop(A)  # no ACK in time: we closed its connection ourselves
+    assert A in s.outbox.suspects
+    assert not s.chooser.unreachable(A)
+
+
+def test_what_we_knew_of_a_connection_we_closed_goes_stale(s):
+    s.outbox.kill(A)
+    s.outbox.drop(A)  # closed (zmq_max_connections): nobody watches it any more
+    s.clock.advance(SUSPECT_FOR - 1)
+    assert s.chooser.unreachable(A)
+    s.clock.advance(1)
+    assert not s.chooser.unreachable(A)  # the next fanout tries it: a new connection tells
+    s.outbox.kill(A)
+    assert s.chooser.unreachable(A)

@@ -298,6 +298,34 @@ def test_a_refused_connection_reports_peer_lost_once_in_the_log(wire, caplog, de
     assert caplog.text.count(f"connection to {server} lost") == 1
 
 
+def test_a_refused_server_is_unreachable_until_its_address_accepts_connections(wire):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+    server = Endpoint("127.0.0.1", holder.getsockname()[1])
+    wire.outbox.send(server, protocol.new_msg_id(), [b"x"])
+    wait_for(lambda: wire.outbox.suspects.unreachable(server), "the refusal")
+    holder.listen()  # the kernel accepts and nothing answers: a stopped (SIGSTOP) process
+    wait_for(lambda: not wire.outbox.suspects.unreachable(server), "the new connection")
+    assert server in wire.outbox.suspects  # no handshake yet: calls still prefer others
+    holder.close()
+
+
+def test_a_server_back_on_its_address_is_reachable_and_trusted_again(wire):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    server = Endpoint("127.0.0.1", port)
+    wire.outbox.send(server, protocol.new_msg_id(), [b"x"])
+    wait_for(lambda: wire.outbox.suspects.unreachable(server), "the refusal")
+    holder.close()
+    router = wire.context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    wire.raw.append(router)
+    router.bind(f"tcp://127.0.0.1:{port}")  # restarted on the same address
+    wait_for(lambda: server not in wire.outbox.suspects, "the handshake")
+    assert not wire.outbox.suspects.unreachable(server)
+
+
 def silent_server(wire: Wire) -> tuple[zmq.Socket, Endpoint]:
     """A ROUTER that takes requests and never answers."""
     router = wire.context.socket(zmq.ROUTER)
@@ -347,6 +375,23 @@ def test_the_least_recently_used_idle_connection_makes_room(wire, dead_endpoint)
     wire.loop.call(outbox._inflight.clear)  # nothing in flight on it: idle (loop-owned)
     outbox.send(second, protocol.new_msg_id(), [b"x"])
     wait_for(lambda: list(outbox._dealers) == [second], "the idle one closed")
+    wire.loop.call(outbox.close)
+
+
+def test_an_idle_connection_to_an_unreachable_server_is_closed_last(wire, dead_endpoint):
+    outbox = Outbox(
+        wire.loop, wire.context, linger_ms=0, heartbeats=Heartbeats(100, 300), max_connections=2
+    )
+    _, other = silent_server(wire)
+    dead, alive = dead_endpoint, wire.inbox.endpoint
+    outbox.send(dead, protocol.new_msg_id(), [b"x"])
+    wait_for(lambda: outbox.suspects.unreachable(dead), "the refusal")
+    outbox.send(alive, protocol.new_msg_id(), [b"x"])
+    wait_for(lambda: alive in outbox._dealers, "the second connection")
+    wire.loop.call(outbox._inflight.clear)  # both idle; the dead one least recently used
+    outbox.send(other, protocol.new_msg_id(), [b"x"])
+    wait_for(lambda: list(outbox._dealers) == [dead, other], "the live idle one closed")
+    assert outbox.suspects.unreachable(dead)  # still watched: fanout keeps skipping it
     wire.loop.call(outbox.close)
 
 
