@@ -10,7 +10,10 @@ expires), and a new or removed server is seen at once.
 
 After the matchmaker lost its records (Redis restarted empty) servers register
 again spread over ``zmq_reregister_spread`` seconds, and clients keep the servers
-they knew meanwhile (``zmqdriver.reregister``).
+they knew meanwhile (``zmqdriver.reregister``). A registrar learns of a possible
+loss from the process's push channel (the Directory's watch, opened for it in a
+process that only serves): a restart breaks the channel, and it reads the
+generation token when the channel comes back up, instead of every second.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from zmqdriver import addressing, metrics
 from zmqdriver.addressing import Endpoint
@@ -30,15 +34,26 @@ from zmqdriver.backoff import Backoff
 from zmqdriver.exceptions import BackendError, BackendUnavailable
 from zmqdriver.matchmaker import MatchMaker
 from zmqdriver.matchmaker.base import Watch
-from zmqdriver.reregister import Holding, reregister_delay
+from zmqdriver.reregister import Holding, generation_check_due, reregister_delay
 from zmqdriver.throttle import Throttle
 
 LOG = logging.getLogger(__name__)
 
 # Pauses between refreshes while the matchmaker fails.
 _REFRESH_BACKOFF = Backoff(1.0, 30.0)
-# Seconds between checks that the matchmaker still has our records (reregister.NOTICE_WITHIN).
-_WATCH_EVERY = 1.0
+# Seconds between the registrar's looks at its push channel (no I/O), and between its reads
+# of the generation token while no channel is up (reregister.NOTICE_WITHIN).
+_TICK = 1.0
+
+
+class PushChannel(Protocol):
+    """What a Registrar asks of its process's push channel (``Directory`` is one)."""
+
+    def open_watch(self) -> None:
+        """Open the channel if it is not open yet (a process that only serves)."""
+
+    def times_up(self) -> int | None:
+        """How many times the channel came up; None while it is down, or cannot push."""
 
 
 @dataclass(frozen=True)
@@ -61,13 +76,14 @@ class Directory:
     With ``require_key`` (CURVE on) servers whose record has no CURVE key are
     skipped: their traffic would not be encrypted, nor they authenticated.
 
-    With ``watch_prefix`` the matchmaker is asked (at the first lookup) to push
-    changes under that prefix. While its watch is up, an answer read while no
-    change of its key arrived stays valid until a change of its key drops it;
-    or, with a matchmaker that does not push expiries, until its first record
-    expires. While the watch is down (or the matchmaker cannot push), answers last
-    ``ttl`` seconds, as without push. When the watch comes (back) up every
-    answer falls back to ``ttl``: changes made meanwhile were not pushed.
+    With ``watch_prefix`` the matchmaker is asked (at the first lookup, or at
+    ``open_watch()``) to push changes under that prefix. While its watch is up,
+    an answer read while no change of its key arrived stays valid until a change
+    of its key drops it; or, with a matchmaker that does not push expiries, until
+    its first record expires. While the watch is down (or the matchmaker cannot
+    push), answers last ``ttl`` seconds, as without push. When the watch comes
+    (back) up every answer falls back to ``ttl``: changes made meanwhile were not
+    pushed.
 
     For ``hold`` seconds after a sign that the matchmaker may have lost records
     (the watch went down or came back up, a lookup failed, ``records_lost()``)
@@ -108,8 +124,7 @@ class Directory:
         When the matchmaker is unreachable the last known answer is used, so
         clients keep talking to the servers they know.
         """
-        if self._watch_prefix is not None and self._watch is None:
-            self._start_watch()
+        self.open_watch()
         now = time.monotonic()
         cached = self._cache.get(key)
         if cached and not fresh and self._current(cached, now):
@@ -185,6 +200,16 @@ class Directory:
     def _pushing(self) -> bool:
         return self._watch is not None and self._watch.up
 
+    def open_watch(self) -> None:
+        """Have the matchmaker push changes, if it can and was not asked yet."""
+        if self._watch_prefix is not None and self._watch is None:
+            self._start_watch()
+
+    def times_up(self) -> int | None:
+        """How many times the watch came up (PushChannel); None while it is down or absent."""
+        with self._push_lock:
+            return self._resyncs if self._pushing() else None
+
     def _start_watch(self) -> None:
         with self._watch_lock:
             if self._watch is not None or self._watch_prefix is None:
@@ -252,9 +277,12 @@ class Registrar:
         generation_key: str | None = None,
         spread: float = 0.0,
         on_lost: Callable[[], None] = lambda: None,
+        channel: PushChannel | None = None,
     ) -> None:
         """``spread``: after a loss of records, register again within that many seconds
-        (reregister_delay); ``on_lost()`` is called (this thread) when the loss is seen."""
+        (reregister_delay); ``on_lost()`` is called (this thread) when the loss is seen.
+        ``channel``: the process's push channel; while it is up the generation is read
+        when it comes back up and rarely otherwise (generation_check_due), not every tick."""
         self._matchmaker = matchmaker
         self._expire = expire
         self._update = update
@@ -262,6 +290,10 @@ class Registrar:
         self._spread = spread
         self._on_lost = on_lost
         self._generation: str | None = None
+        self._channel = channel
+        # The channel's times_up() and the clock at the last generation read that succeeded.
+        self._checked_up: int | None = None
+        self._checked_at = -math.inf
         self._records: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
@@ -321,9 +353,11 @@ class Registrar:
             self._thread.join(10)
 
     def _run(self) -> None:
+        if self._channel is not None:
+            self._channel.open_watch()  # no lookup may ever open it in a process that only serves
         next_refresh = time.monotonic() + self._update
         while not self._stopped:
-            woken = self._wakeup.wait(min(_WATCH_EVERY, max(0.0, next_refresh - time.monotonic())))
+            woken = self._wakeup.wait(min(_TICK, max(0.0, next_refresh - time.monotonic())))
             self._wakeup.clear()
             if self._stopped:
                 return
@@ -345,10 +379,16 @@ class Registrar:
         """True when the matchmaker lost its data since we last looked (Redis restart)."""
         if self._generation_key is None or not self._records:
             return False
+        channel = self._channel.times_up() if self._channel is not None else None
+        if not generation_check_due(channel, self._checked_up, time.monotonic() - self._checked_at):
+            return False
         try:
             generation = self._matchmaker.generation(self._generation_key)
         except Exception:
-            return False  # an outage: the refresh loop's backoff deals with it
+            # An outage: the refresh loop's backoff deals with it. Not checked: asked
+            # again next tick, even if the channel came up meanwhile.
+            return False
+        self._checked_up, self._checked_at = channel, time.monotonic()
         previous, self._generation = self._generation, generation
         return previous is not None and generation != previous
 

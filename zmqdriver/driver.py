@@ -128,6 +128,7 @@ class Engine:
             generation_key=f"{zconf.zmq_matchmaker_prefix}/generation",
             spread=zconf.zmq_reregister_spread,
             on_lost=self.directory.records_lost,
+            channel=self.directory,
         )
         self.listeners: list[RpcListener] = []
 

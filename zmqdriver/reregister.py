@@ -1,7 +1,10 @@
 """After the matchmaker lost its records: when servers register again, what clients send to.
 
 Redis restarted empty (or flushed, or etcd that lost a lease) is noticed by every
-server process within the same second (their generation polls, ``discovery.Registrar``).
+server process through its generation token (``discovery.Registrar``), read when the
+process's push channel comes back up (a restart breaks the subscription), every second
+while there is no channel up, and every STEADY_CHECK_EVERY seconds besides
+(``generation_check_due``): within about a second of each other.
 Registering at once is a stampede: ~15 Redis commands per host inside a fraction of a
 second (8,510 commands/s at 300 hosts, measured in doc/scaling.md). So each process
 waits a delay drawn evenly from [0, ``zmq_reregister_spread``) first, and the hosts come
@@ -28,8 +31,14 @@ from typing import TypeVar
 
 E = TypeVar("E")
 
-# A server notices the loss at its next generation poll (discovery._WATCH_EVERY).
+# A server notices a restart within a tick of the registrar (discovery._TICK) after Redis
+# answers again: its channel came back up, or it polls every tick while the channel is down.
 NOTICE_WITHIN = 1.0
+# While the push channel is up and steady, the generation is still read this often: a loss
+# without a reconnect (FLUSHALL, an etcd lease revoked by hand) breaks no channel. The
+# refresh (zmq_target_update, 20 s) registers everything again anyway; this also starts the
+# clients' hold and covers long refresh intervals. 1 read per host per 30 s: 333/s at 10,000.
+STEADY_CHECK_EVERY = 30.0
 # Beyond its delay a server needs time to register under load, and a client's watch
 # reconnects after a pause of its own (watch.REOPEN_BACKOFF starts at 0.5 s).
 SLACK = 3.0
@@ -46,6 +55,26 @@ def reregister_delay(spread: float, draw: float) -> float:
     (0.0, 1.5)
     """
     return max(0.0, spread) * draw
+
+
+def generation_check_due(channel: int | None, checked: int | None, since: float) -> bool:
+    """Whether a registrar reads the generation token now (it asks once a tick).
+
+    ``channel``: how many times the process's push channel came up, None while it is
+    down (or there is none); ``checked``: that count at the last read that succeeded;
+    ``since``: seconds since that read. Every tick without a channel, at once when it
+    came up again (it may have missed a restart), else every STEADY_CHECK_EVERY s.
+
+    >>> generation_check_due(None, 3, 1.0)  # no channel up: poll
+    True
+    >>> generation_check_due(4, 3, 0.5)  # back up: what did it miss?
+    True
+    >>> generation_check_due(4, 4, 5.0), generation_check_due(4, 4, 30.0)  # steady
+    (False, True)
+    """
+    if channel is None or channel != checked:
+        return True
+    return since >= STEADY_CHECK_EVERY
 
 
 def hold_for(spread: float) -> float:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
 from oslo_config import cfg
 
-from zmqdriver import discovery, options
+from zmqdriver import discovery, options, reregister
 from zmqdriver.addressing import Endpoint, encode_record
 from zmqdriver.backoff import Backoff
 from zmqdriver.discovery import Directory, Registrar
@@ -592,11 +593,15 @@ class ResettableMatchMaker(FakeMatchMaker):
         super().__init__()
         self.token = "first"
         self.polls = 0
+        self.fail_generations = 0
 
     def generation(self, key: str) -> str | None:
         with self.cond:
             self.polls += 1
             self.cond.notify_all()
+            if self.fail_generations:
+                self.fail_generations -= 1
+                raise MatchMakerUnavailable("matchmaker is down (fake)")
             return self.token
 
     def lose_everything(self) -> None:
@@ -640,6 +645,85 @@ def test_a_lost_record_waits_its_turn_in_the_spread():
         assert mm.store == {OTHER_KEY: {REC2}}
     finally:
         registrar.stop()
+
+
+# -- noticing a loss through the push channel -------------------------------------------
+
+
+class PushingResettableMatchMaker(PushingMatchMaker, ResettableMatchMaker):
+    """Pushes changes, and can forget everything: Redis with its subscription."""
+
+
+@pytest.fixture
+def fast_ticks(monkeypatch):
+    # The registrar looks at its channel once a tick (1 s): make a tick 10 ms.
+    monkeypatch.setattr(discovery, "_TICK", 0.01)
+
+
+def _ticks(count: int = 30) -> None:
+    """Let the registrar's thread look at its channel ``count`` times, give or take."""
+    time.sleep(count * 0.01)
+
+
+@pytest.fixture
+def pushed(fast_ticks):
+    """A registrar of REC1 whose channel is its Directory's watch; its matchmaker; its watch."""
+    mm = PushingResettableMatchMaker()
+    lost = threading.Event()
+    directory = Directory(mm, ttl=1.0, watch_prefix="zmqdriver/rpc/")
+    registrar = Registrar(mm, 60.0, 3600.0, generation_key="g", on_lost=lost.set, channel=directory)
+    registrar.add([KEY], REC1)
+    assert mm.wait_for(lambda: mm.polls >= 1)  # the first read learns the generation
+    [watch] = mm.watches  # opened for the registrar: this process never looked anything up
+    yield mm, watch, lost
+    registrar.stop()
+    directory.close()
+
+
+def test_while_its_channel_is_up_a_registrar_does_not_poll_the_generation(pushed):
+    mm, _, lost = pushed
+    _ticks()
+    assert mm.polls == 1
+    mm.lose_everything()  # a loss the channel did not see (FLUSHALL): left to the safety net
+    _ticks()
+    assert mm.polls == 1 and not lost.is_set()
+
+
+def test_when_its_channel_comes_back_up_a_registrar_reads_the_generation(pushed):
+    mm, watch, lost = pushed
+    mm.lose_everything()  # Redis restarted empty: the subscription broke and comes back
+    watch.push(None)
+    assert lost.wait(WAIT)
+    assert mm.wait_for(lambda: mm.store == {KEY: {REC1}})
+    polls = mm.polls
+    _ticks()
+    assert mm.polls == polls  # once per coming up
+
+
+def test_a_failed_read_after_the_channel_came_up_is_tried_again(pushed):
+    mm, watch, lost = pushed
+    with mm.cond:
+        mm.fail_generations = 1  # Redis still loading, say
+    mm.lose_everything()
+    watch.push(None)
+    assert lost.wait(WAIT)
+    assert mm.polls >= 3
+
+
+def test_while_its_channel_is_down_a_registrar_polls_every_tick(pushed):
+    mm, watch, lost = pushed
+    watch.up = False  # a refused subscription, or Redis away: no push to learn from
+    assert mm.wait_for(lambda: mm.polls >= 5)
+    mm.lose_everything()
+    assert lost.wait(WAIT)
+
+
+def test_with_its_channel_up_the_generation_is_still_read_now_and_then(pushed, monkeypatch):
+    mm, _, lost = pushed
+    monkeypatch.setattr(reregister, "STEADY_CHECK_EVERY", 0.05)
+    mm.lose_everything()  # FLUSHALL: no reconnect, nothing pushed
+    assert lost.wait(WAIT)
+    assert mm.wait_for(lambda: mm.store == {KEY: {REC1}})
 
 
 def held(matchmaker, hold: float = 5.0, **kwargs) -> Directory:

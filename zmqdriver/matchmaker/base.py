@@ -91,8 +91,10 @@ class MatchMaker(abc.ABC):
     def generation(self, key: str) -> str | None:
         """A token that changes when the backend lost its data (e.g. Redis restarted empty).
 
-        Servers watch it to register again at once instead of at their next
-        refresh. None means the backend cannot tell (nothing is watched).
+        Servers read it to register again at once instead of at their next
+        refresh: when their push channel (``watch``) comes back up, since losing the
+        data breaks it; every second while no channel is up; every 30 s besides
+        (``reregister.generation_check_due``). None means the backend cannot tell.
         """
         return None
 
@@ -104,7 +106,8 @@ class MatchMaker(abc.ABC):
         ``key`` was added, removed or expired (or instead of expiries, see
         ``lookup_with_expiry``); ``on_change(None)`` each time
         the channel comes up, since changes made while it was down may have
-        been missed. While the returned watch is not ``up`` clients poll as
+        been missed (and servers then read ``generation``: the backend may have
+        come back empty). While the returned watch is not ``up`` clients poll as
         without it. None (this default): the matchmaker cannot push.
         """
         return None
