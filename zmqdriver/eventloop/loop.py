@@ -133,6 +133,8 @@ class IoLoop:
         except (LoopStopped, concurrent.futures.TimeoutError):
             LOG.warning("zmqdriver I/O loop did not stop in time")
         self._thread.join(10)
+        if self._thread.is_alive():
+            return  # stuck in a task: it keeps its descriptors (a daemon, gone at exit)
         self._epoll.close()
         _os.close(self._wake_r)
         _os.close(self._wake_w)
