@@ -105,9 +105,10 @@ class ServerChooser:
 
     def fanout_servers(self, key: str) -> FanoutServers:
         """``every_server(key)``, split by whether we can reach them now."""
-        servers = self.every_server(key)
-        down = [server for server in servers if self.unreachable(server)]
-        return FanoutServers([server for server in servers if server not in down], down)
+        found = FanoutServers([], [])
+        for server in self.every_server(key):
+            (found.unreachable if self.unreachable(server) else found.reachable).append(server)
+        return found
 
     def unreachable(self, server: Endpoint) -> bool:
         """Our connection to ``server`` is down (refused, or lost and not re-established)."""

@@ -328,11 +328,11 @@ class Outbox:
         """
         if not self._max_connections or len(self._dealers) < self._max_connections:
             return
-        idle = [endpoint for endpoint in self._dealers if not self._inflight.get(endpoint)]
-        watching = [endpoint for endpoint in idle if self.suspects.unreachable(endpoint)]
-        victims = [endpoint for endpoint in idle if endpoint not in watching] or watching
-        if victims:
-            self._drop_gracefully(victims[0])
+        idle = (endpoint for endpoint in self._dealers if not self._inflight.get(endpoint))
+        # The first idle one, unless unreachable; then the first of those.
+        victim = min(idle, key=self.suspects.unreachable, default=None)
+        if victim is not None:
+            self._drop_gracefully(victim)
 
     def _configure(self, dealer: zmq.Socket, endpoint: Endpoint) -> None:
         dealer.setsockopt(zmq.LINGER, self._linger_ms)
