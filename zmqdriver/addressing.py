@@ -9,7 +9,7 @@ import functools
 import hashlib
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 DEFAULT_EXCHANGE = "openstack"
@@ -134,6 +134,19 @@ class Endpoint:
     host: str
     port: int
     key: str = ""
+    # Endpoints key the dicts every message goes through (windows, connections,
+    # suspects): the hash is computed once, not from the three fields each time.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.host, self.port, self.key)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self):
+        # Rebuilt from its fields: string hashes differ between processes.
+        return (Endpoint, (self.host, self.port, self.key))
 
     @property
     def uri(self) -> str:

@@ -292,3 +292,14 @@ def test_key_fingerprint_is_short_and_tells_keys_apart():
     assert len(key_fingerprint(_KEY)) == len("SHA256:") + 12
     assert key_fingerprint(_KEY) != key_fingerprint(other)
     assert key_fingerprint("") == ""
+
+
+def test_an_endpoint_hashes_by_its_fields_even_across_a_pickle():
+    import pickle
+
+    endpoint = Endpoint("10.0.0.1", 4000, "key")
+    assert hash(endpoint) == hash(Endpoint("10.0.0.1", 4000, "key"))
+    assert {endpoint: 1}[Endpoint("10.0.0.1", 4000, "key")] == 1
+    assert Endpoint("10.0.0.1", 4000) != endpoint
+    copy = pickle.loads(pickle.dumps(endpoint))
+    assert copy == endpoint and hash(copy) == hash(endpoint)

@@ -270,6 +270,19 @@ class CastKeeper:
             return False
         return server is None or self._window_open(server)
 
+    def _room_for_a_burst(self, server: Endpoint) -> bool:
+        """Whether a DONE from ``server`` should wake callers waiting for room (under _room).
+
+        Not at every DONE: while a window stays full that would cost a thread
+        switch per cast on each side. Woken when half the window is free (or
+        the process-wide limit was just left), a caller sends half a window at
+        once, and the server reads it as one batch.
+        """
+        return (
+            self._per_server[server] <= self._limits.window // 2
+            or len(self._copies) + self._queued_count == self._limits.track_max - 1
+        )
+
     def _window_open(self, server: Endpoint) -> bool:
         """Room in ``server``'s window, and no fanout copy queued for it first (under _room)."""
         return self._per_server[server] < self._limits.window and not self._queued.get(server)
@@ -392,7 +405,8 @@ class CastKeeper:
             last = self._per_msg[msg_id] <= 0
             if last:
                 del self._per_msg[msg_id]
-            self._room.notify_all()
+            if self._room_for_a_burst(server):
+                self._room.notify_all()
         if last:
             self._outbox.forget(msg_id)
         self._send_queued(server)

@@ -82,7 +82,8 @@ class ServerChooser:
         the next call, if the deadline has passed): never in a tight loop.
         """
         for lookup, servers in enumerate(self._lookups(key, deadline)):
-            candidates = self._healthiest([server for server in servers if server not in tried])
+            untried = [server for server in servers if server not in tried] if tried else servers
+            candidates = self._healthiest(untried)
             if candidates:
                 turn = self._turns.setdefault(key, itertools.count())
                 return candidates[next(turn) % len(candidates)]
@@ -92,6 +93,8 @@ class ServerChooser:
 
     def _healthiest(self, servers: list[Endpoint]) -> list[Endpoint]:
         """Those of ``servers`` not suspect; else those we can reach; else all of them."""
+        if not self._suspects.any():
+            return servers  # the usual case, on every cast and call
         healthy = [server for server in servers if server not in self._suspects]
         reachable = [server for server in servers if not self.unreachable(server)]
         return healthy or reachable or servers

@@ -17,6 +17,7 @@ import collections
 import logging
 import math
 import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,43 +172,65 @@ class Suspects:
     so what we knew holds for SUSPECT_FOR more seconds only.
 
     Marked by callers (a silent server) and the loop (connection events); read by
-    caller threads. Single dict operations are atomic, so no lock is needed.
+    caller threads. Single dict operations are atomic, so readers take no lock;
+    writers take ``_lock`` so that pruning expired entries cannot drop a renewed one.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self._lock = threading.Lock()
         self._until: dict[Endpoint, float] = {}
         # Unreachable from when, until when (math.inf while its connection is watched).
         self._down: dict[Endpoint, tuple[float, float]] = {}
+        self._next_prune = 0.0
 
     def mark(self, endpoint: Endpoint) -> None:
-        self._until[endpoint] = self._clock() + SUSPECT_FOR
+        with self._lock:
+            self._until[endpoint] = self._clock() + SUSPECT_FOR
 
     def lost(self, endpoint: Endpoint) -> None:
         """The connection to ``endpoint`` is gone; unreachable unless re-established soon."""
         self.mark(endpoint)
-        if not self._watched_down(endpoint):  # a repeated loss does not postpone it
-            self._down[endpoint] = (self._clock() + RECONNECT_GRACE, math.inf)
+        with self._lock:
+            if not self._watched_down(endpoint):  # a repeated loss does not postpone it
+                self._down[endpoint] = (self._clock() + RECONNECT_GRACE, math.inf)
 
     def refused(self, endpoint: Endpoint) -> None:
         """An attempt to connect to ``endpoint`` failed: unreachable now."""
         self.mark(endpoint)
-        self._down[endpoint] = (self._clock(), math.inf)
+        with self._lock:
+            self._down[endpoint] = (self._clock(), math.inf)
 
     def reached(self, endpoint: Endpoint) -> None:
         """A TCP connection to ``endpoint`` was established: it may be slow, not gone."""
-        self._down.pop(endpoint, None)
+        with self._lock:
+            self._down.pop(endpoint, None)
 
     def unwatched(self, endpoint: Endpoint) -> None:
         """We closed the connection to ``endpoint``: what we knew goes stale."""
-        down = self._down.get(endpoint)
-        if down is not None:
-            self._down[endpoint] = (down[0], self._clock() + SUSPECT_FOR)
+        with self._lock:
+            down = self._down.get(endpoint)
+            if down is not None:
+                self._down[endpoint] = (down[0], self._clock() + SUSPECT_FOR)
 
     def clear(self, endpoint: Endpoint) -> None:
         """``endpoint`` completed a handshake: it serves again."""
-        self._until.pop(endpoint, None)
-        self._down.pop(endpoint, None)
+        with self._lock:
+            self._until.pop(endpoint, None)
+            self._down.pop(endpoint, None)
+
+    def any(self) -> bool:
+        """Whether any server may be suspect or unreachable now: when not, choosing
+        skips asking about each server (every cast and call chooses)."""
+        if not (self._until or self._down):
+            return False
+        now = self._clock()
+        if now >= self._next_prune:  # what has expired goes, once a second at most
+            self._next_prune = now + 1.0
+            with self._lock:
+                self._until = {e: until for e, until in self._until.items() if until > now}
+                self._down = {e: down for e, down in self._down.items() if down[1] > now}
+        return bool(self._until or self._down)
 
     def unreachable(self, endpoint: Endpoint) -> bool:
         since, until = self._down.get(endpoint, (math.inf, math.inf))

@@ -190,3 +190,25 @@ def test_what_we_knew_of_a_connection_we_closed_goes_stale(s):
     assert not s.chooser.unreachable(A)  # the next fanout tries it: a new connection tells
     s.outbox.kill(A)
     assert s.chooser.unreachable(A)
+
+
+def test_suspects_are_forgotten_once_expired_so_choosing_takes_the_short_way(s):
+    suspects = s.outbox.suspects
+    assert not suspects.any()
+    suspects.mark(A)
+    suspects.refused(B)
+    assert suspects.any()
+    suspects.clear(B)  # B handshook
+    s.clock.advance(SUSPECT_FOR + 1)
+    assert not suspects.any()
+    assert A not in suspects
+
+
+def test_an_unreachable_server_is_not_forgotten_until_it_is_reached(s):
+    s.outbox.suspects.refused(A)
+    s.clock.advance(SUSPECT_FOR + 1)
+    assert s.outbox.suspects.any()  # its connection is still down
+    assert s.chooser.unreachable(A)
+    s.outbox.suspects.reached(A)
+    assert not s.outbox.suspects.any()
+    assert not s.chooser.unreachable(A)
