@@ -121,6 +121,43 @@ def decode_header(frame: bytes) -> Header:
     return Header(known_kind, known_codec, msg_id)
 
 
+# A client that reads DONEs for several casts in one message says so in each
+# cast's body; a server sends batched DONEs only to such clients, so older
+# clients (which would read only the header's id) keep getting one per cast.
+BATCHED_DONE = "batched_done"
+MSG_ID_SIZE = 16
+
+
+def more_done_ids(frame: bytes) -> list[bytes]:
+    """The further cast ids a batched DONE's second frame carries (16 bytes each).
+
+    >>> more_done_ids(bytes(16) + bytes([1]) * 16) == [bytes(16), bytes([1]) * 16]
+    True
+    >>> more_done_ids(bytes(17))
+    Traceback (most recent call last):
+    ...
+    zmqdriver.protocol.ProtocolError: DONE ids frame is 17 bytes, not a multiple of 16
+    """
+    if len(frame) % MSG_ID_SIZE:
+        raise ProtocolError(
+            f"DONE ids frame is {len(frame)} bytes, not a multiple of {MSG_ID_SIZE}"
+        )
+    return [frame[i : i + MSG_ID_SIZE] for i in range(0, len(frame), MSG_ID_SIZE)]
+
+
+def encode_done(msg_ids: list[bytes], codec: Codec = Codec.JSON) -> list[bytes]:
+    """One DONE for ``msg_ids``: the first in the header, the rest in a second frame.
+
+    >>> frames = encode_done([bytes(16), bytes([1]) * 16])
+    >>> decode_header(frames[0]).msg_id == bytes(16), more_done_ids(frames[1]) == [bytes([1]) * 16]
+    (True, True)
+    >>> len(encode_done([bytes(16)]))
+    1
+    """
+    header = encode_header(Kind.DONE, msg_ids[0], codec)
+    return [header, b"".join(msg_ids[1:])] if len(msg_ids) > 1 else [header]
+
+
 def encode_body(body: dict, codec: Codec) -> bytes:
     if codec is Codec.MSGPACK:
         return msgpackutils.dumps(body)

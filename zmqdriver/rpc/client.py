@@ -59,7 +59,9 @@ class RpcSender:
             "ctxt": protocol.context_dict(ctxt),
             "message": message,
         }
-        if wait_for_reply and call_monitor_timeout:
+        if not wait_for_reply:
+            body[protocol.BATCHED_DONE] = True
+        elif call_monitor_timeout:
             body["cm_timeout"] = call_monitor_timeout
         frames = [
             protocol.encode_header(kind, msg_id, self._codec),

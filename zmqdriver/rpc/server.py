@@ -107,6 +107,8 @@ class Inbox:
         # Casts resent while running, to the connection the resend came on:
         # the sender now waits for the DONE there.
         self._resent = RecentIds(dedup_window)
+        # DONEs to send together, by (client identity, codec): see _batch_done.
+        self._dones: dict[tuple[bytes, protocol.Codec], list[bytes]] = {}
         # Casts not acknowledged yet, oldest first: msg id -> (identity, header, due).
         self._unacked: collections.OrderedDict[bytes, tuple] = collections.OrderedDict()
         self._ack_timer = False
@@ -158,9 +160,9 @@ class Inbox:
         """Send a heartbeat to a client (the loop sends it)."""
         self._submit(self.send, frames)
 
-    def finish_cast(self, msg_id: bytes, frames: list[bytes]) -> None:
-        """A cast has run: send its DONE (the loop sends it)."""
-        self._submit(self.cast_done, msg_id, frames)
+    def finish_cast(self, identity: bytes, header: protocol.Header, batched: bool) -> None:
+        """A cast has run: send its DONE (the loop sends it; ``batched``: with others')."""
+        self._submit(self.cast_done, identity, header, batched)
 
     def finish_call(self, msg_id: bytes, frames: list[bytes]) -> None:
         """A call has run: send its REPLY (the loop sends it)."""
@@ -206,15 +208,38 @@ class Inbox:
         self._finished += 1
         self.send(frames)
 
-    def cast_done(self, msg_id: bytes, frames: list[bytes]) -> None:
+    def cast_done(self, identity: bytes, header: protocol.Header, batched: bool) -> None:
+        msg_id = header.msg_id
         self._running.discard(msg_id)
         self._finished += 1
         self._done.add(msg_id)
         self._unacked.pop(msg_id, None)  # DONE implies the ACK
-        self.send(frames)
+        if batched:
+            self._batch_done(identity, header)
+        else:
+            self._respond(identity, protocol.Kind.DONE, header)
         resent_from = self._resent.pop(msg_id)
-        if resent_from is not None and resent_from != frames[0]:
-            self.send([resent_from, *frames[1:]])
+        if resent_from is not None and resent_from != identity:
+            self._respond(resent_from, protocol.Kind.DONE, header)
+
+    def _batch_done(self, identity: bytes, header: protocol.Header) -> None:
+        """Send this DONE with the others that come before the loop runs ``_send_dones``.
+
+        That runs after the tasks already handed to the loop, so DONEs that
+        executor threads finished together leave in one message, and none waits.
+        """
+        if not self._dones:
+            try:
+                self._loop.submit(self._send_dones)
+            except LoopStopped:  # the loop's last tasks run: nothing comes after them
+                self._respond(identity, protocol.Kind.DONE, header)
+                return
+        self._dones.setdefault((identity, header.codec), []).append(header.msg_id)
+
+    def _send_dones(self) -> None:
+        dones, self._dones = self._dones, {}
+        for (identity, codec), msg_ids in dones.items():
+            self.send([identity, *protocol.encode_done(msg_ids, codec)])
 
     def close(self) -> None:
         if not self._router.closed:
@@ -406,6 +431,7 @@ class ZmqIncomingMessage(base.RpcIncomingMessage):
         self.header = header
         self.pause_generation = pause_generation  # pauses seen when it arrived
         self._is_call = header.kind == protocol.Kind.CALL
+        self._batched_done = bool(request.get(protocol.BATCHED_DONE))
         self.client_timeout = request.get("cm_timeout")
 
     def acknowledge(self) -> None:
@@ -424,8 +450,7 @@ class ZmqIncomingMessage(base.RpcIncomingMessage):
         if not self._is_call:
             # oslo's server "replies" to casts too, once the endpoint has run:
             # tell the sender it may forget the cast.
-            frames = [self.identity, self._header_bytes(protocol.Kind.DONE)]
-            self._inbox.finish_cast(self.header.msg_id, frames)
+            self._inbox.finish_cast(self.identity, self.header, self._batched_done)
             return
         if failure is not None:
             body = {"failure": driver_common.serialize_remote_exception(failure)}

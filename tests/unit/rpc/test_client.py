@@ -70,6 +70,7 @@ def test_a_cast_is_encoded_once_with_everything_the_server_needs(c):
         "fanout": False,
         "ctxt": {"user": "u"},
         "message": {"method": "m", "args": {}},
+        "batched_done": True,  # this client reads one DONE for several casts
     }
 
 

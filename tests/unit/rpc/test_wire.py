@@ -12,6 +12,7 @@ import queue
 import re
 import socket
 import sys
+import threading
 import time
 from types import SimpleNamespace
 
@@ -195,6 +196,66 @@ def test_a_cast_resent_while_running_gets_its_done_on_both_connections(wire):
     assert protocol.decode_header(other.recv_multipart()[0]).kind == Kind.DONE
     assert wire.incoming.empty()
     other.close()
+
+
+def casts_answered_together(wire: Wire, batched: bool) -> tuple[list[bytes], list[list[bytes]]]:
+    """Three casts from a bare connection, run while the loop is busy: their ids, and
+    every message that came back until the DONEs of all three did."""
+    dealer = raw_dealer(wire)
+    body = {"exchange": "openstack", "topic": "t", "message": {"method": "m"}}
+    if batched:
+        body[protocol.BATCHED_DONE] = True
+    ids = [protocol.new_msg_id() for _ in range(3)]
+    for msg_id in ids:
+        dealer.send_multipart(
+            [
+                protocol.encode_header(Kind.CAST, msg_id),
+                protocol.encode_body(body, protocol.Codec.JSON),
+            ]
+        )
+    messages = [wire.next_incoming() for _ in ids]
+    gate = threading.Event()
+    wire.loop.submit(gate.wait, WAIT)  # the three DONEs queue behind this
+    for message in messages:
+        message.reply()
+    gate.set()
+    received, done = [], set()
+    while done != set(ids):
+        frames = dealer.recv_multipart()
+        header = protocol.decode_header(frames[0])
+        if header.kind == Kind.DONE:
+            done.add(header.msg_id)
+            done.update(protocol.more_done_ids(frames[1]) if len(frames) == 2 else [])
+        received.append(frames)
+    return ids, received
+
+
+def test_dones_of_casts_run_together_leave_in_one_message_to_a_client_that_reads_them(wire):
+    ids, received = casts_answered_together(wire, batched=True)
+    assert len(received) == 1
+    assert protocol.decode_header(received[0][0]).msg_id == ids[0]
+    assert protocol.more_done_ids(received[0][1]) == ids[1:]
+
+
+def test_a_client_that_did_not_say_it_reads_batched_dones_gets_one_per_cast(wire):
+    ids, received = casts_answered_together(wire, batched=False)
+    assert [protocol.decode_header(frames[0]).msg_id for frames in received] == ids
+    assert all(len(frames) == 1 for frames in received)
+
+
+def test_a_batched_done_completes_each_of_its_casts_and_a_malformed_one_is_dropped(wire, caplog):
+    router, server = silent_server(wire)
+    ids = [protocol.new_msg_id() for _ in range(3)]
+    for msg_id in ids:
+        wire.outbox.expect(msg_id, wire.responses.put)
+        wire.outbox.send(server, msg_id, [protocol.encode_header(Kind.CAST, msg_id), b"{}"])
+    identity = [router.recv_multipart()[0] for _ in ids][0]
+    with caplog.at_level(logging.WARNING, logger="zmqdriver"):
+        router.send_multipart([identity, protocol.encode_header(Kind.DONE, ids[0]), b"x" * 17])
+        router.send_multipart([identity, *protocol.encode_done(ids)])
+        responses = [wire.next_response() for _ in ids]
+    assert [(r.kind, r.msg_id) for r in responses] == [(Kind.DONE, msg_id) for msg_id in ids]
+    assert "not a multiple of 16" in caplog.text
 
 
 def test_a_server_not_accepting_rejects(wire):
