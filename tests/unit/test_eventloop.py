@@ -199,6 +199,18 @@ def test_push_pull_over_tcp(loop, ctx):
     loop.call(push.close, 0)
 
 
+def test_send_delivers_small_and_large_frames_intact(loop, ctx):
+    received = []
+    receiver, sender = loop.call(_pair, ctx, "send")
+    loop.call(loop.add_reader, receiver, received.append)
+    large = os.urandom(zmq.COPY_THRESHOLD + 1)  # sent without a copy
+    loop.submit(loop.send, sender, [b"identity", b"header", large])
+    loop.submit(loop.send, sender, [b"one frame"])
+    assert eventually(lambda: len(received) == 2, WAIT, poll=0.005)
+    assert received == [[b"identity", b"header", large], [b"one frame"]]
+    loop.call(sender.close)
+
+
 def test_a_failing_reader_callback_does_not_stop_delivery(loop, ctx, caplog):
     received = []
     receiver, sender = loop.call(_pair, ctx, "failing-callback")

@@ -370,19 +370,14 @@ class Outbox:
             dealer.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret.encode())
 
     def _send(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> None:
-        dealer = None
         try:
-            dealer = self._dealer(endpoint)
-            dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            self._loop.send(self._dealer(endpoint), frames)
         except zmq.ZMQError as exc:
             self._loop.runtime.log(
                 logging.WARNING, "zmqdriver: send to %s failed: %s", endpoint, exc
             )
             self.waiters.lost(endpoint, [msg_id])
             return
-        finally:
-            if dealer is not None:
-                self._loop.sent_on(dealer)
         inflight = self._inflight.setdefault(endpoint, set())
         inflight.add(msg_id)
         if len(inflight) > 1024:  # callers that timed out never said goodbye

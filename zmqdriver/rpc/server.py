@@ -197,11 +197,9 @@ class Inbox:
         if self._router.closed:
             return  # the listener was cleaned up: at-most-once replies may be dropped
         try:
-            self._router.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            self._loop.send(self._router, frames)
         except zmq.ZMQError as exc:
             self._complain("reply to a client failed: %s", exc)
-        finally:
-            self._loop.sent_on(self._router)
 
     def call_done(self, msg_id: bytes, frames: list[bytes]) -> None:
         self._running.discard(msg_id)
