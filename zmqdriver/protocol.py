@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import json
 import os
 import struct
 from dataclasses import dataclass
@@ -169,7 +170,9 @@ def decode_body(frame: bytes, codec: Codec) -> dict:
         if codec is Codec.MSGPACK:
             body = msgpackutils.loads(frame)
         else:
-            body = jsonutils.loads(frame)
+            # json reads UTF-8 bytes itself: jsonutils.loads decodes them to str
+            # first, a third of the cost for a typical request.
+            body = json.loads(frame)
     except Exception as exc:  # every decoder error means the same: drop it
         raise ProtocolError(f"body does not decode as {codec.name}: {exc}") from exc
     if not isinstance(body, dict):
