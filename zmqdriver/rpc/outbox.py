@@ -89,7 +89,10 @@ class Waiter:
     """
 
     def __init__(self, handler: Callable[[Response], None] | None = None) -> None:
-        self._queue: queue.Queue | None = queue.Queue() if handler is None else None
+        # SimpleQueue: one per call, and put/get run in C (queue.Queue builds three
+        # Conditions here and notifies in Python). Under eventlet it is the
+        # pure-Python one on green locks, so callers there still block green.
+        self._queue: queue.SimpleQueue | None = queue.SimpleQueue() if handler is None else None
         self._handler = handler
         # A caller is not woken for an ACK (the reply usually follows at once):
         # it looks here when its ACK deadline passes.
