@@ -309,6 +309,11 @@ def test_an_outage_is_unavailable_and_leases_survive_a_restart(new_mm, etcd_serv
     assert mm.generation("g") == before
 
 
+def has_read_the_generation(registrar: Registrar) -> bool:
+    """The registrar knows the generation: a later change of it is noticed."""
+    return registrar._generation is not None
+
+
 def test_the_registrar_registers_again_when_etcd_comes_back_empty(new_mm, etcd_server):
     mm, reader = new_mm(zmq_matchmaker_timeout=1.0), new_mm()
     # Refreshes are far apart: only the lease check brings the record back quickly.
@@ -316,7 +321,7 @@ def test_the_registrar_registers_again_when_etcd_comes_back_empty(new_mm, etcd_s
     try:
         registrar.add([KEY], "a:1")
         assert reader.lookup(KEY) == ["a:1"]
-        time.sleep(1.5)  # the registrar has read the generation once
+        wait_until(lambda: has_read_the_generation(registrar), timeout=15, what="a first read")
         etcd_server.stop()
         etcd_server.wipe()
         etcd_server.start()
@@ -534,7 +539,7 @@ def test_a_lease_revoked_by_hand_comes_back_on_a_new_one(new_mm, etcd_server):
     registrar = Registrar(mm, expire=30, update=600, generation_key="zmqdriver/generation")
     try:
         registrar.add([KEY, KEY + "/host1"], "a:1")
-        time.sleep(1.5)  # the registrar has read the generation once
+        wait_until(lambda: has_read_the_generation(registrar), timeout=15, what="a first read")
         [lease] = set(leases_of(etcd_server, "zmqdriver/").values())
         client = etcd_server.client()
         client.post(client.get_url("/kv/lease/revoke"), json={"ID": lease})
