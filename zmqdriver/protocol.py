@@ -159,10 +159,25 @@ def encode_done(msg_ids: list[bytes], codec: Codec = Codec.JSON) -> list[bytes]:
     return [header, b"".join(msg_ids[1:])] if len(msg_ids) > 1 else [header]
 
 
+# What jsonutils.dump_as_bytes does (to_primitive turns datetimes and the like
+# into JSON), with one encoder made once rather than one per message.
+_JSON_ENCODER = json.JSONEncoder(default=jsonutils.to_primitive)
+
+
+def json_text(value) -> str:
+    """``value`` as JSON text, as jsonutils.dumps writes it.
+
+    >>> import datetime
+    >>> json_text({"at": datetime.datetime(2026, 1, 2, 3, 4, 5)})
+    '{"at": "2026-01-02T03:04:05.000000"}'
+    """
+    return _JSON_ENCODER.encode(value)
+
+
 def encode_body(body: dict, codec: Codec) -> bytes:
     if codec is Codec.MSGPACK:
         return msgpackutils.dumps(body)
-    return jsonutils.dump_as_bytes(body)
+    return json_text(body).encode()
 
 
 def decode_body(frame: bytes, codec: Codec) -> dict:

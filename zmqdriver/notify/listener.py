@@ -35,7 +35,7 @@ def encode_notification(ctxt: dict, message: dict, version: float) -> str:
     """The stored payload; version 2.0 wraps the message in oslo's envelope."""
     if version >= 2.0:
         message = driver_common.serialize_msg(message)
-    return jsonutils.dumps({"ctxt": protocol.context_dict(ctxt), "message": message})
+    return protocol.json_text({"ctxt": protocol.context_dict(ctxt), "message": message})
 
 
 def decode_notification(payload: str) -> tuple[dict, dict]:
