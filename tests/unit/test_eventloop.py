@@ -532,6 +532,15 @@ GREEN_SCRIPT = textwrap.dedent(
     assert inbox.get(timeout=WAIT) == [b"hello", b"green"]
     loop.call(sender.close)
 
+    # Locks the loop thread shares with callers are the OS's, not green ones.
+    from zmqdriver.eventloop import native_lock
+    from zmqdriver.rpc.outbox import Suspects
+
+    green_lock_type = type(real_threading.Lock()) is not type(__import__("threading").Lock())
+    assert green_lock_type, "monkey patching did not make threading.Lock green"
+    assert type(native_lock()) is type(real_threading.Lock()), type(native_lock())
+    assert type(Suspects()._lock) is type(real_threading.Lock()), type(Suspects()._lock)
+
     loop.stop()
     runtime.close()
     counter.kill()

@@ -12,7 +12,7 @@ through the runtime:
 
 from __future__ import annotations
 
-from zmqdriver.eventloop.loop import IoLoop
+from zmqdriver.eventloop.loop import IoLoop, native_lock
 from zmqdriver.eventloop.runtime import Runtime, runtime_for_process
 
-__all__ = ["IoLoop", "Runtime", "runtime_for_process"]
+__all__ = ["IoLoop", "Runtime", "native_lock", "runtime_for_process"]

@@ -62,6 +62,13 @@ SWEEP_EVERY = 0.5
 _select = patcher.original("select")
 
 
+def native_lock() -> Any:
+    """A lock of the OS thread library even under eventlet, for state the loop thread
+    shares with application threads: a native thread must never take a green lock.
+    Hold it only briefly: a greenthread waiting for it blocks its whole OS thread."""
+    return _threading.Lock()
+
+
 class LoopStopped(RuntimeError):
     """Work was handed to an I/O loop that has stopped."""
 
@@ -96,7 +103,7 @@ class IoLoop:
         self._running = True
         # Makes "still running?" and "queue the task" one step, so no task can
         # be queued after the loop's last drain.
-        self._submit_lock = _threading.Lock()
+        self._submit_lock = native_lock()
         self._thread = runtime.start_native_thread(self._run, name)
 
     # -- called from any thread -------------------------------------------------

@@ -17,7 +17,6 @@ import collections
 import logging
 import math
 import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from zmqdriver import metrics, protocol
 from zmqdriver.addressing import Endpoint
-from zmqdriver.eventloop import IoLoop
+from zmqdriver.eventloop import IoLoop, native_lock
 from zmqdriver.security import KeyPair
 from zmqdriver.throttle import Throttle
 
@@ -181,7 +180,7 @@ class Suspects:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = native_lock()  # the loop thread writes here too
         self._until: dict[Endpoint, float] = {}
         # Unreachable from when, until when (math.inf while its connection is watched).
         self._down: dict[Endpoint, tuple[float, float]] = {}
