@@ -456,25 +456,14 @@ class Outbox:
                 endpoint,
             )
             return
+        body = frames[1] if len(frames) == 2 else None
         try:
             header = protocol.decode_header(frames[0])
-        except protocol.ProtocolError as exc:
-            self._loop.runtime.log(
-                logging.WARNING, "zmqdriver: dropped response from %s: %s", endpoint, exc
-            )
-            return
-        body = frames[1] if len(frames) == 2 else None
-        if header.kind == protocol.Kind.DONE and body is not None:
-            self._on_batched_done(endpoint, header, body)
-            return
-        if header.kind in _FINAL_KINDS:
-            self._inflight.get(endpoint, set()).discard(header.msg_id)
-        self.waiters.route(Response(header.kind, header.msg_id, endpoint, header.codec, body))
-
-    def _on_batched_done(self, endpoint: Endpoint, header: protocol.Header, ids: bytes) -> None:
-        """One DONE for several casts (see protocol.encode_done): each is done."""
-        try:
-            msg_ids = [header.msg_id, *protocol.more_done_ids(ids)]
+            msg_ids = [header.msg_id]
+            if header.kind == protocol.Kind.DONE and body is not None:
+                # One DONE for several casts (protocol.encode_done): each is done.
+                msg_ids += protocol.more_done_ids(body)
+                body = None
         except protocol.ProtocolError as exc:
             self._loop.runtime.log(
                 logging.WARNING, "zmqdriver: dropped response from %s: %s", endpoint, exc
@@ -482,8 +471,9 @@ class Outbox:
             return
         inflight = self._inflight.get(endpoint, set())
         for msg_id in msg_ids:
-            inflight.discard(msg_id)
-            self.waiters.route(Response(protocol.Kind.DONE, msg_id, endpoint, header.codec))
+            if header.kind in _FINAL_KINDS:
+                inflight.discard(msg_id)
+            self.waiters.route(Response(header.kind, msg_id, endpoint, header.codec, body))
 
     def close(self) -> None:
         """Close every DEALER; runs in the loop thread."""
