@@ -14,6 +14,7 @@ MODULES = [
     "zmqdriver.matchmaker",
     "zmqdriver.matchmaker.redis",
     "zmqdriver.notify.redis_store",
+    "zmqdriver.notify.store",
     "zmqdriver.status.model",
     "zmqdriver.status.render",
     "zmqdriver.keyfiles",

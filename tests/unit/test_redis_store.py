@@ -1,29 +1,149 @@
-"""Redelivery in the Redis notification store, on this session's private redis-server."""
+"""The Redis notification store on this session's private redis-server: appends on held
+connections, loose retention, redelivery."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import redis
 
-from tests.support import make_conf, parse
-from zmqdriver.backends.redis import RedisBackend
-from zmqdriver.notify.redis_store import RedisNotificationStore
-from zmqdriver.notify.store import Retention
+from harness.redis_server import RedisServer
+from tests.support import make_conf, parse, throwaway_servers
+from zmqdriver.backends.redis import HeldConnections, RedisBackend
+from zmqdriver.exceptions import BackendError
+from zmqdriver.notify.redis_store import DROPPED_SUFFIX, RedisNotificationStore
+from zmqdriver.notify.store import NO_LISTENER_YET, Retention
 
 REDELIVERY = 1.0  # seconds a delivered message stays with its listener
+RETENTION = Retention(10_000, 3600.0)
 
 
 @pytest.fixture
-def store(redis_url: str) -> Iterator[RedisNotificationStore]:
-    conf = make_conf()
-    backend = RedisBackend.from_url(conf, parse(conf, redis_url))
-    try:
-        yield RedisNotificationStore(backend, Retention(10_000, 3600.0), REDELIVERY)
-    finally:
+def new_store(redis_url: str) -> Iterator[Callable[..., RedisNotificationStore]]:
+    """Stores on the session's Redis (``retention``, ``url`` may be given); closed at the end."""
+    backends: list[RedisBackend] = []
+
+    def make(retention: Retention = RETENTION, url: str = redis_url):
+        conf = make_conf()
+        backends.append(RedisBackend.from_url(conf, parse(conf, url)))
+        return RedisNotificationStore(backends[-1], retention, REDELIVERY)
+
+    yield make
+    for backend in backends:
         backend.close()
+
+
+@pytest.fixture
+def store(new_store) -> RedisNotificationStore:
+    return new_store()
+
+
+@pytest.fixture
+def extra_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    yield from throwaway_servers(RedisServer, tmp_path, "redis")
+
+
+def entries(store, stream: str) -> list[str]:
+    return store._backend.execute("list", lambda c: [f["p"] for _, f in c.xrange(stream)])
+
+
+# --- appends on held connections ------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_count", [5, 10_000], ids=["script", "xadd"])
+def test_appends_survive_a_redis_restart(new_store, redis_server, max_count):
+    # A small limit runs the retention script on every append: after the restart
+    # Redis has lost its script cache as well as the held connection.
+    store = new_store(Retention(max_count, 3600.0))
+    store.append("s", "before")
+    redis_server.stop()
+    redis_server.start()
+    store.append("s", "after-1")
+    store.append("s", "after-2")
+    assert entries(store, "s") == ["after-1", "after-2"]
+
+
+def test_threads_never_share_a_held_connection(redis_server, redis_url):
+    held = HeldConnections()
+    client = redis.Redis(port=redis_server.port, decode_responses=True)
+    mismatched: list[str] = []
+
+    def add(thread: int) -> None:
+        for n in range(50):
+            value = f"{thread}-{n}"
+            entry_id = held.command(client, "XADD", "s", "*", "v", value)
+            # A connection two threads used at once would hand one the other's reply.
+            [(_, fields)] = client.xrange("s", entry_id, entry_id)
+            if fields["v"] != value:
+                mismatched.append(value)
+
+    threads = [threading.Thread(target=add, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    client.close()
+    assert mismatched == []
+    assert client.xlen("s") == 400
+
+
+def test_a_forked_child_appends_on_connections_of_its_own(store):
+    def connection_id() -> int:
+        return store._backend.execute("id", lambda c: store._held.command(c, "CLIENT", "ID"))
+
+    store.append("s", "parent")
+    parent_id = connection_id()
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its connection, append, and leave at once
+        try:
+            os.write(writer, str(connection_id()).encode())
+            store.append("s", "child")
+        finally:
+            os._exit(0)
+    os.close(writer)
+    child_id = int(os.read(reader, 100) or 0)
+    os.close(reader)
+    os.waitpid(pid, 0)
+    store.append("s", "parent-again")
+    assert child_id not in (0, parent_id)
+    assert connection_id() == parent_id  # the parent's connection is still in step
+    assert entries(store, "s") == ["parent", "child", "parent-again"]
+
+
+def test_a_wrong_password_on_append_is_a_clear_error(new_store, extra_redis):
+    server = extra_redis("--requirepass", "s3cret")
+    store = new_store(url=f"zmq+redis://:wrong-pw@127.0.0.1:{server.port}")
+    with pytest.raises(BackendError) as info:
+        store.append("s", "x")
+    assert f"127.0.0.1:{server.port}" in str(info.value)
+    assert "wrong-pw" not in str(info.value)
+
+
+# --- retention --------------------------------------------------------------------------
+
+
+def test_loose_retention_reports_every_message_it_drops(new_store):
+    # 1,000 allowed: retention runs every 64 appends (or each second), so the
+    # stream may run over by that much, but every drop is reported and counted.
+    store = new_store(Retention(1_000, 3600.0))
+    reported = 0
+    for n in range(1_300):
+        reported += sum(store.append("s", str(n)).values())
+    kept = store._backend.execute("len", lambda c: c.xlen("s"))
+    assert 1_000 <= kept <= 1_064
+    assert reported == 1_300 - kept
+    counted = store._backend.execute("drops", lambda c: c.hgetall("s" + DROPPED_SUFFIX))
+    assert counted == {NO_LISTENER_YET: str(reported)}
+
+
+# --- redelivery -------------------------------------------------------------------------
 
 
 def read_all(store, stream: str, consumer: str, reads: int) -> list[str]:

@@ -18,6 +18,7 @@ connection use TLS; see :mod:`zmqdriver.backends.redis_tls`.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from redis import exceptions as redis_exc
 from redis.backoff import NoBackoff
 from redis.client import PubSub
 from redis.commands.core import Script
+from redis.connection import AbstractConnection
 from redis.retry import Retry
 
 from zmqdriver.backends import redis_tls
@@ -98,6 +100,58 @@ def stale_connection_retry() -> Retry:
     are not retried so a call stays near ``timeout`` per host.
     """
     return Retry(NoBackoff(), 1, supported_errors=(redis_exc.ConnectionError,))
+
+
+class HeldConnections:
+    """Connections kept out of a client's pool, for a command sent very often.
+
+    ``client.execute_command`` takes a pooled connection, checks it for unread
+    data (a ``poll``), runs its retry and observability hooks and gives it
+    back: as much CPU as the command's own round trip (doc/benchmarks.md). A
+    notifier sends one command per notification, so it keeps connections:
+    a calling thread takes an idle one (or a new one from the pool) and puts
+    it back. Errors are redis-py's, so ``RedisBackend.execute`` explains them
+    and fails over as for any operation.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[redis.Redis, list[AbstractConnection]] = {}
+        self._pid = os.getpid()
+
+    def command(self, client: redis.Redis, *args: object) -> object:
+        """Send one command on a held connection of ``client``; its parsed reply."""
+        idle = self._idle_of(client)
+        try:
+            conn = idle.pop()
+        except IndexError:
+            conn = client.connection_pool.get_connection()
+        try:
+            return _round_trip(conn, args)
+        except redis_exc.ConnectionError:
+            # A connection that went stale (Redis restarted): one fresh try, as
+            # stale_connection_retry does for pooled ones.
+            conn.disconnect()
+            return _round_trip(conn, args)
+        finally:
+            idle.append(conn)
+
+    def _idle_of(self, client: redis.Redis) -> list[AbstractConnection]:
+        if self._pid != os.getpid():
+            # Forked: the parent's sockets are not ours to use (nor to close).
+            self._idle, self._pid = {}, os.getpid()
+        return self._idle.setdefault(client, [])
+
+
+def _round_trip(conn: AbstractConnection, args: tuple) -> object:
+    try:
+        conn.send_command(*args)
+        return conn.read_response()
+    except redis_exc.ResponseError:
+        raise  # Redis answered: the connection is in step
+    except BaseException:
+        # Half sent or half read: the next use must start on a new socket.
+        conn.disconnect()
+        raise
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 Redis Streams implement the store contract directly: XADD appends,
 XREADGROUP delivers each message once per group, XACK settles it, and
 XAUTOCLAIM hands messages whose listener died (or that were requeued) to
-another listener of the group. Appends run as one Lua script that also
-enforces retention and counts, per group, the unread messages it dropped.
+another listener of the group. An append is one XADD; when retention is due
+(``RetentionSchedule``) it is a Lua script instead that also enforces
+retention and counts, per group, the unread messages it dropped. Appends go
+on held connections (``HeldConnections``): one command per notification.
 Payloads are JSON text. Requests go through the Redis backend the
 matchmaker uses too (several hosts, failover, clear errors).
 """
@@ -20,7 +22,7 @@ import redis
 from redis import exceptions as redis_exc
 
 from zmqdriver import metrics
-from zmqdriver.backends.redis import RedisBackend, glob_escape
+from zmqdriver.backends.redis import HeldConnections, RedisBackend, glob_escape
 from zmqdriver.notify.store import (
     NO_LISTENER_YET,
     GroupBacklog,
@@ -141,7 +143,8 @@ class RedisNotificationStore(NotificationStore):
     def __init__(self, backend: RedisBackend, retention: Retention, redelivery: float) -> None:
         super().__init__(retention, redelivery)
         self._backend = backend
-        self._append_script = backend.script(_APPEND)
+        self._append_sha = backend.script(_APPEND).sha
+        self._held = HeldConnections()  # for appends: one command per notification
         self._scans: dict[tuple[str, str], _ClaimScan] = {}
         # Acknowledgements go out in batches before the next read (a crash
         # loses only acks: those messages are delivered again).
@@ -150,19 +153,34 @@ class RedisNotificationStore(NotificationStore):
         self._caught_up_at: dict[tuple[str, str], float] = {}  # last read short of a prefetch
 
     def append(self, stream: str, payload: str) -> dict[str, int]:
-        args = [
+        if not self.retention_schedule.due(stream):
+            self._backend.execute(
+                "store a notification",
+                lambda client: self._held.command(client, "XADD", stream, "*", "p", payload),
+            )
+            return {}
+        keys_and_args = (
+            2,
+            stream,
+            stream + DROPPED_SUFFIX,
             payload,
             self.retention.max_count,
             math.ceil(self.retention.max_age * 1000),
             NO_LISTENER_YET,
-        ]
+        )
         result = self._backend.execute(
-            "store a notification",
-            lambda client: self._append_script(
-                keys=[stream, stream + DROPPED_SUFFIX], args=args, client=client
-            ),
+            "store a notification", lambda client: self._append_enforcing(client, keys_and_args)
         )
         return {result[i]: int(result[i + 1]) for i in range(0, len(result), 2)}
+
+    def _append_enforcing(self, client: redis.Redis, keys_and_args: tuple) -> list:
+        """The append script: XADD, then retention (see _APPEND)."""
+        try:
+            return self._held.command(client, "EVALSHA", self._append_sha, *keys_and_args)
+        except redis_exc.NoScriptError:
+            # A restarted (or another) Redis lost its script cache: EVAL sends
+            # the script itself, and Redis keeps it for the next EVALSHA.
+            return self._held.command(client, "EVAL", _APPEND, *keys_and_args)
 
     def subscribe(self, streams: list[str], group: str, consumer: str) -> None:
         # Redis adds the consumer on its first XREADGROUP.

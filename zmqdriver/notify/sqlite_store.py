@@ -80,9 +80,6 @@ _SEEN_EVERY = 1.0  # how often a polling consumer refreshes its seen_at
 _ASSIGN_GRACE = 5.0  # assigned but unread for this long: anyone of the group may take it
 _PREFETCH = 64  # a listener takes up to this many of its own assignments per transaction
 _AGE_CHUNK_MAX = 4096  # rows age retention reads at once
-# Retention is checked every this many appends to a stream (or once a second):
-# checking on every append costs more as the stream grows.
-_RETENTION_EVERY = 64
 
 
 class SQLiteNotificationStore(NotificationStore):
@@ -98,7 +95,6 @@ class SQLiteNotificationStore(NotificationStore):
         )
         self._seen: dict[tuple[str, str], float] = {}
         self._due_checked: dict[tuple[str, str], float] = {}
-        self._appends: dict[str, tuple[int, float]] = {}  # stream -> (since check, when)
         self._live: dict[tuple[str, str], tuple[float, list[str]]] = {}
         # Acknowledgements are written in batches, with the next transaction
         # anyway (a crash loses only acks: those messages come again).
@@ -118,22 +114,11 @@ class SQLiteNotificationStore(NotificationStore):
                 (stream, now, payload),
             ).lastrowid
             self._assign(conn, stream, seq, previous or 0, now)
-            if self._retention_due(stream):
+            if self.retention_schedule.due(stream):
                 return self._enforce_retention(conn, stream, now)
             return {}
 
         return self._db.transaction(work)
-
-    def _retention_due(self, stream: str) -> bool:
-        count, when = self._appends.get(stream, (0, 0.0))
-        now = time.monotonic()
-        # Small limits are enforced on every append, large ones loosely (a few %).
-        every = min(_RETENTION_EVERY, max(1, self.retention.max_count // 16))
-        if count + 1 >= every or now - when >= 1.0:
-            self._appends[stream] = (0, now)
-            return True
-        self._appends[stream] = (count + 1, when)
-        return False
 
     def _live_consumers(self, conn, stream: str, group: str, now: float) -> list[str]:
         # Membership changes rarely: a second-old view is good enough to assign.

@@ -16,6 +16,8 @@ group read them are reported by ``append`` so the sender can log them.
 from __future__ import annotations
 
 import abc
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from zmqdriver.exceptions import ListingNotSupported
@@ -37,6 +39,43 @@ class Retention:
     max_age: float  # seconds
 
 
+class RetentionSchedule:
+    """When an append should also enforce retention: not every time.
+
+    Enforcing costs a store more than the append itself and more as the
+    stream grows, so it runs every ``every`` appends to a stream or once a
+    second, whichever comes first. Small limits are enforced on every append,
+    large ones loosely: a stream may exceed ``max_count`` by a few percent.
+
+    >>> now = [0.0]
+    >>> schedule = RetentionSchedule(Retention(max_count=10_000, max_age=60), lambda: now[0])
+    >>> [schedule.due("s") for _ in range(66)].count(True)  # the first, then the 64th
+    2
+    >>> now[0] = 1.0  # a second later: due whatever the count
+    >>> schedule.due("s"), schedule.due("s")
+    (True, False)
+    >>> RetentionSchedule(Retention(max_count=5, max_age=60)).due("s")  # small: every time
+    True
+    """
+
+    EVERY = 64
+
+    def __init__(self, retention: Retention, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = min(self.EVERY, max(1, retention.max_count // 16))
+        self._clock = clock
+        self._appends: dict[str, tuple[int, float]] = {}  # stream -> (since check, when)
+
+    def due(self, stream: str) -> bool:
+        """Count one append to ``stream``; True if it should enforce retention."""
+        count, when = self._appends.get(stream, (0, -1.0))
+        now = self._clock()
+        if count + 1 >= self._every or now - when >= 1.0 or when < 0:
+            self._appends[stream] = (0, now)
+            return True
+        self._appends[stream] = (count + 1, when)
+        return False
+
+
 @dataclass(frozen=True)
 class GroupBacklog:
     """What one group (pool) of one stream has not finished, for ``zmqdriver-status``."""
@@ -52,6 +91,7 @@ class NotificationStore(abc.ABC):
     def __init__(self, retention: Retention, redelivery: float) -> None:
         self.retention = retention
         self.redelivery = redelivery
+        self.retention_schedule = RetentionSchedule(retention)
 
     @abc.abstractmethod
     def append(self, stream: str, payload: str) -> dict[str, int]:
