@@ -24,12 +24,20 @@ limit, and sockets something sent on (``sent_on``; a send from a socket's own
 read callback needs nothing, since the loop reads that socket until it is
 empty or puts it back in ``_unchecked``). A sweep of every reader
 every ``SWEEP_EVERY`` seconds bounds the delay of any signal missed anyway.
+
+One exception to "one thread per socket": a reader added with a ``lock`` may
+also be used by other threads holding that lock (a mutex is the full memory
+barrier ZeroMQ asks for when a socket changes threads); the loop takes it for
+each of its own operations on that socket. A thread that operated on it and
+then found it readable calls ``recheck``, since its operation may have taken
+the descriptor's signal.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import heapq
 import itertools
 import logging
@@ -54,6 +62,8 @@ _threading = patcher.original("threading")
 _READ_BATCH = 64
 _NOBLOCK = int(zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _ZERO_COPY = zmq.COPY_THRESHOLD  # pyzmq's own threshold for copy=False
 # Every reader is checked at least this often, whatever its descriptor said.
@@ -68,6 +78,23 @@ def native_lock() -> Any:
     shares with application threads: a native thread must never take a green lock.
     Hold it only briefly: a greenthread waiting for it blocks its whole OS thread."""
     return _threading.Lock()
+
+
+def send_frames(socket: zmq.Socket, frames: list[bytes]) -> None:
+    """Send a multipart message without blocking (zmq.Again: the peer's queue is full).
+
+    Frame by frame with plain int flags: pyzmq's ``send_multipart`` costs two to
+    three times as much for small frames (enum flag arithmetic, trackers with
+    ``copy=False``); frames of ``_ZERO_COPY`` bytes or more are not copied.
+    """
+    for frame in frames[:-1]:
+        socket.send(frame, _SNDMORE_NOBLOCK, copy=len(frame) < _ZERO_COPY)
+    socket.send(frames[-1], _NOBLOCK, copy=len(frames[-1]) < _ZERO_COPY)
+
+
+def readable(socket: zmq.Socket) -> bool:
+    """Whether a message waits on ``socket`` (this reads, and settles, its state)."""
+    return bool(socket.get(_EVENTS) & _POLLIN)
 
 
 def _recv_frames(socket: zmq.Socket) -> list[bytes]:
@@ -107,6 +134,7 @@ class IoLoop:
         self._epoll = _select.epoll()
         self._epoll.register(self._wake_r, _select.EPOLLIN)
         self._readers: dict[zmq.Socket, Callable[[list], None]] = {}
+        self._locks: dict[zmq.Socket, Any] = {}  # each reader's lock, or a null one
         self._unchecked: set[zmq.Socket] = set()  # readability unknown: see the docstring
         self._fds: dict[zmq.Socket, int] = {}  # each reader's ZMQ_FD, as registered
         self._by_fd: dict[int, zmq.Socket] = {}
@@ -132,6 +160,10 @@ class IoLoop:
         # before this read is either seen by the loop or woken here.
         if self._sleeping:
             self._wake()
+
+    def recheck(self, socket: zmq.Socket) -> None:
+        """Another thread found ``socket`` (a reader with a lock) readable after using it."""
+        self.submit(self.sent_on, socket)
 
     def call(self, fn: Callable, *args: Any, timeout: float | None = 30.0) -> Any:
         """Run ``fn(*args)`` in the loop thread and return its result."""
@@ -165,24 +197,21 @@ class IoLoop:
 
     # -- called in the loop thread only ------------------------------------------
 
-    def add_reader(self, socket: zmq.Socket, callback: Callable[[list], None]) -> None:
+    def add_reader(
+        self, socket: zmq.Socket, callback: Callable[[list], None], lock: Any = None
+    ) -> None:
+        """Read ``socket`` here; ``lock``: other threads use it too (see the docstring)."""
         self._readers[socket] = callback
+        self._locks[socket] = lock or contextlib.nullcontext()
         fd = self._fds[socket] = socket.getsockopt(zmq.FD)
         self._by_fd[fd] = socket
         self._epoll.register(fd, _select.EPOLLIN)
         self._unchecked.add(socket)  # messages may be waiting already
 
     def send(self, socket: zmq.Socket, frames: list[bytes]) -> None:
-        """Send a multipart message without blocking (zmq.Again: the peer's queue is full).
-
-        Frame by frame with plain int flags: pyzmq's ``send_multipart`` costs two to
-        three times as much for small frames (enum flag arithmetic, trackers with
-        ``copy=False``); frames of ``_ZERO_COPY`` bytes or more are not copied.
-        """
+        """``send_frames`` in the loop thread (zmq.Again: the peer's queue is full)."""
         try:
-            for frame in frames[:-1]:
-                socket.send(frame, _SNDMORE_NOBLOCK, copy=len(frame) < _ZERO_COPY)
-            socket.send(frames[-1], _NOBLOCK, copy=len(frames[-1]) < _ZERO_COPY)
+            send_frames(socket, frames)
         finally:
             self.sent_on(socket)
 
@@ -202,6 +231,7 @@ class IoLoop:
 
     def remove_reader(self, socket: zmq.Socket) -> None:
         """Stop reading ``socket``; call before closing it (its descriptor goes with it)."""
+        self._locks.pop(socket, None)
         if self._readers.pop(socket, None) is not None:
             fd = self._fds.pop(socket)
             if self._by_fd.get(fd) is socket:  # not a newer socket given the same number
@@ -214,8 +244,9 @@ class IoLoop:
 
     def _shutdown(self) -> None:
         for socket in list(self._readers):
-            self.remove_reader(socket)
-            socket.close()
+            with self._locks[socket]:  # another thread may be using it (see add_reader)
+                self.remove_reader(socket)
+                socket.close()
         with self._submit_lock:
             self._running = False
 
@@ -256,11 +287,12 @@ class IoLoop:
             if socket not in self._readers or socket.closed:
                 continue
             try:
-                readable = socket.getsockopt(zmq.EVENTS) & zmq.POLLIN
+                with self._locks[socket]:
+                    waiting = readable(socket)
             except zmq.ZMQError as exc:
                 self.runtime.log(logging.WARNING, "zmqdriver: socket state unknown: %s", exc)
                 continue
-            if readable and self._read(socket):
+            if waiting and self._read(socket):
                 self._unchecked.add(socket)  # the batch ended, not the messages
 
     def _sweep_if_due(self) -> None:
@@ -304,13 +336,15 @@ class IoLoop:
     def _read(self, socket: zmq.Socket) -> bool:
         """Handle up to _READ_BATCH messages of ``socket``; True if more may be waiting."""
         callback = self._readers.get(socket)
+        lock = self._locks.get(socket)
         for _ in range(_READ_BATCH):
             if callback is None or socket.closed:
                 return False
             if self.pauses is not None:
                 self.pauses.awake()  # a pause in the middle of a batch counts too
             try:
-                frames = _recv_frames(socket)
+                with lock:
+                    frames = _recv_frames(socket)
             except zmq.Again:
                 return False
             except zmq.ZMQError as exc:

@@ -24,7 +24,7 @@ from zmqdriver import addressing, metrics, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Registrar
 from zmqdriver.eventloop import IoLoop
-from zmqdriver.eventloop.loop import LoopStopped
+from zmqdriver.eventloop.loop import LoopStopped, native_lock, readable, send_frames
 from zmqdriver.rpc import ping
 from zmqdriver.rpc.dedup import RecentIds
 from zmqdriver.security import KeyPair
@@ -112,8 +112,8 @@ class Inbox:
         # Casts not acknowledged yet, oldest first: msg id -> (identity, header, due).
         self._unacked: collections.OrderedDict[bytes, tuple] = collections.OrderedDict()
         self._ack_timer = False
-        # Requests handed to oslo's executor, and those answered since (REPLY
-        # or DONE): both only counted in the loop thread, so no lock is needed.
+        # Requests handed to oslo's executor (counted in the loop thread), and
+        # those answered since (REPLY or DONE, counted under _router_lock).
         self._handed = 0
         self._finished = 0
         self._complaints = Throttle(every=_LOG_EVERY)
@@ -125,6 +125,9 @@ class Inbox:
             loop.pauses.subscribe(self._on_pause)
         self.listener: RpcListener | None = None
         self._router = context.socket(zmq.ROUTER)
+        # Executor threads send replies themselves (finish_call) under this lock:
+        # a hand-over to the loop thread cost a call a wake-up of that thread.
+        self._router_lock = native_lock()
         self._router.setsockopt(zmq.LINGER, linger_ms)
         self._router.setsockopt(zmq.MAXMSGSIZE, settings.max_message_size)
         if settings.curve is not None:
@@ -132,7 +135,7 @@ class Inbox:
             self._router.setsockopt(zmq.CURVE_SERVER, 1)
             self._router.setsockopt(zmq.CURVE_SECRETKEY, settings.curve.secret.encode())
         self.endpoint = self._bind(settings)
-        loop.add_reader(self._router, self._on_request)
+        loop.add_reader(self._router, self._on_request, self._router_lock)
 
     def _bind(self, settings: BindSettings) -> Endpoint:
         address = settings.bind_address
@@ -157,16 +160,39 @@ class Inbox:
     # -- executor threads ----------------------------------------------------------
 
     def answer(self, frames: list[bytes]) -> None:
-        """Send a heartbeat to a client (the loop sends it)."""
-        self._submit(self.send, frames)
+        """Send a heartbeat to a client now, from this thread (see ``_send_now``)."""
+        self._send_now(frames)
 
     def finish_cast(self, identity: bytes, header: protocol.Header, batched: bool) -> None:
         """A cast has run: send its DONE (the loop sends it; ``batched``: with others')."""
         self._submit(self.cast_done, identity, header, batched)
 
     def finish_call(self, msg_id: bytes, frames: list[bytes]) -> None:
-        """A call has run: send its REPLY (the loop sends it)."""
-        self._submit(self.call_done, msg_id, frames)
+        """A call has run: send its REPLY now, from this thread (see ``_send_now``)."""
+        self._send_now(frames, finished=msg_id)
+
+    def _send_now(self, frames: list[bytes], finished: bytes | None = None) -> None:
+        """Send from an executor thread: a hand-over to the loop cost a call a wake-up.
+
+        ``finished``: the id of the call this answers. The loop is told only if a
+        request waits (our send may have taken the socket's signal, see
+        eventloop/loop.py), so a reply costs it nothing.
+        """
+        with self._router_lock:
+            if finished is not None:
+                self._running.discard(finished)
+                self._finished += 1
+            if self._router.closed:
+                LOG.error("zmqdriver: the server is closed; an answer to a client is lost")
+                return
+            try:
+                send_frames(self._router, frames)
+                waiting = readable(self._router)
+            except zmq.ZMQError as exc:
+                self._complain("reply to a client failed: %s", exc)
+                waiting = True  # unknown: let the loop look
+        if waiting:
+            self._loop.recheck(self._router)
 
     def start(self, message: ZmqIncomingMessage) -> None:
         """An executor is about to run ``message``; StaleRequest if it waited through a pause.
@@ -194,22 +220,19 @@ class Inbox:
         self._accepting = accepting
 
     def send(self, frames: list[bytes]) -> None:
-        if self._router.closed:
-            return  # the listener was cleaned up: at-most-once replies may be dropped
-        try:
-            self._loop.send(self._router, frames)
-        except zmq.ZMQError as exc:
-            self._complain("reply to a client failed: %s", exc)
-
-    def call_done(self, msg_id: bytes, frames: list[bytes]) -> None:
-        self._running.discard(msg_id)
-        self._finished += 1
-        self.send(frames)
+        with self._router_lock:
+            if self._router.closed:
+                return  # the listener was cleaned up: at-most-once replies may be dropped
+            try:
+                self._loop.send(self._router, frames)
+            except zmq.ZMQError as exc:
+                self._complain("reply to a client failed: %s", exc)
 
     def cast_done(self, identity: bytes, header: protocol.Header, batched: bool) -> None:
         msg_id = header.msg_id
-        self._running.discard(msg_id)
-        self._finished += 1
+        with self._router_lock:
+            self._running.discard(msg_id)
+            self._finished += 1
         self._done.add(msg_id)
         self._unacked.pop(msg_id, None)  # DONE implies the ACK
         if batched:
@@ -240,9 +263,10 @@ class Inbox:
             self.send([identity, *protocol.encode_done(msg_ids, codec)])
 
     def close(self) -> None:
-        if not self._router.closed:
-            self._loop.remove_reader(self._router)
-            self._router.close()
+        with self._router_lock:
+            if not self._router.closed:
+                self._loop.remove_reader(self._router)
+                self._router.close()
 
     def _complain(self, msg: str, *args) -> None:
         # Rate-limited: hostile or broken peers must not flood the log.

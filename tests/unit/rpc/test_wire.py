@@ -6,14 +6,17 @@ waits on a condition, never on a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import re
+import select
 import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -23,7 +26,7 @@ from tests.unit.rpc.fakes import Clock, MemoryMatchMaker
 from zmqdriver import addressing, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Registrar
-from zmqdriver.eventloop.loop import IoLoop
+from zmqdriver.eventloop.loop import SWEEP_EVERY, IoLoop
 from zmqdriver.eventloop.native import NativeRuntime
 from zmqdriver.eventloop.pauses import PauseWatch
 from zmqdriver.rpc import outbox as outbox_module
@@ -47,9 +50,11 @@ def wait_for(condition, what: str) -> None:
 
 
 class Wire:
-    def __init__(self, pauses: PauseWatch | None = None, **outbox_args) -> None:
+    def __init__(
+        self, pauses: PauseWatch | None = None, sweep_every: float = SWEEP_EVERY, **outbox_args
+    ) -> None:
         self.context = zmq.Context()
-        self.loop = IoLoop(NativeRuntime(), name="test-io", pauses=pauses)
+        self.loop = IoLoop(NativeRuntime(), name="test-io", pauses=pauses, sweep_every=sweep_every)
         self.incoming: queue.Queue = queue.Queue()
         self.inbox = self.loop.call(self._make_inbox)
         self.inbox.listener = SimpleNamespace(on_incoming_callback=self._collect)
@@ -126,6 +131,33 @@ def raw_dealer(wire: Wire) -> zmq.Socket:
     dealer.connect(wire.inbox.endpoint.uri)
     wire.raw.append(dealer)
     return dealer
+
+
+def raw_call(dealer: zmq.Socket, method: str = "m") -> bytes:
+    """Send a CALL from a raw dealer; its id."""
+    msg_id = protocol.new_msg_id()
+    body = {"exchange": "openstack", "topic": "t", "ctxt": {}, "message": {"method": method}}
+    dealer.send_multipart(
+        [protocol.encode_header(Kind.CALL, msg_id), protocol.encode_body(body, protocol.Codec.JSON)]
+    )
+    return msg_id
+
+
+@contextlib.contextmanager
+def loop_held(wire: Wire) -> Iterator[None]:
+    """The wire's loop thread kept busy in a task for the ``with`` block."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        inside.set()
+        release.wait(3 * WAIT)  # longer than any wait inside the block
+
+    wire.loop.submit(hold)
+    assert inside.wait(WAIT)
+    try:
+        yield
+    finally:
+        release.set()
 
 
 # -- calls ------------------------------------------------------------------------------
@@ -313,6 +345,43 @@ def test_a_request_after_its_listener_stopped_is_logged(wire, caplog):
     with caplog.at_level(logging.ERROR, logger="zmqdriver.rpc.server"):
         wire.request(Kind.CALL)
         wait_for(lambda: "arrived after its listener stopped" in caplog.text, "the error")
+
+
+def test_a_reply_leaves_from_the_executor_thread_while_the_loop_is_busy(wire):
+    dealer = raw_dealer(wire)
+    msg_id = raw_call(dealer)
+    message = wire.next_incoming()
+    assert protocol.decode_header(dealer.recv_multipart()[0]).kind == Kind.ACK
+    with loop_held(wire):
+        message.reply("result")  # as oslo's executor thread does
+        # The loop thread is busy: only a send from this thread gets here.
+        assert dealer.poll(WAIT * 1000), "the reply waited for the loop thread"
+        header = protocol.decode_header(dealer.recv_multipart()[0])
+    assert (header.kind, header.msg_id) == (Kind.REPLY, msg_id)
+
+
+def test_a_request_whose_signal_a_reply_took_is_still_read():
+    """A reply sent from an executor thread processes the socket's pending commands,
+    a new request's arrival among them: the loop is told to look again, though it
+    never sweeps here."""
+    wire = Wire(sweep_every=3600)
+    try:
+        dealer = raw_dealer(wire)
+        raw_call(dealer)
+        first = wire.next_incoming()
+        fd = wire.inbox._router.getsockopt(zmq.FD)
+        with loop_held(wire):
+            second_id = raw_call(dealer)
+            # Its arrival signals the descriptor; select() only looks.
+            assert select.select([fd], [], [], WAIT)[0]
+            # libzmq looks at a socket's commands on send at most once a millisecond
+            # or so (a TSC throttle): let that pass, so this send does look.
+            time.sleep(0.01)
+            first.reply("result")  # takes the arrival's signal
+        second = wire.next_incoming()
+        assert second.header.msg_id == second_id
+    finally:
+        wire.close()
 
 
 def test_an_answer_after_the_loop_stopped_is_logged_as_lost(caplog):
