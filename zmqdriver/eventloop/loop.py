@@ -161,6 +161,11 @@ class IoLoop:
         if self._sleeping:
             self._wake()
 
+    @property
+    def waiting(self) -> bool:
+        """Whether the loop thread is waiting for events (a hint: it may change at once)."""
+        return self._sleeping
+
     def recheck(self, socket: zmq.Socket) -> None:
         """Another thread found ``socket`` (a reader with a lock) readable after using it."""
         self.submit(self.sent_on, socket)

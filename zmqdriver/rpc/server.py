@@ -172,27 +172,41 @@ class Inbox:
         self._send_now(frames, finished=msg_id)
 
     def _send_now(self, frames: list[bytes], finished: bytes | None = None) -> None:
-        """Send from an executor thread: a hand-over to the loop cost a call a wake-up.
+        """Send an answer from an executor thread, or hand it to a busy loop.
 
-        ``finished``: the id of the call this answers. The loop is told only if a
-        request waits (our send may have taken the socket's signal, see
-        eventloop/loop.py), so a reply costs it nothing.
+        ``finished``: the id of the call this answers. An idle loop would have
+        to be woken to send it (a call's largest server-side step): this thread
+        sends it instead, and tells the loop to look again only if a request
+        waits (the send may have taken the socket's signal, see eventloop/loop.py).
+        A busy loop sends it between two messages it reads anyway: several
+        threads sending at once would only queue for the socket's lock (calls/s
+        of 8 threads fell by 15 % when every answer was sent directly).
         """
+        if not self._loop.waiting:
+            self._submit(self._send_in_loop, frames, finished)
+        elif self._send_counted(frames, finished):
+            self._loop.recheck(self._router)
+
+    def _send_in_loop(self, frames: list[bytes], finished: bytes | None) -> None:
+        if self._send_counted(frames, finished):
+            self._loop.sent_on(self._router)
+
+    def _send_counted(self, frames: list[bytes], finished: bytes | None) -> bool:
+        """Send ``frames`` (from any thread), counting ``finished`` as answered;
+        True if a request may be waiting on the socket."""
         with self._router_lock:
             if finished is not None:
                 self._running.discard(finished)
                 self._finished += 1
             if self._router.closed:
                 LOG.error("zmqdriver: the server is closed; an answer to a client is lost")
-                return
+                return False
             try:
                 send_frames(self._router, frames)
-                waiting = readable(self._router)
+                return readable(self._router)
             except zmq.ZMQError as exc:
                 self._complain("reply to a client failed: %s", exc)
-                waiting = True  # unknown: let the loop look
-        if waiting:
-            self._loop.recheck(self._router)
+                return True  # unknown: let the loop look
 
     def start(self, message: ZmqIncomingMessage) -> None:
         """An executor is about to run ``message``; StaleRequest if it waited through a pause.

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 import pytest
 import zmq
 
+from harness.wait import eventually
 from tests.unit.rpc.fakes import Clock, MemoryMatchMaker
 from zmqdriver import addressing, protocol
 from zmqdriver.addressing import Endpoint
@@ -347,23 +348,51 @@ def test_a_request_after_its_listener_stopped_is_logged(wire, caplog):
         wait_for(lambda: "arrived after its listener stopped" in caplog.text, "the error")
 
 
-def test_a_reply_leaves_from_the_executor_thread_while_the_loop_is_busy(wire):
+@pytest.fixture
+def reply_senders(monkeypatch) -> list[str]:
+    """Names of the threads that send the server's answers, in order."""
+    senders: list[str] = []
+    real = server_module.send_frames
+
+    def recording(socket, frames):
+        senders.append(threading.current_thread().name)
+        real(socket, frames)
+
+    monkeypatch.setattr(server_module, "send_frames", recording)
+    return senders
+
+
+def test_an_idle_loop_is_not_woken_to_send_a_reply(wire, reply_senders):
     dealer = raw_dealer(wire)
     msg_id = raw_call(dealer)
     message = wire.next_incoming()
     assert protocol.decode_header(dealer.recv_multipart()[0]).kind == Kind.ACK
-    with loop_held(wire):
-        message.reply("result")  # as oslo's executor thread does
-        # The loop thread is busy: only a send from this thread gets here.
-        assert dealer.poll(WAIT * 1000), "the reply waited for the loop thread"
-        header = protocol.decode_header(dealer.recv_multipart()[0])
+    assert eventually(lambda: wire.loop.waiting, WAIT, poll=0.001)
+    message.reply("result")  # as oslo's executor thread does
+    header = protocol.decode_header(dealer.recv_multipart()[0])
     assert (header.kind, header.msg_id) == (Kind.REPLY, msg_id)
+    assert reply_senders == [threading.current_thread().name]
 
 
-def test_a_request_whose_signal_a_reply_took_is_still_read():
+def test_a_busy_loop_sends_the_reply_itself(wire, reply_senders):
+    dealer = raw_dealer(wire)
+    msg_id = raw_call(dealer)
+    message = wire.next_incoming()
+    with loop_held(wire):
+        message.reply("result")
+    assert dealer.poll(WAIT * 1000)
+    kinds = [
+        protocol.decode_header(f[0]) for f in (dealer.recv_multipart(), dealer.recv_multipart())
+    ]
+    assert [(h.kind, h.msg_id) for h in kinds] == [(Kind.ACK, msg_id), (Kind.REPLY, msg_id)]
+    assert reply_senders == ["test-io"]
+
+
+def test_a_request_whose_signal_a_reply_took_is_still_read(monkeypatch):
     """A reply sent from an executor thread processes the socket's pending commands,
     a new request's arrival among them: the loop is told to look again, though it
-    never sweeps here."""
+    never sweeps here. (The loop is held busy, and said to be waiting, to make the
+    race of a reply and an arrival happen every time.)"""
     wire = Wire(sweep_every=3600)
     try:
         dealer = raw_dealer(wire)
@@ -371,6 +400,7 @@ def test_a_request_whose_signal_a_reply_took_is_still_read():
         first = wire.next_incoming()
         fd = wire.inbox._router.getsockopt(zmq.FD)
         with loop_held(wire):
+            monkeypatch.setattr(IoLoop, "waiting", property(lambda loop: True))
             second_id = raw_call(dealer)
             # Its arrival signals the descriptor; select() only looks.
             assert select.select([fd], [], [], WAIT)[0]
