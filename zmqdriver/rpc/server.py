@@ -107,6 +107,9 @@ class Inbox:
         # Casts resent while running, to the connection the resend came on:
         # the sender now waits for the DONE there.
         self._resent = RecentIds(dedup_window)
+        # Casts executor threads finished, for the loop to settle (finish_cast).
+        self._ended: list[tuple[bytes, protocol.Header, bool]] = []
+        self._ended_lock = native_lock()
         # DONEs to send together, by (client identity, codec): see _batch_done.
         self._dones: dict[tuple[bytes, protocol.Codec], list[bytes]] = {}
         # Casts not acknowledged yet, oldest first: msg id -> (identity, header, due).
@@ -164,8 +167,16 @@ class Inbox:
         self._send_now(frames)
 
     def finish_cast(self, identity: bytes, header: protocol.Header, batched: bool) -> None:
-        """A cast has run: send its DONE (the loop sends it; ``batched``: with others')."""
-        self._submit(self.cast_done, identity, header, batched)
+        """A cast has run: the loop sends its DONE (``batched``: with others').
+
+        Casts that end before the loop gets to them are settled by one task
+        (a task per cast cost the loop and the executor threads a hand-over each).
+        """
+        with self._ended_lock:
+            first = not self._ended
+            self._ended.append((identity, header, batched))
+        if first:
+            self._submit(self._settle_casts)
 
     def finish_call(self, msg_id: bytes, frames: list[bytes]) -> None:
         """A call has run: send its REPLY now, from this thread (see ``_send_now``)."""
@@ -242,11 +253,17 @@ class Inbox:
             except zmq.ZMQError as exc:
                 self._complain("reply to a client failed: %s", exc)
 
-    def cast_done(self, identity: bytes, header: protocol.Header, batched: bool) -> None:
-        msg_id = header.msg_id
+    def _settle_casts(self) -> None:
+        with self._ended_lock:
+            ended, self._ended = self._ended, []
         with self._router_lock:
-            self._running.discard(msg_id)
-            self._finished += 1
+            self._running.difference_update(header.msg_id for _, header, _ in ended)
+            self._finished += len(ended)
+        for identity, header, batched in ended:
+            self._cast_done(identity, header, batched)
+
+    def _cast_done(self, identity: bytes, header: protocol.Header, batched: bool) -> None:
+        msg_id = header.msg_id
         self._done.add(msg_id)
         self._unacked.pop(msg_id, None)  # DONE implies the ACK
         if batched:

@@ -270,6 +270,19 @@ def test_dones_of_casts_run_together_leave_in_one_message_to_a_client_that_reads
     assert protocol.more_done_ids(received[0][1]) == ids[1:]
 
 
+def test_casts_that_end_together_are_settled_by_one_loop_task(wire, monkeypatch):
+    tasks: list[str] = []
+    submit = wire.loop.submit
+
+    def counting_submit(fn, *args):
+        tasks.append(getattr(fn, "__name__", ""))
+        submit(fn, *args)
+
+    monkeypatch.setattr(wire.loop, "submit", counting_submit)
+    casts_answered_together(wire, batched=True)
+    assert tasks.count("_settle_casts") == 1
+
+
 def test_a_client_that_did_not_say_it_reads_batched_dones_gets_one_per_cast(wire):
     ids, received = casts_answered_together(wire, batched=False)
     assert [protocol.decode_header(frames[0]).msg_id for frames in received] == ids
