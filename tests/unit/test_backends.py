@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from redis import exceptions as redis_exc
 from tests.support import make_conf, parse
 from zmqdriver import keyfiles
 from zmqdriver.backends import redis as redis_backend
+from zmqdriver.backends import sqlitefile
 from zmqdriver.backends.redis import (
     Credentials,
     Health,
@@ -23,7 +25,7 @@ from zmqdriver.backends.redis import (
     parse_db,
 )
 from zmqdriver.backends.sentinel import Survey, no_master_error, refused_hint
-from zmqdriver.backends.sqlitefile import embedded_directory, retries_within
+from zmqdriver.backends.sqlitefile import SQLiteFile, embedded_directory, retries_within
 from zmqdriver.backoff import Backoff
 from zmqdriver.exceptions import BackendError, BackendUnavailable
 from zmqdriver.matchmaker.base import MatchMaker
@@ -187,6 +189,65 @@ def test_embedded_directory_is_private(tmp_path: Path):
     directory = embedded_directory(conf)
     assert directory == str(tmp_path / "private")
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+
+
+# --- the embedded files: waiting for a peer's lock ------------------------------------------
+
+TABLE = ["CREATE TABLE IF NOT EXISTS t (n INTEGER)"]
+
+
+def embedded_file(path: str) -> SQLiteFile:
+    return SQLiteFile(path, "test file", 1, TABLE, ["t"])
+
+
+def peer_holding_the_write_lock(path: str) -> tuple[threading.Event, threading.Thread]:
+    """Another connection in a write transaction until the returned event is set."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(conn) -> None:
+        conn.execute("INSERT INTO t VALUES (1)")
+        holding.set()
+        release.wait(30)
+
+    thread = threading.Thread(target=embedded_file(path).transaction, args=(hold,))
+    thread.start()
+    assert holding.wait(30)
+    return release, thread
+
+
+def test_a_writer_waits_for_a_peers_write_lock(tmp_path: Path, monkeypatch):
+    path = str(tmp_path / "f.sqlite")
+    writer = embedded_file(path)
+    writer.execute("SELECT 1")  # the file exists, in WAL mode
+    release, peer = peer_holding_the_write_lock(path)
+    attempt = sqlitefile._lock_as_retryable
+
+    def release_once_refused(statement):
+        try:
+            return attempt(statement)
+        except sqlitefile._Locked:
+            release.set()  # we were refused while it held the lock: let it finish
+            raise
+
+    monkeypatch.setattr(sqlitefile, "_lock_as_retryable", release_once_refused)
+    writer.transaction(lambda conn: conn.execute("INSERT INTO t VALUES (2)"))
+    peer.join(30)
+    assert release.is_set()  # the lock was held when we first tried
+    assert writer.execute("SELECT n FROM t ORDER BY n") == [(1,), (2,)]
+
+
+def test_a_writer_gives_up_on_a_lock_held_too_long_and_says_so(tmp_path: Path, monkeypatch):
+    path = str(tmp_path / "f.sqlite")
+    writer = embedded_file(path)
+    writer.execute("SELECT 1")
+    monkeypatch.setattr(sqlitefile, "_BUSY_RETRIES", 3)
+    release, peer = peer_holding_the_write_lock(path)
+    try:
+        with pytest.raises(BackendUnavailable, match=f"{path} failed: database is locked"):
+            writer.transaction(lambda conn: conn.execute("INSERT INTO t VALUES (2)"))
+    finally:
+        release.set()
+        peer.join(30)
 
 
 # --- choosing the notification store --------------------------------------------------

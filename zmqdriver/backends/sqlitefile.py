@@ -25,8 +25,12 @@ from zmqdriver.options import GROUP
 
 T = TypeVar("T")
 
+# How long a statement waits for a lock another connection holds before it fails.
 _BUSY_TIMEOUT = 30.0
-_WAL_BACKOFF = Backoff(0.005, 0.2)
+# Those waits are ours, not SQLite's: its busy handler sleeps 1 ms at least
+# (then 2, 5, 10 ... ms), so a notifier spent 15-30 % of its time behind the
+# listener's claims, each a fraction of a millisecond (doc/benchmarks.md).
+_BUSY_BACKOFF = Backoff(0.0001, 0.01)
 
 
 def default_path() -> str:
@@ -89,7 +93,7 @@ class SQLiteFile:
             try:
                 conn = self._connection()
                 changes = conn.total_changes
-                rows = conn.execute(sql, args).fetchall()
+                rows = patiently(lambda: conn.execute(sql, args).fetchall())
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
             self._count_commit(conn, changes)
@@ -101,7 +105,7 @@ class SQLiteFile:
             try:
                 conn = self._connection()
                 changes = conn.total_changes
-                conn.execute("BEGIN IMMEDIATE")
+                patiently(lambda: conn.execute("BEGIN IMMEDIATE"))
                 try:
                     result = work(conn)
                 except BaseException:
@@ -123,7 +127,10 @@ class SQLiteFile:
         """Differs from the previous call's whenever anyone has committed since."""
         with self._lock:
             try:
-                (data_version,) = self._connection().execute("PRAGMA data_version").fetchone()
+                conn = self._connection()
+                (data_version,) = patiently(
+                    lambda: conn.execute("PRAGMA data_version").fetchone()
+                )
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
             return data_version, self._own_commits
@@ -147,10 +154,11 @@ class SQLiteFile:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
             os.close(fd)
+            # No busy handler of SQLite's: ``patiently`` waits for locks instead.
             conn = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+                self.path, timeout=0, isolation_level=None, check_same_thread=False
             )
-            _enable_wal(conn)
+            patiently(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             # Durable against a crashed process (the WAL is on disk); only a
             # power loss may lose the last transactions.
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -160,7 +168,7 @@ class SQLiteFile:
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
+        patiently(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             if conn.execute("PRAGMA user_version").fetchone()[0] != self._version:
                 for table in self._tables:
@@ -175,16 +183,33 @@ class SQLiteFile:
 
 
 class _Locked(Exception):
-    """Another process holds the lock that switching to WAL needs: worth another try."""
+    """Another connection holds the lock a statement needs: worth another try."""
 
 
-def _set_wal(conn: sqlite3.Connection) -> None:
+def _lock_as_retryable(statement: Callable[[], T]) -> T:
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        return statement()
     except sqlite3.OperationalError as exc:
-        if "locked" not in str(exc):
+        if "locked" not in str(exc) and "busy" not in str(exc):
             raise
         raise _Locked() from exc
+
+
+def patiently(statement: Callable[[], T]) -> T:
+    """``statement()``, tried again while another connection holds a lock it needs
+    (switching a new file to WAL, starting a write), for up to ``_BUSY_TIMEOUT``.
+
+    After that, SQLite's own "database is locked" error is raised.
+    """
+    try:
+        return call_with_retry(
+            lambda: _lock_as_retryable(statement),
+            retry_on=(_Locked,),
+            backoff=_BUSY_BACKOFF,
+            retries=_BUSY_RETRIES,
+        )
+    except _Locked as exc:
+        raise exc.__cause__ from None
 
 
 def retries_within(backoff: Backoff, seconds: float) -> int:
@@ -203,16 +228,4 @@ def retries_within(backoff: Backoff, seconds: float) -> int:
     raise AssertionError("unreachable: delays() does not end")
 
 
-def _enable_wal(conn: sqlite3.Connection) -> None:
-    # Switching a new file to WAL takes an exclusive lock that the busy
-    # timeout does not cover: processes opening a fresh file together must
-    # retry (seen as "database is locked" when servers start at once).
-    try:
-        call_with_retry(
-            lambda: _set_wal(conn),
-            retry_on=(_Locked,),
-            backoff=_WAL_BACKOFF,
-            retries=retries_within(_WAL_BACKOFF, _BUSY_TIMEOUT),
-        )
-    except _Locked as exc:
-        raise exc.__cause__ from None  # still locked after the busy timeout: SQLite's error
+_BUSY_RETRIES = retries_within(_BUSY_BACKOFF, _BUSY_TIMEOUT)
