@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from harness.redis_server import RedisServer
+from harness.wait import eventually
 from tests.support import make_conf, parse, throwaway_servers
 from zmqdriver.backends.redis import HeldConnections, RedisBackend
 from zmqdriver.exceptions import BackendError
@@ -115,6 +116,15 @@ def test_a_forked_child_appends_on_connections_of_its_own(store):
     assert child_id not in (0, parent_id)
     assert connection_id() == parent_id  # the parent's connection is still in step
     assert entries(store, "s") == ["parent", "child", "parent-again"]
+
+
+def test_closing_the_store_closes_its_held_connections(store, redis_server):
+    store.append("s", "x")
+    with redis_server.client() as admin:
+        before = len(admin.client_list())
+        store.close()
+        # Redis notices a closed connection when it next reads from it: wait for that.
+        assert eventually(lambda: len(admin.client_list()) == before - 1, 10.0, poll=0.01)
 
 
 def test_a_wrong_password_on_append_is_a_clear_error(new_store, extra_redis):

@@ -135,6 +135,13 @@ class HeldConnections:
         finally:
             idle.append(conn)
 
+    def close(self) -> None:
+        """Close the connections held now (a pool a client did not make outlives it)."""
+        idle, self._idle = self._idle, {}
+        if self._pid == os.getpid():
+            for conn in (conn for conns in idle.values() for conn in conns):
+                conn.disconnect()
+
     def _idle_of(self, client: redis.Redis) -> list[AbstractConnection]:
         if self._pid != os.getpid():
             # Forked: the parent's sockets are not ours to use (nor to close).

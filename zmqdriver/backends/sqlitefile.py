@@ -128,9 +128,7 @@ class SQLiteFile:
         with self._lock:
             try:
                 conn = self._connection()
-                (data_version,) = patiently(
-                    lambda: conn.execute("PRAGMA data_version").fetchone()
-                )
+                (data_version,) = patiently(lambda: conn.execute("PRAGMA data_version").fetchone())
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
             return data_version, self._own_commits

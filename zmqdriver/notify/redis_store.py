@@ -307,6 +307,7 @@ class RedisNotificationStore(NotificationStore):
 
     def close(self) -> None:
         self.flush()
+        self._held.close()
 
     def backlogs(self, prefix: str) -> list[GroupBacklog]:
         return self._backend.execute("list notification streams", lambda c: _backlogs(c, prefix))
