@@ -33,6 +33,25 @@ _BUSY_TIMEOUT = 30.0
 _BUSY_BACKOFF = Backoff(0.0001, 0.01)
 
 
+def retries_within(backoff: Backoff, seconds: float) -> int:
+    """How many pauses of ``backoff`` fit in ``seconds`` (a deadline as a retry count).
+
+    >>> retries_within(Backoff(1.0, 4.0), 10.0)
+    3
+    >>> retries_within(Backoff(1.0, 4.0), 0.5)
+    0
+    """
+    total = 0.0
+    for retries, delay in enumerate(backoff.delays()):
+        total += delay
+        if total > seconds:
+            return retries
+    raise AssertionError("unreachable: delays() does not end")
+
+
+_BUSY_RETRIES = retries_within(_BUSY_BACKOFF, _BUSY_TIMEOUT)
+
+
 def default_path() -> str:
     """Where the embedded matchmaker lives when ``zmq_matchmaker_path`` is not set."""
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
@@ -208,22 +227,3 @@ def patiently(statement: Callable[[], T]) -> T:
         )
     except _Locked as exc:
         raise exc.__cause__ from None
-
-
-def retries_within(backoff: Backoff, seconds: float) -> int:
-    """How many pauses of ``backoff`` fit in ``seconds`` (a deadline as a retry count).
-
-    >>> retries_within(Backoff(1.0, 4.0), 10.0)
-    3
-    >>> retries_within(Backoff(1.0, 4.0), 0.5)
-    0
-    """
-    total = 0.0
-    for retries, delay in enumerate(backoff.delays()):
-        total += delay
-        if total > seconds:
-            return retries
-    raise AssertionError("unreachable: delays() does not end")
-
-
-_BUSY_RETRIES = retries_within(_BUSY_BACKOFF, _BUSY_TIMEOUT)

@@ -16,6 +16,7 @@ group read them are reported by ``append`` so the sender can log them.
 from __future__ import annotations
 
 import abc
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ class RetentionSchedule:
     Enforcing costs a store more than the append itself and more as the
     stream grows, so it runs every ``every`` appends to a stream or once a
     second, whichever comes first. Small limits are enforced on every append,
-    large ones loosely: a stream may exceed ``max_count`` by a few percent.
+    large ones loosely: a stream may exceed ``max_count`` by up to a sixteenth.
 
     >>> now = [0.0]
     >>> schedule = RetentionSchedule(Retention(max_count=10_000, max_age=60), lambda: now[0])
@@ -67,9 +68,9 @@ class RetentionSchedule:
 
     def due(self, stream: str) -> bool:
         """Count one append to ``stream``; True if it should enforce retention."""
-        count, when = self._appends.get(stream, (0, -1.0))
+        count, when = self._appends.get(stream, (0, -math.inf))  # a new stream: due
         now = self._clock()
-        if count + 1 >= self._every or now - when >= 1.0 or when < 0:
+        if count + 1 >= self._every or now - when >= 1.0:
             self._appends[stream] = (0, now)
             return True
         self._appends[stream] = (count + 1, when)

@@ -247,11 +247,9 @@ def casts_answered_together(wire: Wire, batched: bool) -> tuple[list[bytes], lis
             ]
         )
     messages = [wire.next_incoming() for _ in ids]
-    gate = threading.Event()
-    wire.loop.submit(gate.wait, WAIT)  # the three DONEs queue behind this
-    for message in messages:
-        message.reply()
-    gate.set()
+    with loop_held(wire):  # the three DONEs queue behind it
+        for message in messages:
+            message.reply()
     received, done = [], set()
     while done != set(ids):
         frames = dealer.recv_multipart()
