@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,34 @@ def test_appends_for_two_listeners_are_assigned_in_turn_and_each_reads_its_own(s
     assert pending(store) == [("a", 0), ("b", 0)] * 3
     assert [m.payload for m in store.read([STREAM], "pool", "a", 10, 0.1)] == ["m0", "m2", "m4"]
     assert [m.payload for m in store.read([STREAM], "pool", "b", 10, 0.1)] == ["m1", "m3", "m5"]
+
+
+def test_appends_for_a_lone_listener_skip_the_reads_that_assigning_needs(store):
+    store.subscribe([STREAM], "pool", "only")
+    store.append(STREAM, "m0")  # looks at the stream's groups: one listener, no balance
+    statements: list[str] = []
+    store._db._connection().set_trace_callback(statements.append)
+    for n in range(1, 11):
+        store.append(STREAM, f"m{n}")
+    assert sum(s.startswith("INSERT INTO messages") for s in statements) == 10
+    assert not [s for s in statements if "MAX(seq)" in s or "last_seq, rr" in s]
+
+
+def test_a_second_listener_gets_assignments_once_the_view_of_the_groups_is_a_second_old(
+    store, monkeypatch
+):
+    store.subscribe([STREAM], "pool", "a")
+    store.append(STREAM, "m0")  # the view: one listener
+    store.subscribe([STREAM], "pool", "b")
+    store.append(STREAM, "m1")
+    assert pending(store) == []  # the view is fresh: unassigned, read in bulk
+    assert [m.payload for m in store.read([STREAM], "pool", "a", 10, 0.1)] == ["m0", "m1"]
+    later = time.time() + 1.5
+    monkeypatch.setattr(sqlite_store.time, "time", lambda: later)
+    for n in range(2, 6):
+        store.append(STREAM, f"m{n}")
+    assert [m.payload for m in store.read([STREAM], "pool", "b", 10, 0.1)] == ["m3", "m5"]
+    assert [m.payload for m in store.read([STREAM], "pool", "a", 10, 0.1)] == ["m2", "m4"]
 
 
 def test_age_retention_drops_the_messages_older_than_the_horizon(store):
