@@ -1,6 +1,6 @@
 """The most a ZeroMQ driver's RPC server could deliver: oslo's server behind the barest wire.
 
-    python -m bench.studies.wire_floor [--rounds N] [--casts N] [--calls N]
+    python -m bench.studies.wire_floor [--rounds N] [--casts N] [--calls N] [--quick]
 
 `oslo alone` (bench/oslo_alone.py) hands ready-made requests to oslo's RPC
 server from a thread of the server's own process. A driver cannot: each request
@@ -40,7 +40,7 @@ import zmq
 from oslo_config import cfg
 
 from bench import oslo_alone, raw_zmq
-from bench.measure import FULL, SMALL, Result, percentile
+from bench.measure import FULL, QUICK, SMALL, Counts, Result, percentile
 from bench.oslo_alone import InProcessDriver, _Echo, _Request, _rpc_server, _serving
 from bench.procs import start_children, stop_all
 
@@ -208,17 +208,17 @@ def call_p50(calls: int, warmup: int) -> float:
         server.stop()
 
 
-def latencies() -> tuple[float, float]:
+def latencies(counts: Counts) -> tuple[float, float]:
     """Milliseconds: oslo alone's call p50 and raw pyzmq's round trip p50 (100 B)."""
     alone = Result()
-    oslo_alone._latency(FULL, alone)
-    (server,) = start_children([("bench.raw_zmq", [], "raw pyzmq server")], FULL.start_cap)
+    oslo_alone._latency(counts, alone)
+    (server,) = start_children([("bench.raw_zmq", [], "raw pyzmq server")], counts.start_cap)
     dealer = zmq.Context.instance().socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
     try:
         dealer.connect(f"tcp://127.0.0.1:{server.ready_line.split()[1]}")
-        samples = raw_zmq.sequential(dealer, "x" * SMALL, FULL, Result(), "raw")
+        samples = raw_zmq.sequential(dealer, "x" * SMALL, counts, Result(), "raw")
     finally:
         dealer.close()
         stop_all([server])
@@ -230,19 +230,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--casts", type=int, default=20000)
     parser.add_argument("--calls", type=int, default=16000)
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
         return
     cfg.CONF([], project="zmqdriver-bench", default_config_files=[])
+    counts = QUICK if args.quick else FULL
+    if args.quick:
+        args.casts, args.calls = counts.casts, counts.throughput_calls
     for number in range(1, args.rounds + 1):
         alone_casts = oslo_alone._rpc_rate("sink", args.casts)
         floor_casts = cast_rate(args.casts, args.casts // 10)
         alone_calls = oslo_alone._rpc_rate("echo", args.calls)
         floor_calls = call_rate(args.calls, args.calls // 10)
-        alone_p50, raw_p50 = latencies()
-        floor_p50 = call_p50(FULL.latency_calls, FULL.warmup)
+        alone_p50, raw_p50 = latencies(counts)
+        floor_p50 = call_p50(counts.latency_calls, counts.warmup)
         print(
             f"round {number}: casts/s oslo alone {alone_casts:,.0f}, wire floor "
             f"{floor_casts:,.0f} ({floor_casts / alone_casts:.0%}); calls/s oslo alone "

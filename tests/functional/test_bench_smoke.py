@@ -6,6 +6,7 @@ A smoke test of the benchmark's code, not of performance: no timing is asserted.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,3 +129,14 @@ def test_call_timeline_prints_every_step(tmp_path):
     ):
         assert label in rows, f"no step from {label!r}:\n{out}"
     assert "**sum of the medians**" in out, out
+
+
+def test_wire_floor_prints_every_rate(tmp_path):
+    args = ["--quick", "--rounds", "1"]
+    code, out = run_bench(args, dict(os.environ), "bench.studies.wire_floor")
+
+    assert code == 0, out
+    line = next((row for row in out.splitlines() if row.startswith("round 1:")), "")
+    numbers = re.findall(r"(?:oslo alone|wire floor|raw pyzmq|target) ([\d,.]+)", line)
+    assert len(numbers) == 8, out  # casts, calls/s and p50 of each, the target
+    assert all(float(n.replace(",", "")) > 0 for n in numbers), out
