@@ -61,7 +61,6 @@ _threading = patcher.original("threading")
 # Messages read from one socket before other sockets get a turn.
 _READ_BATCH = 64
 _NOBLOCK = int(zmq.NOBLOCK)
-_RCVMORE = int(zmq.RCVMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
@@ -100,13 +99,16 @@ def readable(socket: zmq.Socket) -> bool:
 def _recv_frames(socket: zmq.Socket) -> list[bytes]:
     """One whole multipart message, without blocking (zmq.Again: none waits).
 
-    ``recv_multipart`` costs up to twice as much for our three-frame messages
-    (its option lookups go through enum arithmetic); once the first frame is
-    in, ZeroMQ guarantees the rest of the message is too.
+    Each frame's ``more`` flag comes with the frame: asking ``ZMQ_RCVMORE`` per
+    frame, as ``recv_multipart`` does, cost our three-frame messages half as much
+    again (6.6 against 4.1 µs). Once the first frame is in, ZeroMQ guarantees
+    the rest of the message is too.
     """
-    frames = [socket.recv(_NOBLOCK)]
-    while socket.get(_RCVMORE):
-        frames.append(socket.recv(_NOBLOCK))
+    frame = socket.recv(_NOBLOCK, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = socket.recv(_NOBLOCK, copy=False)
+        frames.append(frame.bytes)
     return frames
 
 
