@@ -381,11 +381,11 @@ class Inbox:
                 self._resent.add(header.msg_id, identity)
             return
         metrics.incr("requests_received")
-        self._acknowledge(identity, header)
         self._seen.add(header.msg_id)
         try:
             request = self._decode_request(payload, header)
         except protocol.ProtocolError as exc:
+            self._acknowledge(identity, header)
             self._complain("dropped a request: %s", exc)
             if header.kind == protocol.Kind.CALL:
                 self._respond(identity, protocol.Kind.REPLY, header, {"failure": _failure_for(exc)})
@@ -394,6 +394,11 @@ class Inbox:
         incoming = ZmqIncomingMessage(self, identity, header, request, generation)
         self._handed += 1
         self._loop.runtime.deliver(self._dispatch, incoming)
+        # After the hand-over: the executor thread's wake-up, the call's longest
+        # server-side step, starts before the ACK's send rather than after it
+        # (call timeline, doc/benchmarks.md). An answer an executor thread finishes
+        # meanwhile goes through this busy loop, so it still follows the ACK.
+        self._acknowledge(identity, header)
 
     def _on_pause(self, seconds: float) -> None:
         """This process did not run for ``seconds``: fence off what waited through it."""
@@ -490,7 +495,7 @@ class ZmqIncomingMessage(base.RpcIncomingMessage):
     def acknowledge(self) -> None:
         """oslo's server calls this before it runs the message: the last chance to refuse it.
 
-        The I/O loop acknowledged the request on arrival. Raises StaleRequest
+        The I/O loop acknowledges the request as it hands it over. Raises StaleRequest
         (oslo then skips the message) if it waited through a pause of this
         process, since its sender may have sent it elsewhere.
         """

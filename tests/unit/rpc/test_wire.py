@@ -177,6 +177,26 @@ def test_a_call_is_acknowledged_on_arrival_and_answered_with_its_reply(wire):
     assert reply.endpoint == wire.inbox.endpoint
 
 
+def test_a_call_is_handed_to_the_executor_before_its_ack_leaves(wire):
+    # The executor's wake-up starts first: the ACK's send is off the call's path.
+    order: list[str] = []
+    acked = threading.Event()
+
+    def hand(messages) -> None:  # oslo's callback, in the server's loop thread
+        acked.wait(1.0)  # an ACK sent before this returns would arrive meanwhile
+        order.append("handed")
+        wire.incoming.put(messages[0])
+
+    wire.inbox.listener.on_incoming_callback = hand
+    dealer = raw_dealer(wire)  # read here: the wire's own outbox shares the server's loop
+    raw_call(dealer)
+    assert dealer.poll(WAIT * 1000)
+    order.append(protocol.decode_header(dealer.recv_multipart()[0]).kind.name)
+    acked.set()
+    wire.next_incoming()
+    assert order == ["handed", "ACK"]
+
+
 def test_a_failure_and_an_unencodable_result_reach_the_caller_as_failures(wire):
     wire.request(Kind.CALL)
     try:
