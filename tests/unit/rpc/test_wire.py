@@ -429,6 +429,10 @@ def test_a_request_whose_signal_a_reply_took_is_still_read(monkeypatch):
         dealer = raw_dealer(wire)
         raw_call(dealer)
         first = wire.next_incoming()
+        # The loop ACKs a call after handing it over: let that turn end (its read
+        # ends on the empty socket, so libzmq signals the next arrival) before the
+        # loop is held, or it would be held in the middle of reading this socket.
+        assert eventually(lambda: wire.loop.waiting, WAIT, poll=0.001)
         fd = wire.inbox._router.getsockopt(zmq.FD)
         with loop_held(wire):
             monkeypatch.setattr(IoLoop, "waiting", property(lambda loop: True))
