@@ -52,13 +52,15 @@ def call_with_retry(
     called before each pause (to log it).
     """
     limit = None if retries is None or retries < 0 else retries
-    delays = backoff.delays()
+    delays = None  # made at the first failure: most calls succeed at once, on hot paths
     for attempt in itertools.count():
         try:
             return operation()
         except retry_on as error:
             if limit is not None and attempt >= limit:
                 raise
+            if delays is None:
+                delays = backoff.delays()
             delay = next(delays)
             on_retry(error, delay)
             sleep(delay)
