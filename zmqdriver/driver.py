@@ -25,6 +25,7 @@ from zmqdriver import addressing, matchmaker, metrics, options, protocol, securi
 from zmqdriver.backoff import Backoff, call_with_retry
 from zmqdriver.discovery import Directory, Registrar
 from zmqdriver.eventloop import IoLoop, runtime_for_process
+from zmqdriver.eventloop.native import NativeRuntime
 from zmqdriver.eventloop.pauses import PauseWatch, pause_threshold
 from zmqdriver.exceptions import BackendError
 from zmqdriver.matchmaker import MatchMaker
@@ -36,6 +37,7 @@ from zmqdriver.rpc.calls import Caller
 from zmqdriver.rpc.casts import CastKeeper, CastLimits, start_thread
 from zmqdriver.rpc.chooser import ServerChooser
 from zmqdriver.rpc.client import RpcSender
+from zmqdriver.rpc.lines import CallerLines
 from zmqdriver.rpc.outbox import Heartbeats, Outbox
 from zmqdriver.rpc.ping import ping_servers
 from zmqdriver.rpc.server import BindSettings, Inbox, RpcListener, default_host
@@ -107,11 +109,16 @@ class Engine:
             ),
             start_background=start_thread,
         )
+        # Green threads must not block their OS thread in zmq_poll: there every
+        # call goes through the I/O loop.
+        per_thread = zconf.zmq_caller_sockets if isinstance(self.runtime, NativeRuntime) else 0
+        self.lines = CallerLines(self.outbox, per_thread)
         caller = Caller(
             outbox=self.outbox,
             chooser=chooser,
             ack_timeout=zconf.rpc_ack_timeout_base,
             allowed_remote_exmods=allowed_remote_exmods,
+            lines=self.lines,
         )
         self.sender = RpcSender(
             caller=caller,
@@ -147,6 +154,7 @@ class Engine:
             listener.cleanup()
         self.registrar.stop()
         self.directory.close()
+        self.lines.close()
         self.loop.call(self.outbox.close)
         self.loop.stop()
         self.runtime.close()

@@ -163,6 +163,18 @@ zmq_opts = [
         "a file descriptor and heartbeats. 0 means no limit.",
     ),
     cfg.IntOpt(
+        "zmq_caller_sockets",
+        default=4,
+        min=0,
+        help="Connections of its own that each thread making calls may keep, one per server "
+        "it calls: the call is sent and its reply read by the calling thread itself, without "
+        "two hand-overs to the driver's I/O thread (a call's median latency about 0.1 ms "
+        "lower here). Calls to further servers go through the process's shared connections. "
+        "Each costs a TCP connection, two file descriptors and heartbeats, on top of "
+        "zmq_max_connections. 0: every call goes through the shared connections (always so "
+        "under eventlet).",
+    ),
+    cfg.IntOpt(
         "zmq_cast_window",
         default=16,
         min=1,

@@ -160,8 +160,14 @@ def test_many_threads_share_one_transport(cluster):
     assert results == [[f"{t}-{i}" for i in range(25)] for t in range(8)]
 
 
+def _shared_connections_only(cluster, **options):
+    """A transport whose calls go through the shared connections, which the limit bounds."""
+    conf = cluster.deployment.conf(zmq_caller_sockets=0, **options)
+    return cluster.deployment.transport(conf)
+
+
 def test_connection_limit_closes_idle_connections_and_reopens_them(cluster):
-    transport = cluster.deployment.transport(cluster.deployment.conf(zmq_max_connections=1))
+    transport = _shared_connections_only(cluster, zmq_max_connections=1)
     try:
         for server in ("s1", "s2", "s1", "s2"):
             caller = client(transport, cluster.topic, server, "ex_a", timeout=30)
@@ -173,7 +179,7 @@ def test_connection_limit_closes_idle_connections_and_reopens_them(cluster):
 
 
 def test_connection_limit_keeps_a_connection_with_a_call_in_flight(cluster):
-    transport = cluster.deployment.transport(cluster.deployment.conf(zmq_max_connections=1))
+    transport = _shared_connections_only(cluster, zmq_max_connections=1)
     try:
         s1 = client(transport, cluster.topic, "s1", "ex_a", timeout=30)
         started = s1.call({}, "sleeping")
@@ -185,6 +191,56 @@ def test_connection_limit_keeps_a_connection_with_a_call_in_flight(cluster):
             assert slow.result(30) == 2  # s1's connection was not closed under the call
     finally:
         transport.cleanup()
+
+
+def _engine(transport):
+    return transport._driver._get_engine()
+
+
+def test_a_calling_thread_uses_a_connection_of_its_own(cluster):
+    transport = cluster.deployment.transport()
+    try:
+        engine = _engine(transport)
+        assert client(transport, cluster.topic, "s1", "ex_a").call({}, "echo", value=1) == 1
+        assert engine.lines.count() == 1
+        assert engine.outbox._dealers == {}  # the shared connections were not used
+
+        def other_thread() -> int:
+            return client(transport, cluster.topic, "s1", "ex_a").call({}, "echo", value=2)
+
+        thread = concurrent.futures.ThreadPoolExecutor(1)
+        assert thread.submit(other_thread).result(30) == 2
+        assert engine.lines.count() == 2  # one per thread
+        thread.shutdown()
+        wait_until(lambda: engine.lines.count() == 1, what="the ended thread's line closed")
+    finally:
+        transport.cleanup()
+
+
+def test_without_connections_of_their_own_calls_share_the_processs(cluster):
+    transport = _shared_connections_only(cluster)
+    try:
+        assert client(transport, cluster.topic, "s1", "ex_a").call({}, "echo", value=1) == 1
+        assert _engine(transport).lines.count() == 0
+        assert len(_engine(transport).outbox._dealers) == 1
+    finally:
+        transport.cleanup()
+
+
+def test_closing_the_transport_ends_a_call_waiting_on_its_own_connection(cluster):
+    transport = cluster.deployment.transport()
+    s1 = client(transport, cluster.topic, "s1", "ex_a", timeout=60)
+    started = cluster.client("s1").call({}, "sleeping")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(s1.call, {}, "sleep", seconds=5)
+        wait_until(
+            lambda: cluster.client("s1").call({}, "sleeping") > started,
+            what="the slow call to start",
+        )
+        closed = pool.submit(transport.cleanup)
+        closed.result(20)  # libzmq woke the waiting thread: no wait for the call's end
+        with pytest.raises(RuntimeError, match="closed"):
+            slow.result(20)
 
 
 def test_eventlet_client_process(cluster):

@@ -26,6 +26,7 @@ MODULES = [
     "zmqdriver.matchmaker.etcd",
     "harness.wait",
     "zmqdriver.eventloop.pauses",
+    "zmqdriver.rpc.outbox",
     "bench.scale.faults",
     "bench.scale.registrations",
     "bench.scale.sends",

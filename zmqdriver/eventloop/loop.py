@@ -96,7 +96,7 @@ def readable(socket: zmq.Socket) -> bool:
     return bool(socket.get(_EVENTS) & _POLLIN)
 
 
-def _recv_frames(socket: zmq.Socket) -> list[bytes]:
+def recv_frames(socket: zmq.Socket) -> list[bytes]:
     """One whole multipart message, without blocking (zmq.Again: none waits).
 
     Each frame's ``more`` flag comes with the frame: asking ``ZMQ_RCVMORE`` per
@@ -351,7 +351,7 @@ class IoLoop:
                 self.pauses.awake()  # a pause in the middle of a batch counts too
             try:
                 with lock:
-                    frames = _recv_frames(socket)
+                    frames = recv_frames(socket)
             except zmq.Again:
                 return False
             except zmq.ZMQError as exc:

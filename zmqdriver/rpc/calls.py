@@ -15,6 +15,11 @@ A call goes through two states:
    extends a shorter monitor deadline; a lost connection fails it at once
    with ``ServerLost`` (it may or may not have run).
 
+Each attempt goes on the calling thread's own connection to the chosen
+server when it has or may open one (``rpc/lines.py``), else through the
+outbox's shared connections: both answer the same way, so this module does
+not care which.
+
 A server that refuses this client's CURVE key ends the call at once with
 ``KeyRefused``: no other server or resend is tried, because the fix (allowing
 the key) is an operator's, and waiting would only hide it.
@@ -34,6 +39,7 @@ from zmqdriver import metrics, protocol
 from zmqdriver.addressing import Endpoint, describe_target
 from zmqdriver.exceptions import KeyRefused, ServerLost
 from zmqdriver.rpc.chooser import NoServer, ServerChooser
+from zmqdriver.rpc.lines import CallerLine, CallerLines
 from zmqdriver.rpc.outbox import PEER_LOST, Outbox, Response, Waiter
 from zmqdriver.rpc.request import Request
 from zmqdriver.throttle import Throttle
@@ -81,6 +87,31 @@ class _RefusedAfterAck(Exception):
     """The server that acknowledged the call refused it before running it."""
 
 
+class _Route:
+    """Where a call's current attempt went: through the outbox, or on the
+    calling thread's own line to the server (rpc/lines.py). Both have the
+    outbox's interface; what waits for the answers comes from the same one."""
+
+    def __init__(self) -> None:
+        self.via: Outbox | CallerLine | None = None
+        self.waiter: Waiter | CallerLine | None = None
+        self.server: Endpoint | None = None
+
+    def send(self, via: Outbox | CallerLine, server: Endpoint, call: Call) -> None:
+        self.end(call.msg_id)
+        self.via, self.server = via, server
+        self.waiter = via.expect(call.msg_id)
+        via.send(server, call.msg_id, call.frames)
+
+    def drop(self, msg_id: bytes) -> None:
+        """Close the connection the attempt went on (see ``Outbox.drop``)."""
+        self.via.drop(self.server, msg_id)
+
+    def end(self, msg_id: bytes) -> None:
+        if self.via is not None:
+            self.via.forget(msg_id)
+
+
 class Caller:
     def __init__(
         self,
@@ -89,8 +120,11 @@ class Caller:
         chooser: ServerChooser,
         ack_timeout: float,
         allowed_remote_exmods: list[str],
+        lines: CallerLines | None = None,
     ) -> None:
+        """``lines``: the calling threads' own connections, if calls may use them."""
         self._outbox = outbox
+        self._lines = lines
         self._chooser = chooser
         self._ack_timeout = ack_timeout
         self._allowed_remote_exmods = allowed_remote_exmods
@@ -98,27 +132,26 @@ class Caller:
 
     def call(self, call: Call):
         """The call's result; raises its remote exception, MessagingTimeout or ServerLost."""
-        waiter = self._outbox.expect(call.msg_id)
+        route = _Route()
         try:
             while True:
-                server, early = self._deliver(call, waiter)
+                server, early = self._deliver(call, route)
                 try:
-                    return self._await_reply(call, waiter, server, early)
+                    return self._await_reply(call, route.waiter, server, early)
                 except _RefusedAfterAck:
                     # The server took it, then paused, and refused it unrun:
                     # deliver it again, elsewhere first.
                     LOG.debug("%s refused the %s after a pause", server, call.describe())
                     call.tried.add(server)
-                    waiter.acked_by = None
         except exceptions.MessagingTimeout:  # ServerLost too
             metrics.incr("timeouts")
             raise
         finally:
-            self._outbox.forget(call.msg_id)
+            route.end(call.msg_id)
 
     # -- delivering --------------------------------------------------------------
 
-    def _deliver(self, call: Call, waiter: Waiter) -> tuple[Endpoint, Response | None]:
+    def _deliver(self, call: Call, route: _Route) -> tuple[Endpoint, Response | None]:
         """Send until a server acknowledges.
 
         Returns the server that took the call, and a response that came right
@@ -136,18 +169,18 @@ class Caller:
                 ) from None
             if call.attempts:
                 metrics.incr("resends")
-            self._outbox.send(server, call.msg_id, call.frames)
+            route.send(self._via(server), server, call)
             call.sent_at = time.monotonic()
             call.attempts += 1
             acked_by, response = self._await_ack(
-                waiter, server, call.ack_deadline(self._ack_timeout)
+                route.waiter, server, call.ack_deadline(self._ack_timeout)
             )
             if acked_by is not None:
                 return acked_by, response
             if response is not None and response.refused:
                 # Every resend would be refused the same way until an operator
                 # allows our key: say so now rather than at the timeout.
-                self._outbox.drop(server, call.msg_id)
+                route.drop(call.msg_id)
                 raise KeyRefused(
                     f"The {call.describe()} was refused by {server} at the handshake: "
                     f"{response.reason}"
@@ -156,25 +189,31 @@ class Caller:
             self._chooser.failed(call.key)
             if response is None and call.expired():
                 # The call's own deadline ended the wait, not the server's silence.
-                self._outbox.drop(server, call.msg_id)
+                route.drop(call.msg_id)
                 raise exceptions.MessagingTimeout(
                     f"Timed out after {call.timeout}s: {server} had not acknowledged the "
                     f"{call.describe()}{refusal}"
                 )
-            refusal = self._leave(call, server, response) or refusal
+            refusal = self._leave(call, route, response) or refusal
             if call.out_of_retries():
                 raise exceptions.MessageDeliveryFailure(
                     f"{describe_target(call.target)}: no server acknowledged after "
                     f"{call.attempts} attempts{refusal}"
                 )
 
-    def _leave(self, call: Call, server: Endpoint, response: Response | None) -> str:
+    def _via(self, server: Endpoint) -> Outbox | CallerLine:
+        """The calling thread's own line to ``server`` if it has or may open one."""
+        line = self._lines.line_for(server) if self._lines is not None else None
+        return line or self._outbox
+
+    def _leave(self, call: Call, route: _Route, response: Response | None) -> str:
         """Turn away from a server that did not take the call; returns its handshake refusal."""
+        server = route.server
         if response is not None and response.kind == protocol.Kind.REJECT:
             return ""  # the server is stopping and said so: nothing is stuck anywhere
         # Silence or a lost connection: the copy may still sit in the socket and
         # must not reach the server after it was sent elsewhere.
-        self._outbox.drop(server, call.msg_id)
+        route.drop(call.msg_id)
         if response is not None and response.reason:
             # The outbox logged it (rate-limited); the caller's error will say it.
             return f"; the handshake with {server} failed: {response.reason}"
@@ -191,7 +230,7 @@ class Caller:
 
     @staticmethod
     def _await_ack(
-        waiter: Waiter, server: Endpoint, deadline: float
+        waiter: Waiter | CallerLine, server: Endpoint, deadline: float
     ) -> tuple[Endpoint | None, Response | None]:
         """Wait for a server to take the call.
 
@@ -217,7 +256,9 @@ class Caller:
 
     # -- accepted: awaiting the reply -----------------------------------------------
 
-    def _await_reply(self, call: Call, waiter: Waiter, server: Endpoint, early: Response | None):
+    def _await_reply(
+        self, call: Call, waiter: Waiter | CallerLine, server: Endpoint, early: Response | None
+    ):
         # The server owes a heartbeat within monitor_timeout of taking the call.
         monitor = call.monitor_timeout
         monitor_deadline = call.sent_at + monitor if monitor else None

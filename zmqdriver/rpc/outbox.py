@@ -60,6 +60,7 @@ _HANDSHAKE_FAILED = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
+_WATCHED_EVENTS = _DEAD_EVENTS | _ALIVE_EVENTS | _TCP_EVENTS | _HANDSHAKE_FAILED
 
 # Seconds between two log lines about failed handshakes with one server.
 _LOG_HANDSHAKE_EVERY = 10.0
@@ -78,6 +79,48 @@ class Response:
     # PEER_LOST only: the server refused this client's CURVE key. No resend can
     # succeed until an operator allows the key, so the request should not retry.
     refused: bool = False
+
+
+class Link:
+    """What a monitor event says about a connection (``ConnectionNews.state``)."""
+
+    ALIVE = "alive"  # a handshake completed: the server serves
+    REACHED = "reached"  # a TCP connection was established (a stopped process's kernel accepts too)
+    REFUSED = "refused"  # a connection attempt failed: nothing listens
+    LOST = "lost"  # the connection is gone (or its handshake failed): requests on it are lost
+
+
+@dataclass(frozen=True)
+class ConnectionNews:
+    state: str  # a Link value
+    event: int  # the zmq.EVENT_* it came from
+    reason: str | None = None  # a failed handshake: why, for people
+    refused: bool = False  # the server refused this client's CURVE key
+
+    @property
+    def final(self) -> bool:
+        """libzmq gives the connection up for good: after a handshake refused by
+        the server (ZAP) or failed on the protocol, it does not reconnect."""
+        return self.event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+
+
+def connection_news(frames: list[bytes], curve: KeyPair | None) -> ConnectionNews:
+    """Read one message of a DEALER's monitor socket (``_WATCHED_EVENTS``)."""
+    message = parse_monitor_message(frames)
+    event = message["event"]
+    if event & _ALIVE_EVENTS:
+        return ConnectionNews(Link.ALIVE, event)
+    if event & _TCP_EVENTS:
+        # Requests are not lost here: a refused attempt is followed by
+        # CONNECT_RETRIED, which reports them.
+        return ConnectionNews(Link.REACHED if event == zmq.EVENT_CONNECTED else Link.REFUSED, event)
+    if not event & _HANDSHAKE_FAILED:
+        return ConnectionNews(Link.LOST, event)
+    public_key = curve.public if curve is not None else None
+    reason = handshake_failure(event, message["value"], curve is not None, public_key=public_key)
+    return ConnectionNews(
+        Link.LOST, event, reason, refused=event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    )
 
 
 class Waiter:
@@ -221,6 +264,17 @@ class Suspects:
             self._until.pop(endpoint, None)
             self._down.pop(endpoint, None)
 
+    def note(self, endpoint: Endpoint, news: ConnectionNews) -> None:
+        """What a monitor event of our connection to ``endpoint`` says."""
+        if news.state == Link.ALIVE:
+            self.clear(endpoint)
+        elif news.state == Link.REACHED:
+            self.reached(endpoint)
+        elif news.state == Link.REFUSED:
+            self.refused(endpoint)
+        else:
+            self.lost(endpoint)
+
     def any(self) -> bool:
         """Whether any server may be suspect or unreachable now: when not, choosing
         skips asking about each server (every cast and call chooses)."""
@@ -326,21 +380,25 @@ class Outbox:
             self._dealers.move_to_end(endpoint)  # most recently used last
             return dealer
         self._make_room()
-        dealer = self._context.socket(zmq.DEALER)
-        try:
-            self._configure(dealer, endpoint)
-        except zmq.ZMQError:
-            dealer.close(linger=0)
-            raise
-        monitor = dealer.get_monitor_socket(
-            _DEAD_EVENTS | _ALIVE_EVENTS | _TCP_EVENTS | _HANDSHAKE_FAILED
-        )
-        dealer.connect(endpoint.uri)
+        dealer, monitor = self.connect(endpoint)
         self._dealers[endpoint] = dealer
         self._monitors[endpoint] = monitor
         self._loop.add_reader(dealer, lambda frames: self._on_response(endpoint, frames))
         self._loop.add_reader(monitor, lambda frames: self._on_event(endpoint, frames))
         return dealer
+
+    def connect(self, endpoint: Endpoint) -> tuple[zmq.Socket, zmq.Socket]:
+        """A DEALER connecting to ``endpoint`` and its monitor socket, owned by the
+        calling thread (the loop's own, or a caller's: see rpc/lines.py)."""
+        dealer = self._context.socket(zmq.DEALER)
+        try:
+            self._configure(dealer, endpoint)
+            monitor = dealer.get_monitor_socket(_WATCHED_EVENTS)
+        except zmq.ZMQError:
+            dealer.close(linger=0)
+            raise
+        dealer.connect(endpoint.uri)
+        return dealer, monitor
 
     def _make_room(self) -> None:
         """Close the least recently used idle connection when at zmq_max_connections.
@@ -401,64 +459,52 @@ class Outbox:
             monitor.close(linger=0)
 
     def _on_event(self, endpoint: Endpoint, frames: list[bytes]) -> None:
-        message = parse_monitor_message(frames)
-        event = message["event"]
-        if event & _ALIVE_EVENTS:
-            self.suspects.clear(endpoint)
+        news = self.read_event(frames)
+        self.suspects.note(endpoint, news)
+        if news.state == Link.ALIVE:
             self._lost_logged.forget(endpoint)  # a later loss is a new outage
+        if news.state != Link.LOST:
             return
-        if event & _TCP_EVENTS:
-            # Requests are not lost here: a refused attempt is followed by
-            # CONNECT_RETRIED, which reports them.
-            if event == zmq.EVENT_CONNECTED:
-                self.suspects.reached(endpoint)
-            else:
-                self.suspects.refused(endpoint)
-            return
-        reason = None
-        refused = event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
-        if event & _HANDSHAKE_FAILED:
-            public_key = self._curve.public if self._curve is not None else None
-            reason = handshake_failure(
-                event, message["value"], self._curve is not None, public_key=public_key
-            )
-            if self._handshake_logged.admit(endpoint) is not None:
-                self._loop.runtime.log(
-                    logging.WARNING, "zmqdriver: handshake with %s failed: %s", endpoint, reason
-                )
-        self.suspects.lost(endpoint)
         dealer = self._dealers.get(endpoint)
         if dealer is not None:
             # Answers that arrived before the loss (a DONE, a REPLY) still count:
             # without them those requests would be sent again elsewhere.
             self._loop.drain(dealer)
         lost = self._inflight.pop(endpoint, set())
+        self.report_loss(endpoint, news, len(lost))
+        self.waiters.lost(endpoint, lost, news.reason, news.refused)
+        if news.final:
+            # A socket that never reconnects would swallow every later send
+            # (a cast retried once the key is allowed): a fresh one tries anew.
+            # Not closed inside its own monitor's read: in a task of its own.
+            self._loop.submit(self._drop, endpoint)
+
+    def read_event(self, frames: list[bytes]) -> ConnectionNews:
+        """What a message of one of our connections' monitors says (any thread)."""
+        return connection_news(frames, self._curve)
+
+    def report_loss(self, endpoint: Endpoint, news: ConnectionNews, in_flight: int) -> None:
+        """Log and count a lost connection (any thread) with ``in_flight`` requests on it."""
+        if news.reason is not None and self._handshake_logged.admit(endpoint) is not None:
+            self._loop.runtime.log(
+                logging.WARNING, "zmqdriver: handshake with %s failed: %s", endpoint, news.reason
+            )
         # A refused connection is retried every reconnect interval: count the
         # losses that mattered (requests in flight) and real disconnections.
-        if lost or event == zmq.EVENT_DISCONNECTED:
+        if in_flight or news.event == zmq.EVENT_DISCONNECTED:
             metrics.incr("connections_lost")
-        if lost and reason is None and self._lost_logged.admit(endpoint) is not None:
+        if in_flight and news.reason is None and self._lost_logged.admit(endpoint) is not None:
             self._loop.runtime.log(
                 logging.WARNING,
                 "zmqdriver: connection to %s lost (%s) with %d requests in flight",
                 endpoint,
-                zmq.Event(event).name,
-                len(lost),
+                zmq.Event(news.event).name,
+                in_flight,
             )
-        self.waiters.lost(endpoint, lost, reason, refused)
 
     def _on_response(self, endpoint: Endpoint, frames: list[bytes]) -> None:
-        if len(frames) not in (1, 2):
-            self._loop.runtime.log(
-                logging.WARNING,
-                "zmqdriver: dropped a %d-frame response from %s",
-                len(frames),
-                endpoint,
-            )
-            return
-        body = frames[1] if len(frames) == 2 else None
         try:
-            header = protocol.decode_header(frames[0])
+            header, body = decode_response(frames)
             msg_ids = [header.msg_id]
             if header.kind == protocol.Kind.DONE and body is not None:
                 # One DONE for several casts (protocol.encode_done): each is done.
@@ -490,6 +536,19 @@ class Outbox:
         dealer.disable_monitor()
         monitor.close(linger=0)
         dealer.close()
+
+
+def decode_response(frames: list[bytes]) -> tuple[protocol.Header, bytes | None]:
+    """A server's response: its header and body (None without one).
+
+    >>> decode_response([b"x", b"y", b"z"])
+    Traceback (most recent call last):
+    ...
+    zmqdriver.protocol.ProtocolError: a 3-frame response (1 or 2 expected)
+    """
+    if len(frames) not in (1, 2):
+        raise protocol.ProtocolError(f"a {len(frames)}-frame response (1 or 2 expected)")
+    return protocol.decode_header(frames[0]), frames[1] if len(frames) == 2 else None
 
 
 def handshake_failure(event: int, value: int, curve: bool, *, public_key: str | None = None) -> str:

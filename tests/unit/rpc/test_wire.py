@@ -555,7 +555,7 @@ def test_malformed_responses_are_dropped_and_logged(wire, caplog):
         router.send_multipart([identity, b"not a header"])
         router.send_multipart([identity, protocol.encode_header(Kind.REPLY, msg_id), b"{}"])
         assert wire.next_response().kind == Kind.REPLY
-    assert "dropped a 3-frame response" in caplog.text
+    assert "a 3-frame response" in caplog.text
     assert "dropped response from" in caplog.text
     router.close()
 
