@@ -167,9 +167,10 @@ zmq_opts = [
         default=4,
         min=0,
         help="Connections of its own that each thread making calls may keep, one per server "
-        "it calls: the call is sent and its reply read by the calling thread itself, without "
-        "two hand-overs to the driver's I/O thread (a call's median latency about 0.1 ms "
-        "lower here). Calls to further servers go through the process's shared connections. "
+        "it calls: a call that is the process's only one under way is sent and its reply read "
+        "by the calling thread itself, without two hand-overs to the driver's I/O thread (its "
+        "latency about 0.1 ms lower here); calls made while others are under way, and calls "
+        "to further servers, go through the process's shared connections. "
         "Each costs a TCP connection, two file descriptors and heartbeats, on top of "
         "zmq_max_connections. 0: every call goes through the shared connections (always so "
         "under eventlet).",

@@ -217,6 +217,27 @@ def test_a_calling_thread_uses_a_connection_of_its_own(cluster):
         transport.cleanup()
 
 
+def test_a_call_made_while_another_is_under_way_goes_through_the_shared_connections(cluster):
+    transport = cluster.deployment.transport()
+    try:
+        engine = _engine(transport)
+        s1 = client(transport, cluster.topic, "s1", "ex_a", timeout=30)
+        started = cluster.client("s1").call({}, "sleeping")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(s1.call, {}, "sleep", seconds=2)
+            wait_until(
+                lambda: cluster.client("s1").call({}, "sleeping") > started,
+                what="the slow call to start",
+            )
+            assert engine.lines.count() == 1  # the slow call, alone, took its thread's line
+            assert s1.call({}, "echo", value=1) == 1
+            assert engine.lines.count() == 1  # not alone: the loop batches it with others
+            assert len(engine.outbox._dealers) == 1
+            assert slow.result(30) == 2
+    finally:
+        transport.cleanup()
+
+
 def test_without_connections_of_their_own_calls_share_the_processs(cluster):
     transport = _shared_connections_only(cluster)
     try:
