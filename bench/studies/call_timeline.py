@@ -1,6 +1,6 @@
 """Where a call's time goes: timestamps at each hand-over, client and server.
 
-    python -m bench.studies.call_timeline [--calls 1000]
+    python -m bench.studies.call_timeline [--calls 1000] [--caller-sockets 0]
 
 A zmq:// RPC server runs in its own process (threading executor), the client
 here makes sequential 100 B calls. Both wrap a few driver methods so each
@@ -9,7 +9,10 @@ runs: the caller handing the request to the I/O thread, that thread sending
 it, the server's I/O thread reading it, sending the ACK, handing it to the
 executor, the endpoint running, the reply leaving (from the executor thread
 while the server's I/O thread is idle), the client's I/O thread reading the
-ACK and the reply, the caller waking. The table gives the median time
+ACK and the reply, the caller waking. A lone call goes on its thread's own
+connection (rpc/lines.py), with no client I/O thread in its path: the caller
+sends it and reads the reply itself; ``--caller-sockets 0`` makes it go
+through the I/O thread instead. The table gives the median time
 between consecutive points, over the calls whose points came in the most
 common order. Each point costs about a
 microsecond, so the sum is a little above an untraced call.
@@ -32,7 +35,7 @@ from oslo_config import cfg
 
 from bench.config import loopback_config
 from bench.procs import StopRequest, start_children, stop_all
-from zmqdriver.rpc import outbox, server
+from zmqdriver.rpc import lines, outbox, server
 
 WARMUP = 200
 PAYLOAD = "x" * 100
@@ -43,6 +46,7 @@ CLIENT_POINTS = [
     (outbox.Outbox, "_send", "client I/O thread sends it"),
     (outbox.Outbox, "_on_response", "client I/O thread reads an answer"),
     (outbox.Waiter, "put", "client I/O thread hands the reply to the caller"),
+    (lines.CallerLine, "send", "caller sends it on its own connection"),
 ]
 SERVER_POINTS = [
     (server.Inbox, "_on_request", "server I/O thread reads the request"),
@@ -53,6 +57,7 @@ SERVER_POINTS = [
     (server.Inbox, "_send_counted", "server sends the reply"),
 ]
 CALL_START, CALLER_WOKEN, CALL_END = "call starts", "caller woken", "call returns"
+LINE_ANSWER = "caller reads the reply on its own connection"
 ENDPOINT = "executor thread runs the endpoint"
 
 
@@ -66,11 +71,23 @@ class Recorder:
         self.points.append((label, time.monotonic()))
 
     def wrap(self, cls, method: str, label: str) -> None:
+        """Mark ``label`` when ``cls.method`` is entered."""
         original = getattr(cls, method)
 
         def marked(*args, **kwargs):
             self.mark(label)
             return original(*args, **kwargs)
+
+        setattr(cls, method, marked)
+
+    def wrap_return(self, cls, method: str, label: str) -> None:
+        """Mark ``label`` when ``cls.method`` returns."""
+        original = getattr(cls, method)
+
+        def marked(*args, **kwargs):
+            result = original(*args, **kwargs)
+            self.mark(label)
+            return result
 
         setattr(cls, method, marked)
 
@@ -109,14 +126,8 @@ def call(config: str, calls: int) -> list[tuple[str, float]]:
     recorder = Recorder()
     for cls, method, label in CLIENT_POINTS:
         recorder.wrap(cls, method, label)
-    original_get = outbox.Waiter.get
-
-    def get(waiter, timeout=None):
-        response = original_get(waiter, timeout)
-        recorder.mark(CALLER_WOKEN)
-        return response
-
-    outbox.Waiter.get = get
+    recorder.wrap_return(outbox.Waiter, "get", CALLER_WOKEN)
+    recorder.wrap_return(lines.CallerLine, "get", LINE_ANSWER)
     cfg.CONF(["--config-file", config], project="zmqdriver-bench", default_config_files=[])
     transport = oslo_messaging.get_rpc_transport(cfg.CONF, url="zmq://")
     target = oslo_messaging.Target(topic="timeline", server="one")
@@ -159,12 +170,16 @@ def steps(points: list[tuple[str, float]]) -> tuple[int, int, list[tuple[str, st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument(
+        "--caller-sockets", type=int, default=None, help="zmq_caller_sockets (0: no lines)"
+    )
     parser.add_argument("--serve", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         return serve(*args.serve)
     with tempfile.TemporaryDirectory(prefix="zmqdriver-timeline-") as workdir:
-        config = loopback_config(workdir)
+        options = {} if args.caller_sockets is None else {"zmq_caller_sockets": args.caller_sockets}
+        config = loopback_config(workdir, **options)
         out = os.path.join(workdir, "server-points.json")
         children = start_children(
             [("bench.studies.call_timeline", ["--serve", config, out], "server")], 60

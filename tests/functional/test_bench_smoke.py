@@ -107,26 +107,47 @@ def test_quick_run_prints_every_row(tmp_path):
     assert "rabbit" not in out.split("\n| metric")[0], out  # no RabbitMQ looked up or started
 
 
-def test_call_timeline_prints_every_step(tmp_path):
+@pytest.mark.parametrize(
+    "args, labels",
+    [
+        (
+            [],
+            [
+                "call starts",
+                "caller sends it on its own connection",
+                "server I/O thread reads the request",
+                "server I/O thread hands it to the executor",
+                "endpoint returned, reply encoded",
+                "caller reads the reply on its own connection",
+            ],
+        ),
+        (
+            ["--caller-sockets", "0"],
+            [
+                "call starts",
+                "caller hands the request to the I/O thread",
+                "client I/O thread sends it",
+                "server I/O thread reads the request",
+                "server I/O thread hands it to the executor",
+                "endpoint returned, reply encoded",
+                "client I/O thread hands the reply to the caller",
+                "caller woken",
+            ],
+        ),
+    ],
+    ids=["own-connection", "through-the-io-thread"],
+)
+def test_call_timeline_prints_every_step(tmp_path, args, labels):
     # bench/studies/call_timeline.py wraps driver methods by name: this fails if one is renamed.
     runtime = tmp_path / "runtime"
     runtime.mkdir(mode=0o700)
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
 
-    code, out = run_bench(["--calls", "30"], env, "bench.studies.call_timeline")
+    code, out = run_bench(["--calls", "30", *args], env, "bench.studies.call_timeline")
 
     assert code == 0, out
     rows = table_rows(out)
-    for label in (
-        "call starts",
-        "caller hands the request to the I/O thread",
-        "client I/O thread sends it",
-        "server I/O thread reads the request",
-        "server I/O thread hands it to the executor",
-        "endpoint returned, reply encoded",
-        "client I/O thread hands the reply to the caller",
-        "caller woken",
-    ):
+    for label in labels:
         assert label in rows, f"no step from {label!r}:\n{out}"
     assert "**sum of the medians**" in out, out
 

@@ -160,6 +160,17 @@ def test_many_threads_share_one_transport(cluster):
     assert results == [[f"{t}-{i}" for i in range(25)] for t in range(8)]
 
 
+def _start_slow_call(cluster, pool, caller, seconds: float):
+    """``caller`` calls s1's ``sleep`` in ``pool``; returns its future once s1 runs it."""
+    started = cluster.client("s1").call({}, "sleeping")
+    slow = pool.submit(caller.call, {}, "sleep", seconds=seconds)
+    wait_until(
+        lambda: cluster.client("s1").call({}, "sleeping") > started,
+        what="the slow call to start",
+    )
+    return slow
+
+
 def _shared_connections_only(cluster, **options):
     """A transport whose calls go through the shared connections, which the limit bounds."""
     conf = cluster.deployment.conf(zmq_caller_sockets=0, **options)
@@ -182,10 +193,8 @@ def test_connection_limit_keeps_a_connection_with_a_call_in_flight(cluster):
     transport = _shared_connections_only(cluster, zmq_max_connections=1)
     try:
         s1 = client(transport, cluster.topic, "s1", "ex_a", timeout=30)
-        started = s1.call({}, "sleeping")
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(s1.call, {}, "sleep", seconds=2)
-            wait_until(lambda: s1.call({}, "sleeping") > started, what="the slow call to start")
+            slow = _start_slow_call(cluster, pool, s1, seconds=2)
             s2 = client(transport, cluster.topic, "s2", "ex_a", timeout=30)
             assert s2.call({}, "echo", value="s2") == "s2"  # needs a second connection
             assert slow.result(30) == 2  # s1's connection was not closed under the call
@@ -222,13 +231,8 @@ def test_a_call_made_while_another_is_under_way_goes_through_the_shared_connecti
     try:
         engine = _engine(transport)
         s1 = client(transport, cluster.topic, "s1", "ex_a", timeout=30)
-        started = cluster.client("s1").call({}, "sleeping")
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(s1.call, {}, "sleep", seconds=2)
-            wait_until(
-                lambda: cluster.client("s1").call({}, "sleeping") > started,
-                what="the slow call to start",
-            )
+            slow = _start_slow_call(cluster, pool, s1, seconds=2)
             assert engine.lines.count() == 1  # the slow call, alone, took its thread's line
             assert s1.call({}, "echo", value=1) == 1
             assert engine.lines.count() == 1  # not alone: the loop batches it with others
@@ -251,13 +255,8 @@ def test_without_connections_of_their_own_calls_share_the_processs(cluster):
 def test_closing_the_transport_ends_a_call_waiting_on_its_own_connection(cluster):
     transport = cluster.deployment.transport()
     s1 = client(transport, cluster.topic, "s1", "ex_a", timeout=60)
-    started = cluster.client("s1").call({}, "sleeping")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(s1.call, {}, "sleep", seconds=5)
-        wait_until(
-            lambda: cluster.client("s1").call({}, "sleeping") > started,
-            what="the slow call to start",
-        )
+        slow = _start_slow_call(cluster, pool, s1, seconds=5)
         closed = pool.submit(transport.cleanup)
         closed.result(20)  # libzmq woke the waiting thread: no wait for the call's end
         with pytest.raises(RuntimeError, match="closed"):

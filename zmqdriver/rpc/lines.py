@@ -272,7 +272,7 @@ class _ThreadLines:
 
 
 def _close_all(by_endpoint: dict[Endpoint, CallerLine]) -> None:
-    """A thread ended: close its lines (nothing else uses them now)."""
+    """Close a thread's lines: it ended, or the driver is closing (see ``retire``)."""
     for line in list(by_endpoint.values()):
         line.retire()
 
@@ -315,7 +315,10 @@ class CallerLines:
         """Lines open now, in every thread."""
         with self._threads_lock:
             threads = list(self._threads)
-        return sum(not line.closed for lines in threads for line in lines.by_endpoint.values())
+        # list() copies another thread's dict in one step (no switch to that thread).
+        return sum(
+            not line.closed for lines in threads for line in list(lines.by_endpoint.values())
+        )
 
     def close(self) -> None:
         """Close every thread's lines (the driver is closing)."""

@@ -20,7 +20,7 @@ from zmqdriver.addressing import Endpoint
 from zmqdriver.eventloop.loop import IoLoop, LoopStopped
 from zmqdriver.eventloop.native import NativeRuntime
 from zmqdriver.rpc import lines as lines_module
-from zmqdriver.rpc.lines import CallerLines
+from zmqdriver.rpc.lines import CallerLine, CallerLines
 from zmqdriver.rpc.outbox import PEER_LOST, Heartbeats, Outbox
 
 Kind = protocol.Kind
@@ -91,12 +91,17 @@ def send(line, server: Server) -> bytes:
     return msg_id
 
 
-def test_the_ack_is_noted_and_the_reply_returned(w):
+def call_taken(w: Lines) -> tuple[Server, CallerLine, bytes, bytes]:
+    """A call sent on a new line and read by its server: (server, line, msg_id, identity)."""
     server = w.server()
     line = w.lines.line_for(server.endpoint)
     msg_id = send(line, server)
-    identity, received = server.take()
-    assert received == msg_id
+    identity, _ = server.take()
+    return server, line, msg_id, identity
+
+
+def test_the_ack_is_noted_and_the_reply_returned(w):
+    server, line, msg_id, identity = call_taken(w)
     server.answer(identity, Kind.ACK, msg_id)
     server.answer(identity, Kind.REPLY, msg_id, b'{"result": 1}')
     response = line.get(WAIT)
@@ -106,10 +111,7 @@ def test_the_ack_is_noted_and_the_reply_returned(w):
 
 
 def test_a_reply_to_a_call_that_gave_up_is_skipped_and_counted(w):
-    server = w.server()
-    line = w.lines.line_for(server.endpoint)
-    gave_up = send(line, server)
-    identity, _ = server.take()
+    server, line, gave_up, identity = call_taken(w)
     with pytest.raises(queue.Empty):
         line.get(0.01)
     line.forget(gave_up)
@@ -123,10 +125,7 @@ def test_a_reply_to_a_call_that_gave_up_is_skipped_and_counted(w):
 
 
 def test_a_connection_lost_while_the_call_waits_is_its_peer_lost(w):
-    server = w.server()
-    line = w.lines.line_for(server.endpoint)
-    msg_id = send(line, server)
-    server.take()
+    server, line, msg_id, _ = call_taken(w)
     server.close()
     response = line.get(WAIT)
     assert (response.kind, response.msg_id, response.endpoint) == (PEER_LOST, msg_id, line.endpoint)
@@ -135,10 +134,7 @@ def test_a_connection_lost_while_the_call_waits_is_its_peer_lost(w):
 
 
 def test_an_answer_that_came_before_the_loss_still_counts(w):
-    server = w.server()
-    line = w.lines.line_for(server.endpoint)
-    msg_id = send(line, server)
-    identity, _ = server.take()
+    server, line, msg_id, identity = call_taken(w)
     server.answer(identity, Kind.HEARTBEAT, msg_id)
     server.close()
     wait_until(lambda: line._monitor.poll(0), what="the loss reported")
@@ -147,10 +143,7 @@ def test_an_answer_that_came_before_the_loss_still_counts(w):
 
 
 def test_a_line_found_down_at_its_next_use_is_replaced(w):
-    server = w.server()
-    first = w.lines.line_for(server.endpoint)
-    msg_id = send(first, server)
-    identity, _ = server.take()
+    server, first, msg_id, identity = call_taken(w)
     server.answer(identity, Kind.REPLY, msg_id)
     first.get(WAIT)
     first.forget(msg_id)
@@ -207,10 +200,7 @@ def test_no_lines_when_there_may_be_none(w):
 
 
 def test_closing_wakes_a_thread_waiting_on_its_line_and_the_context_terminates(w):
-    server = w.server()
-    line = w.lines.line_for(server.endpoint)
-    send(line, server)
-    server.take()
+    server, line, _, _ = call_taken(w)
     outcome: queue.Queue = queue.Queue()
 
     def wait_for_reply() -> None:
