@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import queue
 import threading
 import time
@@ -149,9 +150,12 @@ class CallerLine:
             if deadline is None:
                 timeout_ms = -1
             else:
-                timeout_ms = int((deadline - time.monotonic()) * 1000)
-                if timeout_ms <= 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     raise queue.Empty
+                # Rounded up: a wait that ends before the deadline would look like a
+                # silent server to a caller whose own timeout has not yet passed.
+                timeout_ms = math.ceil(remaining * 1000)
             zmq.zmq_poll([(self._dealer, _POLLIN), (self._monitor, _POLLIN)], timeout_ms)
 
     def _read_answers(self) -> Response | None:

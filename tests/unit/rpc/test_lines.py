@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import queue
 import threading
+import time
 
 import pytest
 import zmq
@@ -220,3 +221,15 @@ def test_closing_wakes_a_thread_waiting_on_its_line_and_the_context_terminates(w
     terminated.join(WAIT)
     assert not terminated.is_alive()
     w.context = zmq.Context()  # for the fixture's teardown
+
+
+def test_a_wait_for_an_answer_ends_no_sooner_than_its_timeout(w):
+    # The caller tells a silent server from its own deadline by the clock after
+    # the wait: a wait cut short by rounding looked like silence (a resend after
+    # the call's timeout, and "no server" instead of "had not acknowledged").
+    _, line, _, _ = call_taken(w)
+    for _ in range(20):
+        started = time.monotonic()
+        with pytest.raises(queue.Empty):
+            line.get(0.0105)
+        assert time.monotonic() - started >= 0.0105
