@@ -161,7 +161,9 @@ def test_many_threads_share_one_transport(cluster):
 
 
 def _start_slow_call(cluster, pool, caller, seconds: float):
-    """``caller`` calls s1's ``sleep`` in ``pool``; returns its future once s1 runs it."""
+    """``caller`` calls s1's ``sleep`` in ``pool`` (of one thread, which calls s1 once
+    before: a second call may take a line); returns its future once s1 runs it."""
+    assert pool.submit(caller.call, {}, "echo", value=0).result(30) == 0
     started = cluster.client("s1").call({}, "sleeping")
     slow = pool.submit(caller.call, {}, "sleep", seconds=seconds)
     wait_until(
@@ -206,19 +208,21 @@ def _engine(transport):
     return transport._driver._get_engine()
 
 
-def test_a_calling_thread_uses_a_connection_of_its_own(cluster):
+def test_a_thread_that_calls_again_uses_a_connection_of_its_own(cluster):
     transport = cluster.deployment.transport()
     try:
         engine = _engine(transport)
-        assert client(transport, cluster.topic, "s1", "ex_a").call({}, "echo", value=1) == 1
+        s1 = client(transport, cluster.topic, "s1", "ex_a")
+        assert s1.call({}, "echo", value=1) == 1
+        assert (engine.lines.count(), len(engine.outbox._dealers)) == (0, 1)  # the first
+        assert s1.call({}, "echo", value=2) == 2
         assert engine.lines.count() == 1
-        assert engine.outbox._dealers == {}  # the shared connections were not used
 
-        def other_thread() -> int:
-            return client(transport, cluster.topic, "s1", "ex_a").call({}, "echo", value=2)
+        def other_thread() -> list:
+            return [s1.call({}, "echo", value=3), s1.call({}, "echo", value=4)]
 
         thread = concurrent.futures.ThreadPoolExecutor(1)
-        assert thread.submit(other_thread).result(30) == 2
+        assert thread.submit(other_thread).result(30) == [3, 4]
         assert engine.lines.count() == 2  # one per thread
         thread.shutdown()
         wait_until(lambda: engine.lines.count() == 1, what="the ended thread's line closed")
@@ -255,9 +259,13 @@ def test_without_connections_of_their_own_calls_share_the_processs(cluster):
 def test_closing_the_transport_ends_a_call_waiting_on_its_own_connection(cluster):
     transport = cluster.deployment.transport()
     s1 = client(transport, cluster.topic, "s1", "ex_a", timeout=60)
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with (
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+        concurrent.futures.ThreadPoolExecutor(1) as closer,
+    ):
         slow = _start_slow_call(cluster, pool, s1, seconds=5)
-        closed = pool.submit(transport.cleanup)
+        assert _engine(transport).lines.count() == 1
+        closed = closer.submit(transport.cleanup)
         closed.result(20)  # libzmq woke the waiting thread: no wait for the call's end
         with pytest.raises(RuntimeError, match="closed"):
             slow.result(20)
@@ -477,15 +485,20 @@ def test_listener_restarts_in_process_with_several_clients_and_servers(deploymen
 
 
 @pytest.mark.parametrize("fault", ["kill", "freeze"])
-def test_call_to_a_server_that_dies_fails_fast_with_server_lost(deployment, fault):
+@pytest.mark.parametrize("connection", ["shared", "own"])
+def test_call_to_a_server_that_dies_fails_fast_with_server_lost(deployment, fault, connection):
     topic = unique(fault)
     server = deployment.server(topic, "doomed")
-    transport = deployment.transport()
+    transport, watching = deployment.transport(), deployment.transport()
     try:
         caller = client(transport, topic, timeout=120)
+        watcher = client(watching, topic, timeout=30)  # not a call under way beside it
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            if connection == "own":  # the thread's second call takes its own line
+                assert pool.submit(caller.call, {}, "echo", value=0).result(30) == 0
             pending = pool.submit(caller.call, {}, "sleep", seconds=100)
-            wait_until(lambda: caller.call({}, "sleeping") == 1, what="the call to arrive")
+            wait_until(lambda: watcher.call({}, "sleeping") == 1, what="the call to arrive")
+            assert _engine(transport).lines.count() == (connection == "own")
             # kill: the connection drops at once; freeze (SIGSTOP): ZeroMQ
             # heartbeats stop being answered. Either way no call monitor is set,
             # so only the lost connection can end the call before 120 s.
@@ -497,6 +510,7 @@ def test_call_to_a_server_that_dies_fails_fast_with_server_lost(deployment, faul
                 os.kill(server.proc.pid, 18)  # SIGCONT (harmless after a kill)
     finally:
         transport.cleanup()
+        watching.cleanup()
         server.kill()
 
 

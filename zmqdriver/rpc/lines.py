@@ -23,6 +23,10 @@ closed**, found so while its call waits or when its thread next uses it
 (``catch_up``); closing ends the watch (``Suspects.unwatched``), so the
 suspicion expires as it does for a connection the outbox drops.
 
+Opened by a thread that calls a server again within ``REUSE_AFTER`` seconds:
+its first call goes through the outbox, so a thread that calls once and ends
+(a thread per request) does not open a connection per call.
+
 Bounded: at most ``per_thread`` lines per thread (``zmq_caller_sockets``). A
 thread that calls more servers reaches the others through the outbox, and
 gives its least recently used line to a new server only once that line has
@@ -68,6 +72,8 @@ LOG = logging.getLogger(__name__)
 
 # A thread's least recently used line goes to another server only after this long idle.
 REUSE_AFTER = 10.0
+# Servers a thread called without a line that it remembers (for calls_again).
+_CALLED_MAX = 64
 # How long the driver's close waits for a line its thread is using (see the docstring).
 _CLOSE_WAIT = 1.0
 
@@ -269,10 +275,20 @@ class _Operation:
 
 
 class _ThreadLines:
-    """One thread's lines, least recently used first."""
+    """One thread's lines, least recently used first, and the servers it called
+    without one (when, most recent last)."""
 
     def __init__(self) -> None:
         self.by_endpoint: collections.OrderedDict[Endpoint, CallerLine] = collections.OrderedDict()
+        self.called: collections.OrderedDict[Endpoint, float] = collections.OrderedDict()
+
+    def calls_again(self, endpoint: Endpoint, now: float) -> bool:
+        """Note a call to ``endpoint``; whether the last one was within REUSE_AFTER."""
+        last = self.called.pop(endpoint, None)
+        self.called[endpoint] = now
+        if len(self.called) > _CALLED_MAX:
+            self.called.popitem(last=False)
+        return last is not None and now - last < REUSE_AFTER
 
 
 def _close_all(by_endpoint: dict[Endpoint, CallerLine]) -> None:
@@ -302,12 +318,15 @@ class CallerLines:
         """This thread's line to ``endpoint``, or None: go through the outbox."""
         if self._closed or not self._per_thread:
             return None
-        lines = self._mine().by_endpoint
+        mine = self._mine()
+        lines = mine.by_endpoint
         line = lines.get(endpoint)
         if line is not None and not line.usable():
             del lines[endpoint]
             line = None
         if line is None:
+            if not mine.calls_again(endpoint, self._clock()):
+                return None  # a thread that calls a server once a while needs no line
             line = self._open(lines, endpoint)
             if line is None:
                 return None

@@ -92,10 +92,18 @@ def send(line, server: Server) -> bytes:
     return msg_id
 
 
+def own_line(w: Lines, endpoint: Endpoint) -> CallerLine:
+    """This thread's line to ``endpoint``: opened at its second call (see lines.py)."""
+    w.lines.line_for(endpoint)
+    line = w.lines.line_for(endpoint)
+    assert line is not None
+    return line
+
+
 def call_taken(w: Lines) -> tuple[Server, CallerLine, bytes, bytes]:
     """A call sent on a new line and read by its server: (server, line, msg_id, identity)."""
     server = w.server()
-    line = w.lines.line_for(server.endpoint)
+    line = own_line(w, server.endpoint)
     msg_id = send(line, server)
     identity, _ = server.take()
     return server, line, msg_id, identity
@@ -155,7 +163,7 @@ def test_a_line_found_down_at_its_next_use_is_replaced(w):
 
 def test_drop_closes_the_line_and_marks_the_server(w):
     server = w.server()
-    line = w.lines.line_for(server.endpoint)
+    line = own_line(w, server.endpoint)
     send(line, server)
     line.drop(server.endpoint)
     assert line.closed
@@ -168,9 +176,11 @@ def test_a_thread_keeps_at_most_per_thread_lines_and_reuses_only_an_idle_one():
     w = Lines(per_thread=1)
     try:
         a, b = w.server(), w.server()
-        line_a = w.lines.line_for(a.endpoint)
+        line_a = own_line(w, a.endpoint)
+        w.lines.line_for(b.endpoint)
         assert w.lines.line_for(b.endpoint) is None  # the caller goes through the outbox
         w.clock.advance(lines_module.REUSE_AFTER)
+        w.lines.line_for(b.endpoint)
         line_b = w.lines.line_for(b.endpoint)
         assert line_b is not None and line_b.endpoint == b.endpoint
         assert line_a.closed
@@ -181,9 +191,9 @@ def test_a_thread_keeps_at_most_per_thread_lines_and_reuses_only_an_idle_one():
 
 def test_each_thread_has_its_own_lines_closed_when_it_ends(w):
     server = w.server()
-    mine = w.lines.line_for(server.endpoint)
+    mine = own_line(w, server.endpoint)
     theirs: list = []
-    thread = threading.Thread(target=lambda: theirs.append(w.lines.line_for(server.endpoint)))
+    thread = threading.Thread(target=lambda: theirs.append(own_line(w, server.endpoint)))
     thread.start()
     thread.join(WAIT)
     assert theirs[0] is not mine and theirs[0].endpoint == server.endpoint
@@ -191,6 +201,17 @@ def test_each_thread_has_its_own_lines_closed_when_it_ends(w):
     wait_until(lambda: theirs[0].closed, what="the ended thread's line closed")
     assert w.lines.count() == 1
     assert not mine.closed
+
+
+def test_a_line_is_opened_for_a_second_call_soon_after_the_first(w):
+    server = w.server()
+    assert w.lines.line_for(server.endpoint) is None  # the first: through the outbox
+    w.clock.advance(lines_module.REUSE_AFTER)
+    assert w.lines.line_for(server.endpoint) is None  # a while later: still a first
+    w.clock.advance(lines_module.REUSE_AFTER / 2)
+    line = w.lines.line_for(server.endpoint)
+    assert line is not None and line.endpoint == server.endpoint
+    assert w.lines.line_for(server.endpoint) is line
 
 
 def test_no_lines_when_there_may_be_none(w):
