@@ -225,13 +225,16 @@ class Inbox:
         Its sender may have sent it elsewhere meanwhile: it is refused
         (REJECT) and forgotten, so a later resend to this server runs it.
         """
+        # Running before the check: a pause that lands right after the check must
+        # find it running (the pause's report counts it), since it runs after the
+        # pause (a cast run twice in test_freeze: checked, paused, then added).
+        self._running.add(message.header.msg_id)
         pauses = self._loop.pauses
         if pauses is not None and pauses.paused_since(message.pause_generation):
-            self._submit(self._refuse, message.identity, message.header)
+            self._submit(self._refuse_stale, message.identity, message.header)
             raise StaleRequest(
                 f"request {message.msg_id} waited through a pause of this process; refused"
             )
-        self._running.add(message.header.msg_id)
 
     def _submit(self, fn, *args) -> None:
         try:
@@ -432,6 +435,15 @@ class Inbox:
         self._unacked.pop(header.msg_id, None)
         metrics.incr("requests_rejected")
         self._respond(identity, protocol.Kind.REJECT, header)
+
+    def _refuse_stale(self, identity: bytes, header: protocol.Header) -> None:
+        """An executor refused a request that waited through a pause: not running after
+        all, so a resend acknowledged meanwhile as running is refused too."""
+        self._running.discard(header.msg_id)
+        resent_from = self._resent.pop(header.msg_id)
+        self._refuse(identity, header)
+        if resent_from is not None and resent_from != identity:
+            self._refuse(resent_from, header)
 
     def _answer_ping(self, identity: bytes, header: protocol.Header) -> None:
         """Answer a PING here in the loop, so it answers while every executor is busy."""

@@ -762,6 +762,44 @@ def test_requests_started_before_the_pause_are_counted_in_the_warning(paused, ca
     assert "1 were running and may also have been run elsewhere" in caplog.text
 
 
+def test_a_pause_right_after_the_fence_check_counts_the_request_as_running(
+    paused, caplog, monkeypatch
+):
+    wire = paused.wire
+    wire.request(Kind.CALL)
+    message = wire.next_incoming()
+    check = paused.pauses.paused_since
+
+    def check_then_stop(generation: int) -> bool:
+        verdict = check(generation)
+        paused.pause()  # the process stops just after the check: the request runs after it
+        return verdict
+
+    monkeypatch.setattr(paused.pauses, "paused_since", check_then_stop)
+    with caplog.at_level(logging.WARNING, logger="zmqdriver"):
+        message.acknowledge()
+    assert "1 were running and may also have been run elsewhere" in caplog.text
+
+
+def test_a_resend_taken_for_running_while_a_stale_start_is_refused_is_refused_too(paused):
+    wire = paused.wire
+    msg_id = wire.request(Kind.CAST)
+    message = wire.next_incoming()
+    wire.next_response()  # its ACK
+    paused.pause()
+    resend = raw_dealer(wire)
+    # The executor counts it as running just before it finds the pause; a resend
+    # read by the loop in that instant is acknowledged as running (its DONE owed).
+    wire.inbox._running.add(msg_id)
+    resend.send_multipart([protocol.encode_header(Kind.CAST, msg_id), b"{}"])
+    assert protocol.decode_header(resend.recv_multipart()[0]).kind == Kind.ACK
+    with pytest.raises(StaleRequest):
+        message.acknowledge()
+    assert wire.next_response().kind == Kind.REJECT
+    assert resend.poll(WAIT * 1000), "the resend's sender heard nothing"
+    assert protocol.decode_header(resend.recv_multipart()[0]).kind == Kind.REJECT
+
+
 def test_oslo_logs_a_refused_start_as_one_info_line(caplog):
     oslo_log = logging.getLogger("oslo_messaging.rpc.server")
     with caplog.at_level(logging.INFO, logger="oslo_messaging.rpc.server"):
