@@ -219,8 +219,27 @@ def _run(args: argparse.Namespace) -> None:
             print(f"removed {path}")
 
 
+def _keys_as_arguments(argv: list[str]) -> list[str]:
+    """``argv`` with a ``--`` before a Z85 key that begins with '-'.
+
+    '-' is one of Z85's characters, so about one public key in 85 begins with
+    it, and argparse would take such a key for an unknown option.
+
+    >>> _keys_as_arguments(["revoke", "-" * 40, "allowed"])[:2]
+    ['revoke', '--']
+    >>> _keys_as_arguments(["revoke", "--help"])
+    ['revoke', '--help']
+    """
+    for position, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg.startswith("-") and is_z85_key(arg):
+            return [*argv[:position], "--", *argv[position:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_keys_as_arguments(sys.argv[1:] if argv is None else argv))
     try:
         _run(args)
     except (KeyToolError, OSError) as exc:

@@ -18,6 +18,7 @@ MODULES = [
     "zmqdriver.status.model",
     "zmqdriver.status.render",
     "zmqdriver.keyfiles",
+    "zmqdriver.keys",
     "zmqdriver.backends.redis",
     "zmqdriver.backends.redis_tls",
     "zmqdriver.backends.sentinel",

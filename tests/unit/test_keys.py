@@ -136,6 +136,27 @@ def test_revoke_removes_the_clients_key_from_the_allowed_dir(tmp_path, capsys, h
     assert _loaded(allowed) == {keys.read_public_key(files["b"]).encode()}
 
 
+def _public_key_file_beginning_with_a_dash(directory) -> tuple[str, str]:
+    while True:  # about one key in 85 begins with '-'
+        public, _ = zmq.curve_keypair()
+        if public.startswith(b"-"):
+            break
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "dash.key")
+    with open(path, "w") as handle:
+        handle.write(f'metadata\ncurve\n    public-key = "{public.decode()}"\n')
+    return path, public.decode()
+
+
+def test_revoke_takes_a_public_key_that_begins_with_a_dash(tmp_path, capsys):
+    key_file, public = _public_key_file_beginning_with_a_dash(tmp_path / "clients")
+    allowed = tmp_path / "allowed"
+    keys.allow(key_file, str(allowed))
+    assert keys.main(["revoke", public, str(allowed)]) == 0
+    assert capsys.readouterr().out == f"removed {allowed / 'dash.key'}\n"
+    assert os.listdir(allowed) == []
+
+
 def test_revoke_removes_copies_of_the_key_under_other_names(tmp_path):
     allowed, files = _allowed_dir_with(tmp_path, "a")
     shutil.copy(files["a"], allowed / "a-again.key")
