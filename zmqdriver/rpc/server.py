@@ -25,6 +25,7 @@ from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Registrar
 from zmqdriver.eventloop import IoLoop
 from zmqdriver.eventloop.loop import LoopStopped, native_lock, readable, send_frames
+from zmqdriver.eventloop.pauses import PauseWatch
 from zmqdriver.rpc import ping
 from zmqdriver.rpc.dedup import RecentIds
 from zmqdriver.security import KeyPair
@@ -123,6 +124,11 @@ class Inbox:
         # Requests handed to the executor that have started and not been
         # answered yet (executor threads add, the loop removes).
         self._running: set[bytes] = set()
+        # Requests that finished after a pause began and before the loop reported it
+        # (see _note_finished), and the last pause reported (PauseWatch.generation).
+        self._finished_in_pause: set[bytes] = set()
+        self._reported_pause = 0
+        self._pause_report_lock = native_lock()
         self._fenced_until = 0.0
         if loop.pauses is not None:
             loop.pauses.subscribe(self._on_pause)
@@ -172,6 +178,7 @@ class Inbox:
         Casts that end before the loop gets to them are settled by one task
         (a task per cast cost the loop and the executor threads a hand-over each).
         """
+        self._note_finished(header.msg_id)
         with self._ended_lock:
             first = not self._ended
             self._ended.append((identity, header, batched))
@@ -180,7 +187,30 @@ class Inbox:
 
     def finish_call(self, msg_id: bytes, frames: list[bytes]) -> None:
         """A call has run: send its REPLY now, from this thread (see ``_send_now``)."""
+        self._note_finished(msg_id)
         self._send_now(frames, finished=msg_id)
+
+    def _note_finished(self, msg_id: bytes) -> None:
+        """Keep ``msg_id`` for the pause report if it ran through a pause not reported yet.
+
+        Executor threads and the loop resume together after a pause; a request
+        that ends before the loop notices would leave ``_running`` uncounted
+        (test_freeze: a call told ServerLost that ran after the freeze, with
+        "0 were running"). Called before the request leaves ``_running``, so the
+        report finds it in one of the two sets. Pauses shorter than the watch's
+        threshold may go unseen here: no sender gives up on a server that short.
+        """
+        pauses = self._loop.pauses
+        if pauses is None or not self._pause_unreported(pauses):
+            return  # the usual case, without a lock
+        with self._pause_report_lock:
+            if self._pause_unreported(pauses):
+                self._finished_in_pause.add(msg_id)
+
+    def _pause_unreported(self, pauses: PauseWatch) -> bool:
+        # awake() moves the generation before the loop reports (_on_pause), and
+        # stalled() is true from the threshold on until the loop runs again.
+        return pauses.generation != self._reported_pause or pauses.stalled()
 
     def _send_now(self, frames: list[bytes], finished: bytes | None = None) -> None:
         """Send an answer from an executor thread, or hand it to a busy loop.
@@ -407,6 +437,10 @@ class Inbox:
         """This process did not run for ``seconds``: fence off what waited through it."""
         self._fenced_until = time.monotonic() + FENCE_AFTER_PAUSE
         metrics.incr("pauses")
+        with self._pause_report_lock:
+            running = len(self._running | self._finished_in_pause)
+            self._finished_in_pause.clear()
+            self._reported_pause = self._loop.pauses.generation
         self._loop.runtime.log(
             logging.WARNING,
             "zmqdriver server %s: this process did not run for %.1fs or more (frozen or starved); "
@@ -414,7 +448,7 @@ class Inbox:
             "them; %d were running and may also have been run elsewhere",
             self.endpoint,
             seconds,
-            len(self._running),
+            running,
         )
 
     def _refuse(self, identity: bytes, header: protocol.Header) -> None:

@@ -762,6 +762,36 @@ def test_requests_started_before_the_pause_are_counted_in_the_warning(paused, ca
     assert "1 were running and may also have been run elsewhere" in caplog.text
 
 
+@pytest.mark.parametrize("kind", [Kind.CAST, Kind.CALL])
+def test_a_request_that_ends_before_the_loop_sees_the_pause_is_counted_as_running(
+    paused, caplog, kind
+):
+    wire = paused.wire
+    wire.request(kind)
+    message = wire.next_incoming()
+    message.acknowledge()  # running when the process stops
+    generation = paused.pauses.generation
+    with caplog.at_level(logging.WARNING, logger="zmqdriver"):
+        with loop_held(wire):
+            paused.clock.advance(10.0)
+            message.reply()  # its executor thread resumed first and finished it
+        wait_for(lambda: paused.pauses.generation > generation, "the loop to notice the pause")
+        wire.loop.call(lambda: None)
+    assert "1 were running and may also have been run elsewhere" in caplog.text
+
+
+def test_requests_that_end_after_the_pause_was_reported_are_not_counted_again(paused, caplog):
+    wire = paused.wire
+    wire.request(Kind.CALL)
+    message = wire.next_incoming()
+    message.acknowledge()
+    paused.pause()
+    message.reply()
+    with caplog.at_level(logging.WARNING, logger="zmqdriver"):
+        paused.pause()
+    assert "0 were running" in caplog.text
+
+
 def test_a_pause_right_after_the_fence_check_counts_the_request_as_running(
     paused, caplog, monkeypatch
 ):
