@@ -140,50 +140,55 @@ class CallerLine:
                 raise LoopStopped("zmqdriver transport is closed") from None
 
     def _next(self, deadline: float | None) -> Response:
+        # A poll before every read, and one message per read: a read that finds
+        # nothing costs more than a poll (7 against 3 µs here), and the poll
+        # blocks until there is something to read anyway. The monitor's events
+        # from before the call were read when its line was chosen (``usable``).
+        polled = [(self._dealer, _POLLIN), (self._monitor, _POLLIN)]
         while True:
-            response = self._read_answers()
-            if response is not None:
-                return response
-            lost = self.catch_up()
-            if lost is not None:
-                # Answers that came before the loss still count (as in the outbox).
-                response = self._read_answers()
-                self._news = self._lost(lost)
+            ready = zmq.zmq_poll(polled, _wait_ms(deadline))
+            if any(socket is self._dealer for socket, _ in ready):
+                response = self._read_answer()
                 if response is not None:
                     return response
-                news, self._news = self._news, None
-                return news
-            if deadline is None:
-                timeout_ms = -1
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise queue.Empty
-                # Rounded up: a wait that ends before the deadline would look like a
-                # silent server to a caller whose own timeout has not yet passed.
-                timeout_ms = math.ceil(remaining * 1000)
-            zmq.zmq_poll([(self._dealer, _POLLIN), (self._monitor, _POLLIN)], timeout_ms)
+            elif ready:  # the monitor alone: answers that came first are read
+                lost = self.catch_up()
+                if lost is not None:
+                    return self._lost_while_waiting(lost)
+            elif deadline is not None and time.monotonic() >= deadline:
+                raise queue.Empty
 
-    def _read_answers(self) -> Response | None:
-        """The first waiting answer to our call (answers to others are skipped)."""
-        while True:
-            try:
-                frames = recv_frames(self._dealer)
-            except zmq.Again:
-                return None
-            try:
-                header, body = decode_response(frames)
-            except protocol.ProtocolError as exc:
-                LOG.warning("zmqdriver: dropped response from %s: %s", self.endpoint, exc)
-                continue
-            if header.msg_id != self._msg_id:
-                if header.kind == protocol.Kind.REPLY:
-                    metrics.incr("replies_late")  # its caller gave up
-                continue
-            if header.kind == protocol.Kind.ACK:
-                self.acked_by = self.endpoint  # nobody is woken for an ACK
-                continue
-            return Response(header.kind, header.msg_id, self.endpoint, header.codec, body)
+    def _read_answer(self) -> Response | None:
+        """The next message, if it is an answer to our call that wakes the caller."""
+        try:
+            frames = recv_frames(self._dealer)
+        except zmq.Again:
+            return None
+        try:
+            header, body = decode_response(frames)
+        except protocol.ProtocolError as exc:
+            LOG.warning("zmqdriver: dropped response from %s: %s", self.endpoint, exc)
+            return None
+        if header.msg_id != self._msg_id:
+            if header.kind == protocol.Kind.REPLY:
+                metrics.incr("replies_late")  # its caller gave up
+            return None
+        if header.kind == protocol.Kind.ACK:
+            self.acked_by = self.endpoint  # nobody is woken for an ACK
+            return None
+        return Response(header.kind, header.msg_id, self.endpoint, header.codec, body)
+
+    def _lost_while_waiting(self, lost: ConnectionNews) -> Response:
+        """The call's answer if it came before the loss (as in the outbox), else its
+        PEER_LOST; the loss is returned by the next ``get`` after an answer."""
+        response = None
+        while response is None and self._dealer.poll(0):
+            response = self._read_answer()
+        news = self._lost(lost)  # closes the line
+        if response is None:
+            return news
+        self._news = news
+        return response
 
     def _lost(self, news: ConnectionNews) -> Response:
         """The connection went down while a call waited: its PEER_LOST (the line closes)."""
@@ -215,9 +220,11 @@ class CallerLine:
         if self.closed:
             return False
         with self._lock:
-            lost = self.catch_up()
-            if lost is not None:
-                self._outbox.report_loss(self.endpoint, lost, 0)
+            # Asked first: a read that finds nothing costs twice a poll (see _next).
+            if zmq.zmq_poll([(self._monitor, _POLLIN)], 0):
+                lost = self.catch_up()
+                if lost is not None:
+                    self._outbox.report_loss(self.endpoint, lost, 0)
             if self._down:
                 self._close()
         return not self.closed
@@ -248,6 +255,17 @@ class CallerLine:
             pass  # the context is terminating: closing is all that is left
         self._monitor.close(linger=0)
         self._dealer.close(linger=0)
+
+
+def _wait_ms(deadline: float | None) -> int:
+    """zmq_poll's timeout until ``deadline``: -1 for none, 0 once it has passed.
+
+    Rounded up: a wait that ends before the deadline would look like a silent
+    server to a caller whose own timeout has not yet passed.
+    """
+    if deadline is None:
+        return -1
+    return max(0, math.ceil((deadline - time.monotonic()) * 1000))
 
 
 class _Operation:
