@@ -219,8 +219,8 @@ zmq_opts = [
         min=1,
         help="Most notifications kept per topic and priority for listeners that have not "
         "read them yet (and for pools that start later). Older ones are dropped, and the "
-        "sender logs how many each pool lost. Enforced every 64th notification or once a "
-        "second (every count/16 below 1,024), so a topic may run over by up to a sixteenth.",
+        "sender logs how many each pool lost. Enforced every count/16-th notification or once "
+        "a second, so a topic may run over by up to a sixteenth.",
     ),
     cfg.FloatOpt(
         "zmq_notification_retention_age",

@@ -140,7 +140,7 @@ def test_a_wrong_password_on_append_is_a_clear_error(new_store, extra_redis):
 
 
 def test_loose_retention_reports_every_message_it_drops(new_store):
-    # 1,000 allowed: retention runs every 64 appends (or each second), so the
+    # 1,000 allowed: retention runs every 62 appends (or each second), so the
     # stream may run over by that much, but every drop is reported and counted.
     store = new_store(Retention(1_000, 3600.0))
     reported = 0

@@ -1,4 +1,4 @@
-"""The embedded (SQLite) notification store in-process: assignment, bulk reads, age retention."""
+"""The embedded (SQLite) notification store in-process: assignment, bulk reads, retention."""
 
 from __future__ import annotations
 
@@ -95,6 +95,38 @@ def test_age_retention_drops_the_messages_older_than_the_horizon(store):
     assert cutoff(1.5) == seq_at(1.0)
     assert cutoff(5000.5) == seq_at(5000.0)  # across several chunks of the walk
     assert cutoff(1e9) == seq_at(10_000.0)  # everything
+
+
+def kept(store: SQLiteNotificationStore, stream: str) -> list[str]:
+    rows = store._db.execute(
+        "SELECT payload FROM messages WHERE stream = ? ORDER BY seq", (stream,)
+    )
+    return [payload for (payload,) in rows]
+
+
+@pytest.mark.parametrize("others_between", [0, 3], ids=["alone", "interleaved"])
+def test_count_retention_keeps_the_newest_of_a_stream_whoever_else_appends(
+    tmp_path, others_between
+):
+    store = SQLiteNotificationStore(str(tmp_path / "n.sqlite"), Retention(8, 3600.0), 30.0)
+    dropped = 0
+    for n in range(20):
+        dropped += sum(store.append(STREAM, f"m{n}").values())
+        for _ in range(others_between):  # seqs are shared: the stream's span outgrows its count
+            store.append("other", "x")
+    assert kept(store, STREAM) == [f"m{n}" for n in range(12, 20)]
+    assert dropped == 12
+    store.close()
+
+
+def test_a_stream_whose_span_of_seqs_exceeds_its_count_loses_nothing(tmp_path):
+    store = SQLiteNotificationStore(str(tmp_path / "n.sqlite"), Retention(8, 3600.0), 30.0)
+    for n in range(6):
+        assert store.append(STREAM, f"m{n}") == {}
+        for _ in range(5):
+            store.append("other", "x")
+    assert kept(store, STREAM) == [f"m{n}" for n in range(6)]
+    store.close()
 
 
 def test_a_file_made_with_the_age_index_loses_it_and_keeps_its_messages(tmp_path):
