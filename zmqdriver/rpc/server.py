@@ -127,7 +127,7 @@ class Inbox:
         # Requests that finished after a pause began and before the loop reported it
         # (see _note_finished), and the last pause reported (PauseWatch.generation).
         self._finished_in_pause: set[bytes] = set()
-        self._reported_pause = 0
+        self._reported_pause = loop.pauses.generation if loop.pauses is not None else 0
         self._pause_report_lock = native_lock()
         self._fenced_until = 0.0
         if loop.pauses is not None:

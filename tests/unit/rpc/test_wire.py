@@ -665,9 +665,10 @@ def test_an_answer_queued_after_close_is_dropped_quietly(wire):
 class Paused:
     """A wire whose loop reads a hand-moved clock to notice pauses (threshold 0.2 s)."""
 
-    def __init__(self) -> None:
+    def __init__(self, earlier_pauses: int = 0) -> None:
         self.clock = Clock()
         self.pauses = PauseWatch(0.2, clock=self.clock)
+        self.pauses.generation = earlier_pauses  # the process paused before the server began
         self.wire = Wire(pauses=self.pauses)
 
     def pause(self, seconds: float = 10.0) -> None:
@@ -790,6 +791,24 @@ def test_requests_that_end_after_the_pause_was_reported_are_not_counted_again(pa
     with caplog.at_level(logging.WARNING, logger="zmqdriver"):
         paused.pause()
     assert "0 were running" in caplog.text
+
+
+def test_a_server_begun_after_earlier_pauses_counts_only_what_ran_through_the_next(
+    monkeypatch, caplog
+):
+    monkeypatch.setattr(server_module, "FENCE_AFTER_PAUSE", 0.3)
+    paused = Paused(earlier_pauses=3)
+    try:
+        wire = paused.wire
+        wire.request(Kind.CALL)
+        message = wire.next_incoming()
+        message.acknowledge()
+        message.reply()  # before the pause: not running through it
+        with caplog.at_level(logging.WARNING, logger="zmqdriver"):
+            paused.pause()
+        assert "0 were running" in caplog.text
+    finally:
+        paused.wire.close()
 
 
 def test_a_pause_right_after_the_fence_check_counts_the_request_as_running(
