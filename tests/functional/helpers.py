@@ -133,10 +133,12 @@ class ListenerProcess(ChildProcess):
         env = dict(os.environ, PYTHONPATH=REPO)
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
         self.records: list[dict] = []
-        line = self.proc.stdout.readline()
-        if not line or not json.loads(line).get("ready"):
+        # A listener started over a backlog may handle some of it before it says so.
+        while (line := self.proc.stdout.readline()) and not json.loads(line).get("ready"):
+            self.records.append(json.loads(line))
+        if not line:
             self.kill()
-            raise AssertionError(f"listener did not start (said {line!r})")
+            raise AssertionError(f"listener did not start (said {self.records!r})")
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
