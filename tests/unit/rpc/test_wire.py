@@ -647,11 +647,15 @@ def test_a_listener_whose_registration_fails_does_not_accept(wire):
         raise RuntimeError("no registrations today")
 
     matchmaker.register = refuse
-    listener = RpcListener(wire.loop, wire.inbox, Registrar(matchmaker, 60.0, 30.0), ["k"], 1, None)
-    with pytest.raises(RuntimeError, match="no registrations today"):
-        listener.start(wire._collect)
-    wire.request(Kind.CALL)
-    assert wire.next_response().kind == Kind.REJECT
+    registrar = Registrar(matchmaker, 60.0, 30.0)
+    listener = RpcListener(wire.loop, wire.inbox, registrar, ["k"], 1, None)
+    try:
+        with pytest.raises(RuntimeError, match="no registrations today"):
+            listener.start(wire._collect)
+        wire.request(Kind.CALL)
+        assert wire.next_response().kind == Kind.REJECT
+    finally:
+        registrar.stop()  # its thread would go on retrying for the rest of the run
 
 
 def test_an_answer_queued_after_close_is_dropped_quietly(wire):
