@@ -58,7 +58,7 @@ import zmq
 from zmqdriver import metrics, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.eventloop import native_lock
-from zmqdriver.eventloop.loop import LoopStopped, recv_frames, send_frames
+from zmqdriver.eventloop.loop import LoopStopped, readable, recv_frames, send_frames
 from zmqdriver.rpc.outbox import (
     PEER_LOST,
     ConnectionNews,
@@ -182,7 +182,7 @@ class CallerLine:
         """The call's answer if it came before the loss (as in the outbox), else its
         PEER_LOST; the loss is returned by the next ``get`` after an answer."""
         response = None
-        while response is None and self._dealer.poll(0):
+        while response is None and readable(self._dealer):
             response = self._read_answer()
         news = self._lost(lost)  # closes the line
         if response is None:
@@ -220,8 +220,8 @@ class CallerLine:
         if self.closed:
             return False
         with self._lock:
-            # Asked first: a read that finds nothing costs twice a poll (see _next).
-            if zmq.zmq_poll([(self._monitor, _POLLIN)], 0):
+            # Asked first: a read that finds nothing costs more (see _next).
+            if readable(self._monitor):
                 lost = self.catch_up()
                 if lost is not None:
                     self._outbox.report_loss(self.endpoint, lost, 0)
