@@ -169,10 +169,7 @@ class CastKeeper:
         A cast sent to an unreachable server would only be refused and come back;
         held, it goes as soon as that server is reached again or another registers.
         """
-        server = self._chooser.choose(cast.key, cast.tried, deadline=self._clock())
-        if self._chooser.unreachable(server):
-            raise NoServer(cast.key)
-        return server
+        return self._chooser.choose(cast.key, cast.tried, self._clock(), reachable_only=True)
 
     def fanout(self, cast: Cast) -> None:
         """Send a copy of ``cast`` to every server of its target registered now.

@@ -73,17 +73,24 @@ class ServerChooser:
         self._sleep = sleep
         self._turns: dict[str, itertools.count] = {}
 
-    def choose(self, key: str, tried: set[Endpoint], deadline: float) -> Endpoint:
+    def choose(
+        self, key: str, tried: set[Endpoint], deadline: float, *, reachable_only: bool = False
+    ) -> Endpoint:
         """A server of ``key`` not in ``tried``; waits for one until ``deadline``.
 
         Raises NoServer at the deadline (a deadline in the past looks once in
         the cache and once afresh). When every registered server is in
         ``tried`` it is cleared, and they are chosen again after a pause (or by
         the next call, if the deadline has passed): never in a tight loop.
+        When the untried servers are all unreachable, one of them is chosen (a
+        new connection may tell) or, with ``reachable_only``, NoServer is raised
+        at once (a cast is held until one is reached again).
         """
         for lookup, servers in enumerate(self._lookups(key, deadline)):
             untried = [server for server in servers if server not in tried] if tried else servers
             candidates = self._healthiest(untried)
+            if candidates and reachable_only and self.unreachable(candidates[0]):
+                raise NoServer(key)  # the healthiest are unreachable only when all are
             if candidates:
                 turn = self._turns.setdefault(key, itertools.count())
                 return candidates[next(turn) % len(candidates)]
@@ -92,11 +99,16 @@ class ServerChooser:
         raise AssertionError("unreachable: _lookups ends by raising NoServer")
 
     def _healthiest(self, servers: list[Endpoint]) -> list[Endpoint]:
-        """Those of ``servers`` not suspect; else those we can reach; else all of them."""
+        """Those of ``servers`` neither suspect nor unreachable; else those we can reach;
+        else all of them.
+
+        A server stays unreachable after its suspicion expires while its connection
+        stays down (a gone host answers no reconnection): it is not healthy then.
+        """
         if not self._suspects.any():
             return servers  # the usual case, on every cast and call
-        healthy = [server for server in servers if server not in self._suspects]
         reachable = [server for server in servers if not self.unreachable(server)]
+        healthy = [server for server in reachable if server not in self._suspects]
         return healthy or reachable or servers
 
     def every_server(self, key: str) -> list[Endpoint]:

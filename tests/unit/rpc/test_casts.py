@@ -26,6 +26,7 @@ from zmqdriver.exceptions import BackendError, BackendUnavailable
 from zmqdriver.rpc import casts
 from zmqdriver.rpc import outbox as outbox_module
 from zmqdriver.rpc.casts import Cast, CastKeeper, CastLimits
+from zmqdriver.rpc.outbox import SUSPECT_FOR
 
 ACK, DONE, REJECT = protocol.Kind.ACK, protocol.Kind.DONE, protocol.Kind.REJECT
 RETRY_HELD = casts.RETRY_HELD_EVERY
@@ -316,6 +317,15 @@ def test_a_cast_for_a_killed_server_is_held_not_sent_until_it_is_reached_again(k
     k.outbox.reconnect(A)  # back on the same address
     k.later(RETRY_HELD)
     assert k.outbox.sent_to(A) == [cast.msg_id, cast.msg_id]
+
+
+def test_casts_avoid_a_server_whose_connection_stays_down_after_its_suspicion_expired(k):
+    k.matchmaker.serve(k.key, A, B)  # A's record outlives its host by up to zmq_target_expire
+    k.outbox.lose(A)
+    k.clock.advance(SUSPECT_FOR + 1)
+    for _ in range(LIMITS.window):
+        k.cast()
+    assert [server for server, _ in k.outbox.sent] == [B] * LIMITS.window  # none held
 
 
 def test_suspect_servers_are_the_last_resort(k):

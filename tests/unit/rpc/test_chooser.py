@@ -151,6 +151,26 @@ def test_of_suspect_servers_a_reachable_one_is_chosen_first(s):
     assert s.chooser.choose(KEY, {B}, s.clock()) == A  # calls still try it as a last resort
 
 
+def test_a_server_unreachable_for_longer_than_a_suspicion_is_still_avoided(s):
+    s.matchmaker.serve(KEY, A, B)
+    s.outbox.lose(A)  # its host is gone: no reconnection is refused, none succeeds
+    s.clock.advance(SUSPECT_FOR + 1)  # the suspicion has expired, the connection is still down
+    assert A not in s.outbox.suspects and s.chooser.unreachable(A)
+    assert {s.chooser.choose(KEY, set(), s.clock()) for _ in range(4)} == {B}
+    s.outbox.suspects.mark(B)  # slow, not gone: still better than a server we cannot reach
+    assert {s.chooser.choose(KEY, set(), s.clock()) for _ in range(4)} == {B}
+
+
+def test_when_only_unreachable_servers_are_left_casts_get_noserver_and_calls_one_of_them(s):
+    s.matchmaker.serve(KEY, A, B)
+    s.outbox.kill(A)
+    assert s.chooser.choose(KEY, {B}, s.clock()) == A  # a call: a new connection may tell
+    lookups = s.matchmaker.lookups
+    with pytest.raises(NoServer):
+        s.chooser.choose(KEY, {B}, s.clock(), reachable_only=True)  # a cast: held instead
+    assert s.matchmaker.lookups == lookups  # no fresh lookup for every held cast
+
+
 def test_a_refused_server_is_reachable_again_once_a_connection_is_established(s):
     s.outbox.kill(A)
     assert s.chooser.unreachable(A)
