@@ -1,9 +1,11 @@
-"""The server side of RPC: a ROUTER socket per listener, owned by the I/O loop.
+"""The server side of RPC: a ROUTER socket per listener, read by the I/O loop.
 
-The loop acknowledges every request the moment it arrives (so the sender
-stops looking elsewhere), drops duplicates by message id, and hands new
-requests to oslo.messaging's server through the listener callback. Replies
-and heartbeats from executor threads go back through the loop.
+The loop drops duplicates by message id, hands new requests to oslo.messaging's
+server through the listener callback, and acknowledges them so the sender stops
+looking elsewhere (a call at once, a cast with its DONE or within CAST_ACK_DELAY).
+Every send on the ROUTER goes through ``_send_locked``: the loop's own (ACK,
+DONE, REJECT) and the executor threads' REPLYs and heartbeats, which those
+threads send themselves while the loop is idle and hand to it while it is busy.
 """
 
 from __future__ import annotations
@@ -224,30 +226,31 @@ class Inbox:
         of 8 threads fell by 15 % when every answer was sent directly).
         """
         if not self._loop.waiting:
-            self._submit(self._send_in_loop, frames, finished)
-        elif self._send_counted(frames, finished):
+            self._submit(self.send, frames, finished)
+            return
+        with self._router_lock:
+            self._send_locked(frames, finished)
+            try:
+                waiting = not self._router.closed and readable(self._router)
+            except zmq.ZMQError:
+                waiting = True  # unknown: let the loop look
+        if waiting:
             self._loop.recheck(self._router)
 
-    def _send_in_loop(self, frames: list[bytes], finished: bytes | None) -> None:
-        if self._send_counted(frames, finished):
-            self._loop.sent_on(self._router)
-
-    def _send_counted(self, frames: list[bytes], finished: bytes | None) -> bool:
-        """Send ``frames`` (from any thread), counting ``finished`` as answered;
-        True if a request may be waiting on the socket."""
-        with self._router_lock:
-            if finished is not None:
-                self._running.discard(finished)
-                self._finished += 1
-            if self._router.closed:
+    def _send_locked(self, frames: list[bytes], finished: bytes | None) -> None:
+        """Send ``frames`` on the ROUTER (under ``_router_lock``, from any thread),
+        counting ``finished`` as answered."""
+        if finished is not None:
+            self._running.discard(finished)
+            self._finished += 1
+        if self._router.closed:
+            if finished is not None:  # the listener was cleaned up: its client waits in vain
                 LOG.error("zmqdriver: the server is closed; an answer to a client is lost")
-                return False
-            try:
-                send_frames(self._router, frames)
-                return readable(self._router)
-            except zmq.ZMQError as exc:
-                self._complain("reply to a client failed: %s", exc)
-                return True  # unknown: let the loop look
+            return
+        try:
+            send_frames(self._router, frames)
+        except zmq.ZMQError as exc:
+            self._complain("reply to a client failed: %s", exc)
 
     def start(self, message: ZmqIncomingMessage) -> None:
         """An executor is about to run ``message``; StaleRequest if it waited through a pause.
@@ -277,14 +280,11 @@ class Inbox:
     def set_accepting(self, accepting: bool) -> None:
         self._accepting = accepting
 
-    def send(self, frames: list[bytes]) -> None:
+    def send(self, frames: list[bytes], finished: bytes | None = None) -> None:
+        """Send ``frames`` on the ROUTER from the loop thread (see ``_send_locked``)."""
         with self._router_lock:
-            if self._router.closed:
-                return  # the listener was cleaned up: at-most-once replies may be dropped
-            try:
-                self._loop.send(self._router, frames)
-            except zmq.ZMQError as exc:
-                self._complain("reply to a client failed: %s", exc)
+            self._send_locked(frames, finished)
+        self._loop.sent_on(self._router)
 
     def _settle_casts(self) -> None:
         with self._ended_lock:

@@ -381,12 +381,13 @@ def test_a_request_after_its_listener_stopped_is_logged(wire, caplog):
 
 @pytest.fixture
 def reply_senders(monkeypatch) -> list[str]:
-    """Names of the threads that send the server's answers, in order."""
+    """Names of the threads that send the server's REPLYs, in order."""
     senders: list[str] = []
     real = server_module.send_frames
 
     def recording(socket, frames):
-        senders.append(threading.current_thread().name)
+        if protocol.decode_header(frames[1]).kind == Kind.REPLY:
+            senders.append(threading.current_thread().name)
         real(socket, frames)
 
     monkeypatch.setattr(server_module, "send_frames", recording)
