@@ -375,6 +375,33 @@ def test_tasks_submitted_while_reading_run_before_the_next_message(loop, ctx):
     loop.call(sender.close)
 
 
+def test_work_for_the_turns_end_runs_after_every_message_of_the_turn(loop, ctx):
+    """Work that wakes other threads waits until the loop is done reading (at_turn_end)."""
+    order: list[str] = []
+
+    def on_message(frames):
+        order.append(frames[0].decode())
+        loop.at_turn_end(order.append, f"end after {frames[0].decode()}")
+
+    def setup():
+        rx, tx = _pair(ctx, "turn-end")
+        for i in range(3):  # queued before the reader exists: one turn reads all three
+            tx.send(str(i).encode())
+        loop.add_reader(rx, on_message)
+        return tx
+
+    sender = loop.call(setup)
+    assert eventually(lambda: len(order) == 6, WAIT, poll=0.005)
+    assert order == ["0", "1", "2", "end after 0", "end after 1", "end after 2"]
+    loop.call(sender.close)
+
+
+def test_work_for_the_turns_end_from_a_task_runs_without_waiting_for_an_event(unswept_loop):
+    done = threading.Event()
+    unswept_loop.call(unswept_loop.at_turn_end, done.set)
+    assert done.wait(WAIT)  # the loop, with nothing to read, sleeps up to an hour otherwise
+
+
 # -- stop ------------------------------------------------------------------------------
 
 

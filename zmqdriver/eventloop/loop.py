@@ -130,6 +130,7 @@ class IoLoop:
         self.pauses = pauses
         self._sweep_every = sweep_every
         self._tasks: collections.deque = collections.deque()
+        self._turn_end: list = []
         self._wake_r, self._wake_w = _os.pipe()
         _os.set_blocking(self._wake_r, False)
         _os.set_blocking(self._wake_w, False)
@@ -269,7 +270,8 @@ class IoLoop:
             if not self._running:
                 break
             self._sleeping = True
-            timeout = 0.0 if self._tasks or self._unchecked else self._poll_timeout()
+            busy = self._tasks or self._unchecked or self._turn_end
+            timeout = 0.0 if busy else self._poll_timeout()
             try:
                 fired = self._epoll.poll(timeout)
             finally:
@@ -285,6 +287,8 @@ class IoLoop:
             self._sweep_if_due()
             self._read_unchecked()
             self._run_timers()
+            if self._turn_end:
+                self._run_turn_end()
         # Tasks queued just before the stop still run (their callers are waiting).
         self._run_tasks()
 
@@ -308,14 +312,31 @@ class IoLoop:
             self._next_sweep = now + self._sweep_every
             self._unchecked.update(self._readers)
 
+    def at_turn_end(self, fn: Callable, *args: Any) -> None:
+        """Run ``fn(*args)`` once this turn has read every socket due, before the loop
+        waits again (call in the loop thread only).
+
+        For work that wakes other Python threads: woken in the middle of a turn,
+        such a thread preempts the loop and then waits for the GIL the loop holds.
+        """
+        self._turn_end.append((fn, args))
+
+    def _run_turn_end(self) -> None:
+        work, self._turn_end = self._turn_end, []
+        for fn, args in work:
+            self._run_guarded("task", fn, args)
+
+    def _run_guarded(self, what: str, fn: Callable, args: tuple) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # a bug: say where, and keep the loop alive
+            self.runtime.log(logging.ERROR, "zmqdriver I/O %s %r failed", what, fn, exc_info=exc)
+
     def _run_tasks(self) -> None:
         tasks = self._tasks
         while tasks:
             fn, args = tasks.popleft()
-            try:
-                fn(*args)
-            except Exception as exc:  # a bug: say where, and keep the loop alive
-                self.runtime.log(logging.ERROR, "zmqdriver I/O task %r failed", fn, exc_info=exc)
+            self._run_guarded("task", fn, args)
 
     def _poll_timeout(self) -> float:
         """Seconds until the next timer, or the longest sleep that lets the loop see a pause
@@ -329,10 +350,7 @@ class IoLoop:
         timers, now = self._timers, time.monotonic()
         while timers and timers[0][0] <= now:
             _, _, fn, args = heapq.heappop(timers)
-            try:
-                fn(*args)
-            except Exception as exc:  # a bug: say where, and keep the loop alive
-                self.runtime.log(logging.ERROR, "zmqdriver I/O timer %r failed", fn, exc_info=exc)
+            self._run_guarded("timer", fn, args)
 
     def _drain_wake_pipe(self) -> None:
         try:

@@ -322,6 +322,43 @@ def test_a_batched_done_completes_each_of_its_casts_and_a_malformed_one_is_dropp
     assert "not a multiple of 16" in caplog.text
 
 
+def _request_frames(kind: Kind) -> list[bytes]:
+    """A request as the Inbox's reader gets it from the ROUTER (identity first)."""
+    body = {"exchange": "openstack", "topic": "t", "ctxt": {}, "message": {"method": "m"}}
+    header = protocol.encode_header(kind, protocol.new_msg_id())
+    return [b"client", header, protocol.encode_body(body, protocol.Codec.JSON)]
+
+
+def test_casts_go_to_the_executor_at_the_end_of_the_loops_turn_and_calls_at_once(wire):
+    """A hand-over wakes an executor thread: in the middle of a turn it would preempt
+    the loop and wait for its GIL (1.2 involuntary switches per cast, doc/benchmarks.md)."""
+    first, second, call = _request_frames(Kind.CAST), _request_frames(Kind.CAST), None
+
+    def one_turn() -> tuple[int, int]:
+        nonlocal call
+        wire.inbox._on_request(first)
+        wire.inbox._on_request(second)
+        casts_handed = wire.incoming.qsize()
+        call = _request_frames(Kind.CALL)
+        wire.inbox._on_request(call)
+        return casts_handed, wire.incoming.qsize()
+
+    assert wire.loop.call(one_turn) == (0, 1)
+    handed = [wire.next_incoming().header.msg_id for _ in range(3)]
+    assert handed == [protocol.decode_header(frames[1]).msg_id for frames in (call, first, second)]
+
+
+def test_a_stop_hands_over_the_casts_read_before_it(wire):
+    cast = _request_frames(Kind.CAST)
+
+    def read_then_stop() -> int:
+        wire.inbox._on_request(cast)
+        wire.inbox.set_accepting(False)  # listener.stop() runs this as a task between reads
+        return wire.incoming.qsize()
+
+    assert wire.loop.call(read_then_stop) == 1  # taken before the stop: it runs
+
+
 def test_a_server_not_accepting_rejects(wire):
     wire.loop.call(wire.inbox.set_accepting, False)
     wire.request(Kind.CALL)
