@@ -445,6 +445,17 @@ def test_tasks_queued_before_stop_still_run():
     assert ran == list(range(10))
 
 
+def test_work_for_the_turns_end_queued_by_the_last_tasks_still_runs():
+    loop = IoLoop(NativeRuntime(), name="test-io-drain-turn-end")
+    ran = []
+    release = threading.Event()
+    loop.submit(release.wait, WAIT)
+    loop.submit(lambda: loop.at_turn_end(ran.append, "woken"))  # a caller's answer, say
+    release.set()
+    loop.stop()
+    assert ran == ["woken"]
+
+
 def test_calls_racing_with_stop_run_or_raise_loop_stopped_never_time_out():
     # Many callers keep calling while the loop stops: each call must either
     # run or fail with LoopStopped, never sit in the queue until its timeout.

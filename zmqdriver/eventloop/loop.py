@@ -291,6 +291,7 @@ class IoLoop:
                 self._run_turn_end()
         # Tasks queued just before the stop still run (their callers are waiting).
         self._run_tasks()
+        self._run_turn_end()
 
     def _read_unchecked(self) -> None:
         checking, self._unchecked = self._unchecked, set()

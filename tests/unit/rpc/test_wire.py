@@ -359,6 +359,28 @@ def test_a_stop_hands_over_the_casts_read_before_it(wire):
     assert wire.loop.call(read_then_stop) == 1  # taken before the stop: it runs
 
 
+def test_answers_wake_their_callers_at_the_end_of_the_loops_turn_and_reach_handlers_at_once(wire):
+    """A caller woken in the middle of a turn would preempt the loop and wait for its GIL."""
+    server = Endpoint("127.0.0.1", 1)
+    call_id, cast_id = protocol.new_msg_id(), protocol.new_msg_id()
+    caller = wire.outbox.expect(call_id)
+    handled: list[Kind] = []
+    wire.outbox.expect(cast_id, lambda response: handled.append(response.kind))
+
+    def one_turn() -> tuple[list[Kind], bool]:
+        reply = [protocol.encode_header(Kind.REPLY, call_id), b"{}"]
+        for frames in (reply, [protocol.encode_header(Kind.DONE, cast_id)]):
+            wire.outbox._on_response(server, frames)
+        try:
+            caller.get(timeout=0)
+        except queue.Empty:
+            return list(handled), False
+        return list(handled), True
+
+    assert wire.loop.call(one_turn) == ([Kind.DONE], False)
+    assert caller.get(timeout=WAIT).kind == Kind.REPLY
+
+
 def test_a_server_not_accepting_rejects(wire):
     wire.loop.call(wire.inbox.set_accepting, False)
     wire.request(Kind.CALL)
