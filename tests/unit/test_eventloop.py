@@ -352,39 +352,26 @@ def test_a_message_whose_signal_a_send_took_is_still_read(unswept_loop, ctx):
     loop.call(peer.close)
 
 
-def test_tasks_submitted_while_reading_run_before_the_next_message(loop, ctx):
-    """An answer handed over while a batch is read goes out before the next request
-    is read (it would otherwise wait behind up to a whole batch)."""
+@pytest.mark.parametrize(
+    "hand_over, expected",
+    [
+        # An answer handed over while a batch is read goes out before the next request
+        # is read (it would otherwise wait behind up to a whole batch).
+        ("submit", ["0", "after 0", "1", "after 1", "2", "after 2"]),
+        # Work that wakes other threads waits until the loop is done reading.
+        ("at_turn_end", ["0", "1", "2", "after 0", "after 1", "after 2"]),
+    ],
+)
+def test_work_handed_over_while_reading_runs_in_its_order(loop, ctx, hand_over, expected):
     order: list[str] = []
 
     def on_message(frames):
         order.append(frames[0].decode())
         # As an executor thread finishing a request would (here from the loop itself).
-        loop.submit(order.append, f"answer {frames[0].decode()}")
+        getattr(loop, hand_over)(order.append, f"after {frames[0].decode()}")
 
     def setup():
-        rx, tx = _pair(ctx, "requests")
-        for i in range(3):
-            tx.send(str(i).encode())
-        loop.add_reader(rx, on_message)
-        return tx
-
-    sender = loop.call(setup)
-    assert eventually(lambda: len(order) == 6, WAIT, poll=0.005)
-    assert order == ["0", "answer 0", "1", "answer 1", "2", "answer 2"]
-    loop.call(sender.close)
-
-
-def test_work_for_the_turns_end_runs_after_every_message_of_the_turn(loop, ctx):
-    """Work that wakes other threads waits until the loop is done reading (at_turn_end)."""
-    order: list[str] = []
-
-    def on_message(frames):
-        order.append(frames[0].decode())
-        loop.at_turn_end(order.append, f"end after {frames[0].decode()}")
-
-    def setup():
-        rx, tx = _pair(ctx, "turn-end")
+        rx, tx = _pair(ctx, f"requests-{hand_over}")
         for i in range(3):  # queued before the reader exists: one turn reads all three
             tx.send(str(i).encode())
         loop.add_reader(rx, on_message)
@@ -392,7 +379,7 @@ def test_work_for_the_turns_end_runs_after_every_message_of_the_turn(loop, ctx):
 
     sender = loop.call(setup)
     assert eventually(lambda: len(order) == 6, WAIT, poll=0.005)
-    assert order == ["0", "1", "2", "end after 0", "end after 1", "end after 2"]
+    assert order == expected
     loop.call(sender.close)
 
 
