@@ -53,8 +53,8 @@ SERVER_POINTS = [
     (server.Inbox, "send", "server I/O thread sends (ACK)"),
     (server.Inbox, "_dispatch", "server I/O thread hands it to the executor"),
     (server.ZmqIncomingMessage, "reply", "endpoint returned, reply encoded"),
-    # From the executor thread while the loop is idle (a busy loop sends it itself).
-    (server.Inbox, "_send_counted", "server sends the reply"),
+    # The executor thread sends it while the loop is idle (a busy loop sends it itself).
+    (server.Inbox, "_send_now", "server sends the reply"),
 ]
 CALL_START, CALLER_WOKEN, CALL_END = "call starts", "caller woken", "call returns"
 LINE_ANSWER = "caller reads the reply on its own connection"

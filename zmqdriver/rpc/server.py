@@ -430,6 +430,7 @@ class Inbox:
         incoming = ZmqIncomingMessage(self, identity, header, request, generation)
         self._handed += 1
         if header.kind == protocol.Kind.CALL:
+            self._hand_over_casts()  # those read before it go first, in order
             self._hand_over(incoming)  # at once: its caller waits
             return
         if not self._casts_read:

@@ -329,23 +329,37 @@ def _request_frames(kind: Kind) -> list[bytes]:
     return [b"client", header, protocol.encode_body(body, protocol.Codec.JSON)]
 
 
-def test_casts_go_to_the_executor_at_the_end_of_the_loops_turn_and_calls_at_once(wire):
+def _ids(requests: list[list[bytes]]) -> list[bytes]:
+    return [protocol.decode_header(frames[1]).msg_id for frames in requests]
+
+
+def test_casts_go_to_the_executor_at_the_end_of_the_loops_turn(wire):
     """A hand-over wakes an executor thread: in the middle of a turn it would preempt
     the loop and wait for its GIL (1.2 involuntary switches per cast, doc/benchmarks.md)."""
-    first, second, call = _request_frames(Kind.CAST), _request_frames(Kind.CAST), None
+    casts = [_request_frames(Kind.CAST) for _ in range(3)]
 
-    def one_turn() -> tuple[int, int]:
-        nonlocal call
-        wire.inbox._on_request(first)
-        wire.inbox._on_request(second)
-        casts_handed = wire.incoming.qsize()
-        call = _request_frames(Kind.CALL)
-        wire.inbox._on_request(call)
-        return casts_handed, wire.incoming.qsize()
+    def one_turn() -> int:
+        for frames in casts:
+            wire.inbox._on_request(frames)
+        return wire.incoming.qsize()
 
-    assert wire.loop.call(one_turn) == (0, 1)
-    handed = [wire.next_incoming().header.msg_id for _ in range(3)]
-    assert handed == [protocol.decode_header(frames[1]).msg_id for frames in (call, first, second)]
+    assert wire.loop.call(one_turn) == 0
+    assert [wire.next_incoming().header.msg_id for _ in casts] == _ids(casts)
+
+
+def test_a_call_goes_at_once_after_the_casts_read_before_it(wire):
+    """Its caller waits; and a cast sent before a call is handed over before it."""
+    requests = [_request_frames(kind) for kind in (Kind.CAST, Kind.CALL, Kind.CAST)]
+
+    def one_turn() -> list[int]:
+        handed = []
+        for frames in requests:
+            wire.inbox._on_request(frames)
+            handed.append(wire.incoming.qsize())
+        return handed
+
+    assert wire.loop.call(one_turn) == [0, 2, 2]
+    assert [wire.next_incoming().header.msg_id for _ in requests] == _ids(requests)
 
 
 def test_a_stop_hands_over_the_casts_read_before_it(wire):
