@@ -152,7 +152,7 @@ class Waiter:
 
     def take_ack(self, endpoint: Endpoint) -> bool:
         """Note an ACK for a waiting caller without waking it; False if a handler wants it."""
-        if self._handler is not None:
+        if self.has_handler:
             return False
         self.acked_by = endpoint
         return True

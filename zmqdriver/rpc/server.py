@@ -445,6 +445,8 @@ class Inbox:
         cost the server's loop 1.2 involuntary context switches, and now 0.3
         (doc/benchmarks.md, seventh round).
         """
+        if not self._casts_read:
+            return  # the usual case for a call, and for a turn whose casts a call took
         casts, self._casts_read = self._casts_read, []
         for incoming in casts:
             self._hand_over(incoming)
