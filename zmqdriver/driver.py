@@ -77,6 +77,9 @@ class Engine:
         self.loop = IoLoop(self.runtime, pauses=pauses)
         self.curve = curve
         self.zap: security.ZapHandler | None = None  # loop thread; bound by the first server
+        # Green threads must not block their OS thread in zmq_poll, nor on a lock the
+        # loop holds: there every send and call goes through the I/O loop.
+        native = isinstance(self.runtime, NativeRuntime)
         self.outbox = Outbox(
             self.loop,
             self.context,
@@ -86,6 +89,7 @@ class Engine:
             ),
             curve=curve.keys if curve else None,
             max_connections=zconf.zmq_max_connections,
+            direct_sends=native,
         )
         self.directory = Directory(
             matchmaker,
@@ -109,9 +113,7 @@ class Engine:
             ),
             start_background=start_thread,
         )
-        # Green threads must not block their OS thread in zmq_poll: there every
-        # call goes through the I/O loop.
-        per_thread = zconf.zmq_caller_sockets if isinstance(self.runtime, NativeRuntime) else 0
+        per_thread = zconf.zmq_caller_sockets if native else 0
         self.lines = CallerLines(self.outbox, per_thread)
         caller = Caller(
             outbox=self.outbox,

@@ -309,7 +309,7 @@ class CastKeeper:
         if first:
             self._outbox.expect(cast.msg_id, self._on_response)
         for server in servers:
-            self._outbox.send(server, cast.msg_id, cast.frames)
+            self._outbox.send_here(server, cast.msg_id, cast.frames)
         self._ensure_background()
 
     def _watch(self, cast: Cast, server: Endpoint, due: float, now: float) -> None:
@@ -332,7 +332,7 @@ class CastKeeper:
             now = self._clock()
             self._watch(cast, server, now + self._limits.ack_timeout, now)
             self._room.notify_all()
-        self._outbox.send(server, cast.msg_id, cast.frames)
+        self._outbox.send_here(server, cast.msg_id, cast.frames)
 
     def _hold(self, cast: Cast) -> bool:
         """Keep ``cast`` until a server exists; False when the hold is full."""

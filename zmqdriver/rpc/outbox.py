@@ -27,6 +27,7 @@ from zmq.utils.monitor import parse_monitor_message
 from zmqdriver import metrics, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.eventloop import IoLoop, native_lock
+from zmqdriver.eventloop.loop import readable, send_frames
 from zmqdriver.security import KeyPair
 from zmqdriver.throttle import Throttle
 
@@ -323,11 +324,12 @@ class Heartbeats:
 
 
 class Outbox:
-    """The client's connections: a DEALER per server, created and used in the loop thread.
+    """The client's connections: a DEALER per server, created, read and closed in the loop thread.
 
     Caller threads register what they wait for (``expect``), hand sends to the
-    loop (``send``) and may ``drop`` a connection; everything else runs in the
-    loop: reading responses, watching connections, closing idle ones.
+    loop (``send``) or send casts themselves (``send_here``) and may ``drop`` a
+    connection; everything else runs in the loop: reading responses, watching
+    connections, closing idle ones.
     """
 
     def __init__(
@@ -339,7 +341,10 @@ class Outbox:
         heartbeats: Heartbeats,
         curve: KeyPair | None = None,
         max_connections: int = 0,
+        direct_sends: bool = True,
     ) -> None:
+        """``direct_sends``: ``send_here`` may send from the calling thread (native threads;
+        a green thread must not wait on a lock the loop holds)."""
         self._loop = loop
         self._context = context
         self._linger_ms = linger_ms
@@ -348,10 +353,16 @@ class Outbox:
         self._max_connections = max_connections  # 0: no limit
         self.waiters = Waiters(loop.runtime.deliver, wake=self._wake_caller)
         self.suspects = Suspects()
-        # Loop thread only.
+        # The loop creates, reads and closes the DEALERs; a caller may send on one (send_here).
+        # Changes to these two, and every use of a DEALER, under _sending.
         self._dealers: collections.OrderedDict[Endpoint, zmq.Socket] = collections.OrderedDict()
-        self._monitors: dict[Endpoint, zmq.Socket] = {}
         self._inflight: dict[Endpoint, set[bytes]] = {}
+        self._sending = native_lock()
+        self._direct_sends = direct_sends
+        # Sends handed to the loop and not made yet, per server (under _sending).
+        self._handed: collections.Counter[Endpoint] = collections.Counter()
+        # Loop thread only.
+        self._monitors: dict[Endpoint, zmq.Socket] = {}
         # Senders retry a failing server many times: say so once per outage,
         # and a failed handshake once per _LOG_HANDSHAKE_EVERY.
         self._lost_logged = Throttle(every=math.inf)
@@ -371,7 +382,47 @@ class Outbox:
         self.waiters.forget(msg_id)
 
     def send(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> None:
+        """Have the loop send ``frames`` to ``endpoint``; a failure goes to ``msg_id``'s waiter.
+
+        Calls go this way: with several under way, callers taking turns at the
+        connection's lock cost more than the loop's hand-over (calls/s of 8
+        threads fell by about 15 % when they sent themselves).
+        """
+        with self._sending:
+            self._handed[endpoint] += 1
         self._loop.submit(self._send, endpoint, msg_id, frames)
+
+    def send_here(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> None:
+        """``send``, but from this thread when the connection exists and no earlier
+        send to that server still waits in the loop (one thread's messages keep their order).
+
+        For casts: handed to the loop, a burst of them waited for the GIL the
+        caller held, and left together only once the caller blocked on its
+        window, so the server idled while the caller cast, and the caller while
+        the server ran them (doc/benchmarks.md, eighth round).
+        """
+        if not (self._direct_sends and self._try_send_here(endpoint, msg_id, frames)):
+            self.send(endpoint, msg_id, frames)
+
+    def _try_send_here(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> bool:
+        """Send on ``endpoint``'s DEALER from this thread; False: the loop must send it."""
+        with self._sending:
+            dealer = self._dealers.get(endpoint)
+            if dealer is None or self._handed[endpoint]:
+                return False
+            try:
+                send_frames(dealer, frames)
+            except zmq.ZMQError:
+                return False  # the loop tries again, and reports a failure
+            self._dealers.move_to_end(endpoint)  # most recently used last
+            self._note_sent(endpoint, msg_id)
+            try:
+                waiting = readable(dealer)
+            except zmq.ZMQError:
+                waiting = True  # unknown: let the loop look
+        if waiting:  # the send may have taken the loop's signal (eventloop/loop.py)
+            self._loop.recheck(dealer)
+        return True
 
     def drop(self, endpoint: Endpoint, known: bytes | None = None) -> None:
         """Close the connection to ``endpoint``, discarding what it has queued.
@@ -398,13 +449,15 @@ class Outbox:
     def _dealer(self, endpoint: Endpoint) -> zmq.Socket:
         dealer = self._dealers.get(endpoint)
         if dealer is not None:
-            self._dealers.move_to_end(endpoint)  # most recently used last
             return dealer
         self._make_room()
         dealer, monitor = self.connect(endpoint)
-        self._dealers[endpoint] = dealer
+        with self._sending:
+            self._dealers[endpoint] = dealer
         self._monitors[endpoint] = monitor
-        self._loop.add_reader(dealer, lambda frames: self._on_response(endpoint, frames))
+        self._loop.add_reader(
+            dealer, lambda frames: self._on_response(endpoint, frames), lock=self._sending
+        )
         self._loop.add_reader(monitor, lambda frames: self._on_event(endpoint, frames))
         return dealer
 
@@ -451,25 +504,45 @@ class Outbox:
             dealer.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret.encode())
 
     def _send(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> None:
+        failure = None
         try:
-            self._loop.send(self._dealer(endpoint), frames)
+            dealer = self._dealer(endpoint)  # before the lock: making room may close one
         except zmq.ZMQError as exc:
+            dealer, failure = None, exc
+        with self._sending:
+            self._handed[endpoint] -= 1
+            if not self._handed[endpoint]:
+                del self._handed[endpoint]
+            if dealer is not None:
+                try:
+                    self._loop.send(dealer, frames)
+                except zmq.ZMQError as exc:
+                    failure = exc
+                else:
+                    self._dealers.move_to_end(endpoint)  # most recently used last
+                    self._note_sent(endpoint, msg_id)
+        if failure is not None:
             self._loop.runtime.log(
-                logging.WARNING, "zmqdriver: send to %s failed: %s", endpoint, exc
+                logging.WARNING, "zmqdriver: send to %s failed: %s", endpoint, failure
             )
             self.waiters.lost(endpoint, [msg_id])
-            return
+
+    def _note_sent(self, endpoint: Endpoint, msg_id: bytes) -> None:
+        """``msg_id`` is in flight on ``endpoint`` (under _sending)."""
         inflight = self._inflight.setdefault(endpoint, set())
         inflight.add(msg_id)
         if len(inflight) > 1024:  # callers that timed out never said goodbye
             inflight.difference_update([m for m in inflight if m not in self.waiters])
 
     def _drop(self, endpoint: Endpoint, known: bytes | None = None) -> None:
-        dealer = self._dealers.pop(endpoint, None)
+        # Once out of _dealers, no caller can reach the DEALER: closed without the lock.
+        with self._sending:
+            dealer = self._dealers.pop(endpoint, None)
+            lost = self._inflight.pop(endpoint, set())
         monitor = self._monitors.pop(endpoint, None)
         self.suspects.unwatched(endpoint)
         # What was sent on this connection will get no answer through it.
-        self.waiters.lost(endpoint, self._inflight.pop(endpoint, set()) - {known})
+        self.waiters.lost(endpoint, lost - {known})
         for socket in (dealer, monitor):
             if socket is not None:
                 self._loop.remove_reader(socket)
@@ -491,7 +564,8 @@ class Outbox:
             # Answers that arrived before the loss (a DONE, a REPLY) still count:
             # without them those requests would be sent again elsewhere.
             self._loop.drain(dealer)
-        lost = self._inflight.pop(endpoint, set())
+        with self._sending:
+            lost = self._inflight.pop(endpoint, set())
         self.report_loss(endpoint, news, len(lost))
         self.waiters.lost(endpoint, lost, news.reason, news.refused)
         if news.final:
@@ -536,10 +610,10 @@ class Outbox:
                 logging.WARNING, "zmqdriver: dropped response from %s: %s", endpoint, exc
             )
             return
-        inflight = self._inflight.get(endpoint, set())
+        if header.kind in _FINAL_KINDS:
+            with self._sending:  # a caller may be adding to it
+                self._inflight.get(endpoint, set()).difference_update(msg_ids)
         for msg_id in msg_ids:
-            if header.kind in _FINAL_KINDS:
-                inflight.discard(msg_id)
             self.waiters.route(Response(header.kind, msg_id, endpoint, header.codec, body))
 
     def close(self) -> None:
@@ -548,10 +622,11 @@ class Outbox:
             self._drop_gracefully(endpoint)
 
     def _drop_gracefully(self, endpoint: Endpoint) -> None:
-        dealer = self._dealers.pop(endpoint)
+        with self._sending:
+            dealer = self._dealers.pop(endpoint)
+            self._inflight.pop(endpoint, None)
         monitor = self._monitors.pop(endpoint)
         self.suspects.unwatched(endpoint)
-        self._inflight.pop(endpoint, None)
         self._loop.remove_reader(dealer)
         self._loop.remove_reader(monitor)
         dealer.disable_monitor()

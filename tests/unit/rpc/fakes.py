@@ -94,6 +94,9 @@ class FakeOutbox:
         if self.on_send is not None:
             self.on_send(endpoint, msg_id)
 
+    def send_here(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> None:
+        self.send(endpoint, msg_id, frames)  # which thread sends is the real outbox's concern
+
     def drop(self, endpoint: Endpoint, known: bytes | None = None) -> None:
         self.dropped.append(endpoint)
         self.suspects.mark(endpoint)

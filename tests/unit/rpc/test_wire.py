@@ -618,6 +618,47 @@ def test_drop_reports_everything_in_flight_but_the_callers_own(wire):
     router.close()
 
 
+def received(router: zmq.Socket) -> list[bytes]:
+    """The next message ``router`` gets, without the sender's identity."""
+    assert router.poll(WAIT * 1000), "nothing arrived"
+    return router.recv_multipart()[1:]
+
+
+def test_a_cast_on_a_connection_that_exists_leaves_from_the_callers_thread(wire):
+    router, server = silent_server(wire)
+    responses: queue.Queue = queue.Queue()
+    first, second = protocol.new_msg_id(), protocol.new_msg_id()
+    for msg_id in (first, second):
+        wire.outbox.expect(msg_id, responses.put)
+    wire.outbox.send(server, first, [b"first"])
+    assert received(router) == [b"first"]  # through the loop, which connected
+    with loop_held(wire):
+        wire.outbox.send_here(server, second, [b"second"])
+        assert received(router) == [b"second"]  # the loop is busy: this thread sent it
+    wire.outbox.drop(server)
+    lost = [responses.get(timeout=WAIT) for _ in range(2)]
+    assert {(r.kind, r.msg_id) for r in lost} == {(PEER_LOST, first), (PEER_LOST, second)}
+
+
+def test_a_cast_behind_a_send_handed_to_the_loop_keeps_its_order(wire, monkeypatch):
+    """The loop has the connection in its table but has not sent the first message yet."""
+    router, server = silent_server(wire)
+    connecting, go_on = threading.Event(), threading.Event()
+    add_reader = wire.loop.add_reader
+
+    def slow_add_reader(socket, callback, lock=None) -> None:
+        connecting.set()
+        go_on.wait(WAIT)
+        add_reader(socket, callback, lock)
+
+    monkeypatch.setattr(wire.loop, "add_reader", slow_add_reader)
+    wire.outbox.send(server, protocol.new_msg_id(), [b"first"])
+    assert connecting.wait(WAIT)
+    wire.outbox.send_here(server, protocol.new_msg_id(), [b"second"])
+    go_on.set()
+    assert [received(router), received(router)] == [[b"first"], [b"second"]]
+
+
 def test_malformed_responses_are_dropped_and_logged(wire, caplog):
     router, server = silent_server(wire)
     msg_id = protocol.new_msg_id()
