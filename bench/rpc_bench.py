@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Collection
 
 import oslo_messaging
 from oslo_config import cfg
@@ -28,13 +29,15 @@ def run_column(
     counts: Counts,
     notifications: bool = True,
     executor: str = "threading",
+    rows: Collection[str] | None = None,
 ) -> Result:
     """All oslo.messaging rows for ``url``: servers started, measured, stopped.
 
     ``config_file`` is the servers' (and listener's) config file; the client side uses
     ``cfg.CONF`` as the caller parsed it. Without ``notifications`` the listener is not
     started and the notification row is left out (no value). ``executor`` is the servers'
-    and the listener's (``eventlet``: monkey-patched processes).
+    and the listener's (``eventlet``: monkey-patched processes). ``rows``: the names of the
+    steps to measure (``"cast throughput"``, ``"fanout"``, ...), by default all.
     """
     run = uuid.uuid4().hex[:8]
     topic, fanout_topic = f"bench-{run}", f"bench-{run}-fanout"
@@ -69,6 +72,8 @@ def run_column(
                 )
             )
         for name, step in steps:
+            if rows is not None and name not in rows:
+                continue
             try:
                 step()
             except Exception as exc:  # a failing row is reported, not fatal

@@ -161,3 +161,18 @@ def test_wire_floor_prints_every_rate(tmp_path):
     numbers = re.findall(r"(?:oslo alone|wire floor|raw pyzmq|target) ([\d,.]+)", line)
     assert len(numbers) == 8, out  # casts, calls/s and p50 of each, the target
     assert all(float(n.replace(",", "")) > 0 for n in numbers), out
+
+
+def test_cast_window_prints_a_row_per_window(tmp_path):
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
+    args = ["--quick", "--rounds", "1", "--windows", "1,16"]
+    code, out = run_bench(args, env, "bench.studies.cast_window")
+
+    assert code == 0, out
+    rows = {row.split("|")[1].strip(): row for row in out.splitlines() if row.startswith("| ")}
+    for window in ("1", "16"):
+        cells = [cell.strip() for cell in rows[window].split("|")[2:-1]]
+        assert cells[0] != "-" and cells[2] != "-", out  # casts and fanout measured
+        assert cells[4] == window, out  # what may run twice is the window
