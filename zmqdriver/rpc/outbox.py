@@ -485,7 +485,8 @@ class Outbox:
         """
         if not self._max_connections or len(self._dealers) < self._max_connections:
             return
-        idle = (endpoint for endpoint in self._dealers if not self._inflight.get(endpoint))
+        with self._sending:  # a caller's send moves its connection to the end
+            idle = [endpoint for endpoint in self._dealers if not self._inflight.get(endpoint)]
         # The first idle one, unless unreachable; then the first of those.
         victim = min(idle, key=self.suspects.unreachable, default=None)
         if victim is not None:
