@@ -626,17 +626,16 @@ def received(router: zmq.Socket) -> list[bytes]:
 
 def test_a_cast_on_a_connection_that_exists_leaves_from_the_callers_thread(wire):
     router, server = silent_server(wire)
-    responses: queue.Queue = queue.Queue()
     first, second = protocol.new_msg_id(), protocol.new_msg_id()
-    for msg_id in (first, second):
-        wire.outbox.expect(msg_id, responses.put)
+    wire.outbox.expect(first, wire.responses.put)
+    wire.outbox.expect(second, wire.responses.put)
     wire.outbox.send(server, first, [b"first"])
     assert received(router) == [b"first"]  # through the loop, which connected
     with loop_held(wire):
         wire.outbox.send_here(server, second, [b"second"])
         assert received(router) == [b"second"]  # the loop is busy: this thread sent it
     wire.outbox.drop(server)
-    lost = [responses.get(timeout=WAIT) for _ in range(2)]
+    lost = [wire.next_response() for _ in range(2)]
     assert {(r.kind, r.msg_id) for r in lost} == {(PEER_LOST, first), (PEER_LOST, second)}
 
 
