@@ -28,9 +28,9 @@ every ``SWEEP_EVERY`` seconds bounds the delay of any signal missed anyway.
 One exception to "one thread per socket": a reader added with a ``lock`` may
 also be used by other threads holding that lock (a mutex is the full memory
 barrier ZeroMQ asks for when a socket changes threads); the loop takes it for
-each of its own operations on that socket. A thread that operated on it and
-then found it readable calls ``recheck``, since its operation may have taken
-the descriptor's signal.
+each of its own operations on that socket. A thread that operated on it calls
+``recheck`` before it lets the lock go, since its operation may have taken the
+descriptor's signal.
 """
 
 from __future__ import annotations
@@ -170,8 +170,14 @@ class IoLoop:
         return self._sleeping
 
     def recheck(self, socket: zmq.Socket) -> None:
-        """Another thread found ``socket`` (a reader with a lock) readable after using it."""
-        self.submit(self.sent_on, socket)
+        """Another thread used ``socket`` (a reader with a lock, which it still holds):
+        if a message waits, the loop looks again, since the use may have taken the signal."""
+        try:
+            waiting = not socket.closed and readable(socket)
+        except zmq.ZMQError:
+            waiting = True  # unknown: let the loop look
+        if waiting:
+            self.submit(self.sent_on, socket)
 
     def call(self, fn: Callable, *args: Any, timeout: float | None = 30.0) -> Any:
         """Run ``fn(*args)`` in the loop thread and return its result."""

@@ -27,7 +27,7 @@ from zmq.utils.monitor import parse_monitor_message
 from zmqdriver import metrics, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.eventloop import IoLoop, native_lock
-from zmqdriver.eventloop.loop import readable, send_frames
+from zmqdriver.eventloop.loop import send_frames
 from zmqdriver.security import KeyPair
 from zmqdriver.throttle import Throttle
 
@@ -416,11 +416,6 @@ class Outbox:
                 return False  # the loop tries again, and reports a failure
             self._dealers.move_to_end(endpoint)  # most recently used last
             self._note_sent(endpoint, msg_id)
-            try:
-                waiting = readable(dealer)
-            except zmq.ZMQError:
-                waiting = True  # unknown: let the loop look
-        if waiting:  # the send may have taken the loop's signal (eventloop/loop.py)
             self._loop.recheck(dealer)
         return True
 

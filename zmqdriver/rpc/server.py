@@ -26,7 +26,7 @@ from zmqdriver import addressing, metrics, protocol
 from zmqdriver.addressing import Endpoint
 from zmqdriver.discovery import Registrar
 from zmqdriver.eventloop import IoLoop
-from zmqdriver.eventloop.loop import LoopStopped, native_lock, readable, send_frames
+from zmqdriver.eventloop.loop import LoopStopped, native_lock, send_frames
 from zmqdriver.eventloop.pauses import PauseWatch
 from zmqdriver.rpc import ping
 from zmqdriver.rpc.dedup import RecentIds
@@ -232,11 +232,6 @@ class Inbox:
             return
         with self._router_lock:
             self._send_locked(frames, finished)
-            try:
-                waiting = not self._router.closed and readable(self._router)
-            except zmq.ZMQError:
-                waiting = True  # unknown: let the loop look
-        if waiting:
             self._loop.recheck(self._router)
 
     def _send_locked(self, frames: list[bytes], finished: bytes | None) -> None:
