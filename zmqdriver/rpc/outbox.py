@@ -359,8 +359,10 @@ class Outbox:
         self._inflight: dict[Endpoint, set[bytes]] = {}
         self._sending = native_lock()
         self._direct_sends = direct_sends
-        # Sends handed to the loop and not made yet, per server (under _sending).
+        # Sends handed to the loop and not made yet, per server: counted up under
+        # _handing, down under both (so a direct send that holds _sending sees it).
         self._handed: collections.Counter[Endpoint] = collections.Counter()
+        self._handing = native_lock()
         # Loop thread only.
         self._monitors: dict[Endpoint, zmq.Socket] = {}
         # Senders retry a failing server many times: say so once per outage,
@@ -388,7 +390,7 @@ class Outbox:
         connection's lock cost more than the loop's hand-over (calls/s of 8
         threads fell by about 15 % when they sent themselves).
         """
-        with self._sending:
+        with self._handing:
             self._handed[endpoint] += 1
         self._loop.submit(self._send, endpoint, msg_id, frames)
 
@@ -406,7 +408,9 @@ class Outbox:
 
     def _try_send_here(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> bool:
         """Send on ``endpoint``'s DEALER from this thread; False: the loop must send it."""
-        with self._sending:
+        if not self._sending.acquire(blocking=False):
+            return False  # the loop is using the connections: it sends this too
+        try:
             dealer = self._dealers.get(endpoint)
             if dealer is None or self._handed[endpoint]:
                 return False
@@ -417,6 +421,8 @@ class Outbox:
             self._dealers.move_to_end(endpoint)  # most recently used last
             self._note_sent(endpoint, msg_id)
             self._loop.recheck(dealer)
+        finally:
+            self._sending.release()
         return True
 
     def drop(self, endpoint: Endpoint, known: bytes | None = None) -> None:
@@ -506,9 +512,10 @@ class Outbox:
         except zmq.ZMQError as exc:
             dealer, failure = None, exc
         with self._sending:
-            self._handed[endpoint] -= 1
-            if not self._handed[endpoint]:
-                del self._handed[endpoint]
+            with self._handing:
+                self._handed[endpoint] -= 1
+                if not self._handed[endpoint]:
+                    del self._handed[endpoint]
             if dealer is not None:
                 try:
                     self._loop.send(dealer, frames)

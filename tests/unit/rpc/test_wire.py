@@ -658,6 +658,26 @@ def test_a_cast_behind_a_send_handed_to_the_loop_keeps_its_order(wire, monkeypat
     assert [received(router), received(router)] == [[b"first"], [b"second"]]
 
 
+def test_a_cast_while_the_loop_uses_the_connections_is_handed_to_it_in_order(wire):
+    """The caller does not wait for the lock the loop holds to read a connection: waiting
+    cost it more than the hand-over (doc/benchmarks.md, ninth round)."""
+    router, server = silent_server(wire)
+    wire.outbox.send(server, protocol.new_msg_id(), [b"first"])
+    assert received(router) == [b"first"]
+
+    def cast(*messages: bytes) -> None:
+        for message in messages:
+            wire.outbox.send_here(server, protocol.new_msg_id(), [message])
+
+    with wire.outbox._sending:  # as the loop holds it while it reads the connection
+        caller = threading.Thread(target=cast, args=(b"second", b"third"))
+        caller.start()
+        caller.join(WAIT)
+        assert not caller.is_alive()  # it handed them over instead of waiting
+    cast(b"fourth")  # behind the two the loop has not sent yet
+    assert [received(router) for _ in range(3)] == [[b"second"], [b"third"], [b"fourth"]]
+
+
 def test_malformed_responses_are_dropped_and_logged(wire, caplog):
     router, server = silent_server(wire)
     msg_id = protocol.new_msg_id()
