@@ -1,6 +1,7 @@
 """The most a ZeroMQ driver's RPC server could deliver: oslo's server behind the barest wire.
 
-    python -m bench.studies.wire_floor [--rounds N] [--casts N] [--calls N] [--quick]
+    python -m bench.studies.wire_floor [--rounds N] [--casts N] [--calls N] [--windows 16,64]
+        [--quick]
 
 `oslo alone` (bench/oslo_alone.py) hands ready-made requests to oslo's RPC
 server from a thread of the server's own process. A driver cannot: each request
@@ -17,7 +18,10 @@ ZeroMQ driver on this machine from above:
 * the client: raw pyzmq with pre-encoded requests and no oslo client at all;
   casts from one thread back to back, calls from 8 threads, each on a DEALER of
   its own, one call at a time, and sequential calls from one thread for the
-  latency (the benchmark's rows, minus their client cost).
+  latency (the benchmark's rows, minus their client cost). Casts also with a
+  window (``--windows``, as ``zmq_cast_window``): at most that many sent whose
+  answer, sent by the executor thread once the cast ran, has not come back;
+  what a driver keeping the window's promise could reach.
 
 Each round measures `oslo alone`, raw pyzmq's round trip (bench/raw_zmq.py) and
 the wire floor one after the other, and prints the floor against the
@@ -132,24 +136,53 @@ class _Server:
         self._process.wait()
 
 
-def cast_rate(casts: int, warmup: int) -> float:
-    """Casts/s from the first send until the server has run the last one."""
+def cast_rate(casts: int, warmup: int, window: int | None = None) -> float:
+    """Casts/s from the first send until the server has run the last one.
+
+    ``window``: at most this many casts sent and not reported run, as with
+    ``zmq_cast_window``. The server's answer to each cast, sent by the executor
+    thread as soon as it ran, stands for the DONE: the promptest a driver's
+    could be. ``None``: back to back, answers unread.
+    """
     server = _Server(warmup + casts)
     dealer = zmq.Context.instance().socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
+    dealer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
     dealer.connect(server.uri)
     frames = _request("sink", payload="x" * SMALL)
+    send = dealer.send_multipart if window is None else _windowed(dealer, window)
     try:
         for _ in range(warmup):
-            dealer.send_multipart(frames)
+            send(frames)
         time.sleep(1.0)  # let the warm-up run first (not timed)
         start = time.monotonic()
         for _ in range(casts):
-            dealer.send_multipart(frames)
+            send(frames)
         return casts / (server.last_run_at() - start)
     finally:
         dealer.close()
         server.stop()
+
+
+def _windowed(dealer: zmq.Socket, window: int):
+    """A send that first waits until fewer than ``window`` casts await their answer."""
+    waiting = 0
+
+    def send(frames: list[bytes]) -> None:
+        nonlocal waiting
+        while waiting:  # take every answer already here, without waiting
+            try:
+                dealer.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            waiting -= 1
+        while waiting >= window:
+            dealer.recv()
+            waiting -= 1
+        dealer.send_multipart(frames)
+        waiting += 1
+
+    return send
 
 
 def call_rate(calls: int, warmup: int) -> float:
@@ -230,6 +263,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--casts", type=int, default=20000)
     parser.add_argument("--calls", type=int, default=16000)
+    parser.add_argument(
+        "--windows",
+        default="16,64",
+        type=lambda text: [int(w) for w in text.split(",") if w],
+        help="cast windows to measure the floor at too (comma-separated; empty: none)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -243,13 +282,17 @@ def main() -> None:
     for number in range(1, args.rounds + 1):
         alone_casts = oslo_alone._rpc_rate("sink", args.casts)
         floor_casts = cast_rate(args.casts, args.casts // 10)
+        windowed = {w: cast_rate(args.casts, args.casts // 10, w) for w in args.windows}
         alone_calls = oslo_alone._rpc_rate("echo", args.calls)
         floor_calls = call_rate(args.calls, args.calls // 10)
         alone_p50, raw_p50 = latencies(counts)
         floor_p50 = call_p50(counts.latency_calls, counts.warmup)
+        windows = "".join(
+            f", window {w} {rate:,.0f} ({rate / alone_casts:.0%})" for w, rate in windowed.items()
+        )
         print(
             f"round {number}: casts/s oslo alone {alone_casts:,.0f}, wire floor "
-            f"{floor_casts:,.0f} ({floor_casts / alone_casts:.0%}); calls/s oslo alone "
+            f"{floor_casts:,.0f} ({floor_casts / alone_casts:.0%}){windows}; calls/s oslo alone "
             f"{alone_calls:,.0f}, wire floor {floor_calls:,.0f} ({floor_calls / alone_calls:.0%}); "
             f"call p50 oslo alone {alone_p50:.3f} ms, raw pyzmq {raw_p50:.3f} ms, target "
             f"{alone_p50 + 1.5 * raw_p50:.3f} ms, wire floor {floor_p50:.3f} ms",

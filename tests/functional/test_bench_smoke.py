@@ -161,6 +161,9 @@ def test_wire_floor_prints_every_rate(tmp_path):
     numbers = re.findall(r"(?:oslo alone|wire floor|raw pyzmq|target) ([\d,.]+)", line)
     assert len(numbers) == 8, out  # casts, calls/s and p50 of each, the target
     assert all(float(n.replace(",", "")) > 0 for n in numbers), out
+    windowed = re.findall(r"window (\d+) ([\d,]+)", line)
+    assert [w for w, _ in windowed] == ["16", "64"], out  # the default --windows
+    assert all(int(rate.replace(",", "")) > 0 for _, rate in windowed), out
 
 
 def test_cast_window_prints_a_row_per_window(tmp_path):
