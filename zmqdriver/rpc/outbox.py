@@ -395,8 +395,9 @@ class Outbox:
         self._loop.submit(self._send, endpoint, msg_id, frames)
 
     def send_here(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> None:
-        """``send``, but from this thread when the connection exists and no earlier
-        send to that server still waits in the loop (one thread's messages keep their order).
+        """``send``, but from this thread when the connection exists, no earlier send to
+        that server still waits in the loop (one thread's messages keep their order) and
+        no other thread uses the connections at this moment.
 
         For casts: handed to the loop, a burst of them waited for the GIL the
         caller held, and left together only once the caller blocked on its
@@ -409,7 +410,9 @@ class Outbox:
     def _try_send_here(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> bool:
         """Send on ``endpoint``'s DEALER from this thread; False: the loop must send it."""
         if not self._sending.acquire(blocking=False):
-            return False  # the loop is using the connections: it sends this too
+            # Another thread, mostly the loop reading, uses the connections now: waiting
+            # cost both a context switch; the loop sends this as soon as it can.
+            return False
         try:
             dealer = self._dealers.get(endpoint)
             if dealer is None or self._handed[endpoint]:
