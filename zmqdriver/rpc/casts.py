@@ -125,6 +125,9 @@ class CastKeeper:
         self._room = threading.Condition()
         self._held: collections.OrderedDict[bytes, Cast] = collections.OrderedDict()
         self._held_lock = threading.Lock()
+        # Targets whose held casts the background is trying now (_retry_held): a new
+        # cast to one of them is held behind them, even once they have left the hold.
+        self._retrying: set[str] = set()
         self._resends: queue.Queue[Cast | None] = queue.Queue()
         # Fanout copies REJECTed by their server, (when to send again, copy), oldest first.
         self._again: collections.deque[tuple[float, _Copy]] = collections.deque()
@@ -263,7 +266,7 @@ class CastKeeper:
 
     def _has_room(self, server: Endpoint | None) -> bool:
         if len(self._copies) + self._queued_count >= self._limits.track_max:
-            self._log_full("in flight", self._limits.track_max, "zmq_cast_track_max")
+            self._log_full("in flight", self._limits.track_max, "zmq_cast_track_max", "waiting")
             return False
         return server is None or self._window_open(server)
 
@@ -335,10 +338,15 @@ class CastKeeper:
         self._outbox.send_here(server, cast.msg_id, cast.frames)
 
     def _hold(self, cast: Cast) -> bool:
-        """Keep ``cast`` until a server exists; False when the hold is full."""
+        """Keep ``cast`` until a server exists; False when the hold is full.
+
+        A cast held already (``_retry_held`` is trying it) keeps its place.
+        """
         with self._held_lock:
+            if cast.msg_id in self._held:
+                return True
             if len(self._held) >= self._limits.hold_max:
-                self._log_full("held", self._limits.hold_max, "zmq_cast_hold_max")
+                self._log_full("held", self._limits.hold_max, "zmq_cast_hold_max", "refusing more")
                 return False
             if cast.held_since is None:
                 cast.held_since = self._clock()
@@ -350,10 +358,14 @@ class CastKeeper:
 
     def _holding(self, key: str) -> bool:
         """Casts to ``key`` are waiting: a new one must queue behind them (order)."""
-        if not self._held:
+        if not (self._held or self._retrying):
             return False
         with self._held_lock:
-            return any(cast.key == key for cast in self._held.values())
+            return key in self._retrying or any(c.key == key for c in self._held.values())
+
+    def _unhold(self, cast: Cast) -> None:
+        with self._held_lock:
+            self._held.pop(cast.msg_id, None)
 
     @staticmethod
     def _hold_full_error(cast: Cast) -> exceptions.MessageDeliveryFailure:
@@ -362,9 +374,9 @@ class CastKeeper:
             "and zmq_cast_hold_max casts are already waiting for one"
         )
 
-    def _log_full(self, what: str, limit: int, option: str) -> None:
+    def _log_full(self, what: str, limit: int, option: str, consequence: str) -> None:
         if self._full_logged.admit(option) is not None:
-            LOG.warning("%d casts already %s (%s); waiting for room", limit, what, option)
+            LOG.warning("%d casts already %s (%s); %s", limit, what, option, consequence)
 
     # -- responses (I/O loop or hub) ---------------------------------------------
 
@@ -569,8 +581,11 @@ class CastKeeper:
                 metrics.incr("resends")
                 self._send(copy.cast, [copy.server], since=copy.since)
 
-    def _resend(self, cast: Cast) -> None:
-        """Send ``cast`` to another server, or hold it; never waits for room."""
+    def _resend(self, cast: Cast) -> bool:
+        """Send ``cast`` to another server, or hold it; never waits for room.
+
+        Returns whether it is held (a held cast leaves the hold only as it is sent).
+        """
         if cast.out_of_retries():
             LOG.error(
                 "%s dropped: no server took it in %d attempts (retry=%s)",
@@ -578,16 +593,20 @@ class CastKeeper:
                 cast.attempts,
                 cast.retry,
             )
-            return
+            self._unhold(cast)
+            return False
         try:
             server = self._choose(cast)
         except (NoServer, BackendError) as exc:
             LOG.debug("%s held: %s", cast.describe(), exc)
-            if not self._hold(cast):
-                LOG.error("%s", self._hold_full_error(cast))
-            return
+            if self._hold(cast):
+                return True
+            LOG.error("%s", self._hold_full_error(cast))
+            return False
+        self._unhold(cast)  # before the send: if its connection is lost, it is held again
         metrics.incr("resends")
         self._send(cast, [server])
+        return False
 
     def _drop_silent_servers(self, now: float) -> None:
         """Servers that left a cast unacknowledged too long lose their connection.
@@ -632,20 +651,25 @@ class CastKeeper:
                 del self._silenced[server]
 
     def _retry_held(self, now: float) -> None:
+        """Send the held casts whose target has a server now, oldest first.
+
+        They stay in the hold until each is sent, so casts that callers hold
+        meanwhile neither take their places nor (``_retrying``) overtake them.
+        """
         with self._held_lock:
             held = list(self._held.values())
-            self._held.clear()
+            self._retrying = {cast.key for cast in held}
         expired = 0
         blocked: set[str] = set()  # targets whose earlier cast is still held
-        for cast in held:
-            if now - cast.held_since > self._limits.hold_time:
-                expired += 1
-            elif cast.key in blocked:
-                self._hold(cast)  # keep order behind the earlier one
-            else:
-                self._resend(cast)
-                if cast.msg_id in self._held:
-                    blocked.add(cast.key)
+        try:
+            for cast in held:
+                if now - cast.held_since > self._limits.hold_time:
+                    expired += 1
+                    self._unhold(cast)
+                elif cast.key not in blocked and self._resend(cast):
+                    blocked.add(cast.key)  # the later ones stay held behind it
+        finally:
+            self._retrying = set()
         if expired:
             LOG.error(
                 "Dropped %d casts that no server took within zmq_cast_hold_time=%ss",

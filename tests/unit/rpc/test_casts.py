@@ -450,11 +450,12 @@ def test_held_casts_of_another_target_do_not_block(k):
     assert k.outbox.sent == [(A, cast.msg_id)]
 
 
-def test_a_full_hold_refuses_the_caller(k):
+def test_a_full_hold_refuses_the_caller(k, caplog):
     for _ in range(LIMITS.hold_max):
         k.cast()
     with pytest.raises(oslo_messaging.MessageDeliveryFailure, match="zmq_cast_hold_max"):
         k.cast()
+    assert "4 casts already held (zmq_cast_hold_max); refusing more" in caplog.text
 
 
 def test_held_casts_past_the_hold_time_are_dropped_with_a_count(k, caplog):
@@ -511,6 +512,43 @@ def test_a_resend_finding_the_hold_full_is_logged(caplog):
         k.later(0.0)
     assert "zmq_cast_hold_max" in caplog.text
     assert cast.msg_id not in k.outbox.waiters
+
+
+def test_held_casts_keep_their_place_when_callers_fill_the_hold_during_a_retry(k, caplog):
+    """A retry takes the held casts out, and puts back those that still find no server:
+    casts that callers held in between must not push them out (their cast() returned)."""
+    first, second = k.cast(), k.cast()  # no server: held
+    resend = k.keeper._resend
+
+    def callers_fill_the_hold(cast, *args, **kwargs):
+        while len(k.keeper._held) < LIMITS.hold_max:  # other threads, another target
+            k.cast(tgt=target("other"))
+        resend(cast, *args, **kwargs)
+
+    k.keeper._resend = callers_fill_the_hold
+    with caplog.at_level(logging.WARNING, logger="zmqdriver.rpc.casts"):
+        k.later(casts.RETRY_HELD_EVERY)
+    assert {first.msg_id, second.msg_id} <= set(k.keeper._held)
+    assert "dropped" not in caplog.text.lower()
+
+
+def test_a_cast_made_while_held_casts_are_retried_waits_behind_them(k):
+    held = k.cast()  # no server yet: held
+    k.matchmaker.serve(k.key, A)
+    resend = k.keeper._resend
+    made: list[Cast] = []
+
+    def a_caller_casts_meanwhile(cast, *args, **kwargs):
+        if not made:
+            k.keeper._chooser.failed(k.key)  # its lookup finds A, as the retry's does
+            made.append(k.cast())
+        return resend(cast, *args, **kwargs)
+
+    k.keeper._resend = a_caller_casts_meanwhile
+    k.later(casts.RETRY_HELD_EVERY)
+    k.keeper._resend = resend
+    k.later(casts.RETRY_HELD_EVERY)
+    assert [msg_id for _, msg_id in k.outbox.sent] == [held.msg_id, made[0].msg_id]
 
 
 def test_closing_with_held_casts_says_they_are_lost(k, caplog):
