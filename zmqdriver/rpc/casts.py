@@ -125,9 +125,6 @@ class CastKeeper:
         self._room = threading.Condition()
         self._held: collections.OrderedDict[bytes, Cast] = collections.OrderedDict()
         self._held_lock = threading.Lock()
-        # Targets whose held casts the background is trying now (_retry_held): a new
-        # cast to one of them is held behind them, even once they have left the hold.
-        self._retrying: set[str] = set()
         self._resends: queue.Queue[Cast | None] = queue.Queue()
         # Fanout copies REJECTed by their server, (when to send again, copy), oldest first.
         self._again: collections.deque[tuple[float, _Copy]] = collections.deque()
@@ -358,10 +355,10 @@ class CastKeeper:
 
     def _holding(self, key: str) -> bool:
         """Casts to ``key`` are waiting: a new one must queue behind them (order)."""
-        if not (self._held or self._retrying):
+        if not self._held:
             return False
         with self._held_lock:
-            return key in self._retrying or any(c.key == key for c in self._held.values())
+            return any(cast.key == key for cast in self._held.values())
 
     def _unhold(self, cast: Cast) -> None:
         with self._held_lock:
@@ -603,9 +600,11 @@ class CastKeeper:
                 return True
             LOG.error("%s", self._hold_full_error(cast))
             return False
-        self._unhold(cast)  # before the send: if its connection is lost, it is held again
         metrics.incr("resends")
         self._send(cast, [server])
+        # After the send, so no new cast to its target overtakes it. A loss of that
+        # connection is resent by this same thread, after this.
+        self._unhold(cast)
         return False
 
     def _drop_silent_servers(self, now: float) -> None:
@@ -654,22 +653,18 @@ class CastKeeper:
         """Send the held casts whose target has a server now, oldest first.
 
         They stay in the hold until each is sent, so casts that callers hold
-        meanwhile neither take their places nor (``_retrying``) overtake them.
+        meanwhile neither take their places nor overtake them.
         """
         with self._held_lock:
             held = list(self._held.values())
-            self._retrying = {cast.key for cast in held}
         expired = 0
         blocked: set[str] = set()  # targets whose earlier cast is still held
-        try:
-            for cast in held:
-                if now - cast.held_since > self._limits.hold_time:
-                    expired += 1
-                    self._unhold(cast)
-                elif cast.key not in blocked and self._resend(cast):
-                    blocked.add(cast.key)  # the later ones stay held behind it
-        finally:
-            self._retrying = set()
+        for cast in held:
+            if now - cast.held_since > self._limits.hold_time:
+                expired += 1
+                self._unhold(cast)
+            elif cast.key not in blocked and self._resend(cast):
+                blocked.add(cast.key)  # the later ones stay held behind it
         if expired:
             LOG.error(
                 "Dropped %d casts that no server took within zmq_cast_hold_time=%ss",

@@ -421,7 +421,6 @@ class Outbox:
                 send_frames(dealer, frames)
             except zmq.ZMQError:
                 return False  # the loop tries again, and reports a failure
-            self._dealers.move_to_end(endpoint)  # most recently used last
             self._note_sent(endpoint, msg_id)
             self._loop.recheck(dealer)
         finally:
@@ -525,7 +524,6 @@ class Outbox:
                 except zmq.ZMQError as exc:
                     failure = exc
                 else:
-                    self._dealers.move_to_end(endpoint)  # most recently used last
                     self._note_sent(endpoint, msg_id)
         if failure is not None:
             self._loop.runtime.log(
@@ -534,7 +532,9 @@ class Outbox:
             self.waiters.lost(endpoint, [msg_id])
 
     def _note_sent(self, endpoint: Endpoint, msg_id: bytes) -> None:
-        """``msg_id`` is in flight on ``endpoint`` (under _sending)."""
+        """``msg_id`` is in flight on ``endpoint``, its connection the most recently used
+        (under _sending)."""
+        self._dealers.move_to_end(endpoint)
         inflight = self._inflight.setdefault(endpoint, set())
         inflight.add(msg_id)
         if len(inflight) > 1024:  # callers that timed out never said goodbye
