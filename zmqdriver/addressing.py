@@ -9,7 +9,8 @@ import functools
 import hashlib
 import ipaddress
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote, unquote
 
 DEFAULT_EXCHANGE = "openstack"
@@ -121,32 +122,22 @@ def describe_target(target) -> str:
     return "target(" + ", ".join(parts) + ")"
 
 
-@dataclass(frozen=True, order=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     """Where a server listens: a ZeroMQ TCP endpoint, and its CURVE public key if any.
 
     The key takes part in equality: a server that restarts on the same port
     with another key is another peer, so clients open a fresh connection
     with the right key instead of reusing one that can never authenticate.
     ``""`` (not None) means "no key", so endpoints always stay comparable.
+
+    A tuple, not a dataclass: endpoints key the dicts every message goes
+    through (windows, connections, suspects), several times per message in
+    two threads, and a tuple hashes and compares in C.
     """
 
     host: str
     port: int
     key: str = ""
-    # Endpoints key the dicts every message goes through (windows, connections,
-    # suspects): the hash is computed once, not from the three fields each time.
-    _hash: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.host, self.port, self.key)))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __reduce__(self):
-        # Rebuilt from its fields: string hashes differ between processes.
-        return (Endpoint, (self.host, self.port, self.key))
 
     @property
     def uri(self) -> str:

@@ -160,8 +160,10 @@ class CastKeeper:
         except NoServer:
             self._hold_or_raise(cast)
             return
-        self._wait_for_room(server)
-        self._send(cast, [server])
+        with self._room:
+            self._wait_for_room(server)
+            first = self._claim(cast, [server])
+        self._transmit(cast, [server], first)
 
     def _choose(self, cast: Cast) -> Endpoint:
         """A server for ``cast`` now; NoServer when the only ones left are unreachable.
@@ -192,14 +194,15 @@ class CastKeeper:
         servers = found.reachable
         if not servers:
             return
-        self._wait_for_room(None)
         with self._room:
+            self._wait_for_room(None)
             ready = [server for server in servers if self._window_open(server)]
             for server in servers:
                 if server not in ready:
                     self._queued.setdefault(server, collections.deque()).append(cast)
             self._queued_count += len(servers) - len(ready)
-            self._send(cast, ready, queued=len(servers) - len(ready))
+            first = self._claim(cast, ready, queued=len(servers) - len(ready))
+        self._transmit(cast, ready, first)
 
     def _skip(self, cast: Cast, servers: list[Endpoint]) -> None:
         """Send no copy to ``servers``: our connections to them are down.
@@ -240,26 +243,28 @@ class CastKeeper:
             )
 
     def _wait_for_room(self, server: Endpoint | None) -> None:
-        """Block while ``server``'s window (or the process-wide limit) is full.
+        """Block while ``server``'s window (or the process-wide limit) is full (under _room).
 
-        With ``server`` None, only while the process-wide limit is reached.
+        With ``server`` None, only while the process-wide limit is reached. The
+        caller claims the room in the same hold of ``_room`` (``_claim``).
         """
+        if self._has_room(server):
+            return  # the usual case: no clock to read
         since = warned = self._clock()
-        with self._room:
-            while not self._stopped and not self._has_room(server):
-                self._room.wait(_ROOM_WAIT)
-                if self._clock() - warned > 2 * self._limits.ack_timeout:
-                    warned = self._clock()
-                    LOG.warning(
-                        "cast() has waited %.0fs for room: %d casts on their way to %s "
-                        "(zmq_cast_window=%d), %d in all (zmq_cast_track_max=%d)",
-                        warned - since,
-                        self._per_server[server] if server else 0,
-                        server or "any server",
-                        self._limits.window,
-                        len(self._copies),
-                        self._limits.track_max,
-                    )
+        while not self._stopped and not self._has_room(server):
+            self._room.wait(_ROOM_WAIT)
+            if self._clock() - warned > 2 * self._limits.ack_timeout:
+                warned = self._clock()
+                LOG.warning(
+                    "cast() has waited %.0fs for room: %d casts on their way to %s "
+                    "(zmq_cast_window=%d), %d in all (zmq_cast_track_max=%d)",
+                    warned - since,
+                    self._per_server[server] if server else 0,
+                    server or "any server",
+                    self._limits.window,
+                    len(self._copies),
+                    self._limits.track_max,
+                )
 
     def _has_room(self, server: Endpoint | None) -> bool:
         if len(self._copies) + self._queued_count >= self._limits.track_max:
@@ -293,18 +298,30 @@ class CastKeeper:
     def _send(
         self, cast: Cast, servers: list[Endpoint], queued: int = 0, since: float | None = None
     ) -> None:
-        """Send ``cast`` to ``servers`` and watch each copy until its DONE.
+        """Send ``cast`` to ``servers`` and watch each copy until its DONE (never waits)."""
+        with self._room:
+            first = self._claim(cast, servers, queued, since)
+        self._transmit(cast, servers, first)
 
-        ``queued``: fanout copies of ``cast`` left in ``_queued`` (sent by ``_send_queued``);
-        ``since``: when the copies were first sent, if they were before.
+    def _claim(
+        self, cast: Cast, servers: list[Endpoint], queued: int = 0, since: float | None = None
+    ) -> bool:
+        """Watch a copy of ``cast`` on its way to each of ``servers`` (under _room).
+
+        ``queued``: fanout copies of ``cast`` left in ``_queued`` (sent by ``_finish``);
+        ``since``: when the copies were first sent, if they were before. Returns whether
+        these are the cast's first copies (its responses are not expected yet).
         """
         now = self._clock()
         due = now + self._limits.ack_timeout
-        with self._room:
-            first = self._per_msg[cast.msg_id] == 0
-            self._per_msg[cast.msg_id] += queued
-            for server in servers:
-                self._watch(cast, server, due, now if since is None else since)
+        first = self._per_msg[cast.msg_id] == 0
+        self._per_msg[cast.msg_id] += queued
+        for server in servers:
+            self._watch(cast, server, due, now if since is None else since)
+        return first
+
+    def _transmit(self, cast: Cast, servers: list[Endpoint], first: bool) -> None:
+        """Send the copies ``_claim`` watches; ``first``: expect the cast's responses."""
         cast.attempts += 1
         if first:
             self._outbox.expect(cast.msg_id, self._on_response)
@@ -318,21 +335,20 @@ class CastKeeper:
         self._per_server[server] += 1
         self._per_msg[cast.msg_id] += 1
 
-    def _send_queued(self, server: Endpoint) -> None:
-        """Send the next fanout copy queued for ``server`` if its window has room."""
-        with self._room:
-            waiting = self._queued.get(server)
-            if not waiting or self._per_server[server] >= self._limits.window:
-                return
-            cast = waiting.popleft()
-            if not waiting:
-                del self._queued[server]
-            self._queued_count -= 1
-            self._per_msg[cast.msg_id] -= 1  # counted as queued, now as on its way
-            now = self._clock()
-            self._watch(cast, server, now + self._limits.ack_timeout, now)
-            self._room.notify_all()
-        self._outbox.send_here(server, cast.msg_id, cast.frames)
+    def _next_queued(self, server: Endpoint) -> Cast | None:
+        """The next fanout copy queued for ``server``, watched as on its way now, if its
+        window has room (under _room); the caller sends it."""
+        waiting = self._queued.get(server)
+        if not waiting or self._per_server[server] >= self._limits.window:
+            return None
+        cast = waiting.popleft()
+        if not waiting:
+            del self._queued[server]
+        self._queued_count -= 1
+        self._per_msg[cast.msg_id] -= 1  # counted as queued, now as on its way
+        now = self._clock()
+        self._watch(cast, server, now + self._limits.ack_timeout, now)
+        return cast
 
     def _hold(self, cast: Cast) -> bool:
         """Keep ``cast`` until a server exists; False when the hold is full.
@@ -399,7 +415,8 @@ class CastKeeper:
                 self._redirect(copy, "is stopping" if rejected else "was lost", again)
 
     def _finish(self, msg_id: bytes, server: Endpoint) -> _Copy | None:
-        """Stop watching one copy; returns it, or None if it was not watched."""
+        """Stop watching one copy, and send the next fanout copy queued for its server
+        in its place; returns it, or None if it was not watched."""
         with self._room:
             copy = self._copies.pop((msg_id, server), None)
             if copy is None:
@@ -411,11 +428,14 @@ class CastKeeper:
             last = self._per_msg[msg_id] <= 0
             if last:
                 del self._per_msg[msg_id]
-            if self._room_for_a_burst(server):
+            queued = self._next_queued(server)
+            # A queued copy sent leaves room under zmq_cast_track_max.
+            if queued is not None or self._room_for_a_burst(server):
                 self._room.notify_all()
         if last:
             self._outbox.forget(msg_id)
-        self._send_queued(server)
+        if queued is not None:
+            self._outbox.send_here(server, queued.msg_id, queued.frames)
         return copy
 
     def _redirect(self, copy: _Copy, why: str, again: bool = False) -> None:
