@@ -325,9 +325,11 @@ def test_a_turn_looks_only_at_sockets_that_may_have_changed(unswept_loop, ctx):
         loop.call(tx.close)
 
 
-def test_a_message_whose_signal_a_send_took_is_still_read(unswept_loop, ctx):
+@pytest.mark.parametrize("mark", ["sent_on", "recheck"])
+def test_a_message_whose_signal_a_send_took_is_still_read(unswept_loop, ctx, mark):
     """A send processes the socket's pending commands, the arrival of a message
-    among them, so its descriptor stays quiet: ``sent_on`` keeps it from waiting."""
+    among them, so its descriptor stays quiet: ``sent_on`` keeps it from waiting
+    (and ``recheck``, which is ``sent_on`` in the loop thread)."""
     loop, received = unswept_loop, []
     rx, peer = loop.call(_pair, ctx, "sent-on")
     loop.call(loop.add_reader, rx, received.append)
@@ -341,7 +343,7 @@ def test_a_message_whose_signal_a_send_took_is_still_read(unswept_loop, ctx):
         # or so (a TSC throttle): let that pass, so this send does look.
         time.sleep(0.01)
         rx.send(b"request")  # takes the arrival's signal
-        loop.sent_on(rx)
+        getattr(loop, mark)(rx)
 
     loop.submit(send_after_the_arrival)
     assert inside.wait(WAIT)
@@ -349,6 +351,36 @@ def test_a_message_whose_signal_a_send_took_is_still_read(unswept_loop, ctx):
     arrived.set()
     assert eventually(lambda: received == [[b"answer"]], WAIT, poll=0.005)
     assert loop.call(lambda: peer.recv(zmq.NOBLOCK)) == b"request"
+    loop.call(peer.close)
+
+
+def test_a_recheck_in_the_loop_thread_leaves_the_look_to_the_turn(unswept_loop, ctx):
+    """Sends from the loop thread (a DONE's callback sending queued fanout copies)
+    ask no ZMQ_EVENTS each: the turn looks once, before the loop waits again."""
+    loop, received = unswept_loop, []
+
+    def setup():
+        rx = ctx.socket(zmq.PAIR, socket_class=_CountingSocket)
+        rx.bind("inproc://recheck-in-loop")
+        peer = ctx.socket(zmq.PAIR)
+        peer.connect("inproc://recheck-in-loop")
+        loop.add_reader(rx, received.append)
+        return rx, peer
+
+    rx, peer = loop.call(setup)
+    loop.call(lambda: None)  # the new reader's first look
+
+    def send_three():
+        before = rx.events_read
+        for _ in range(3):
+            rx.send(b"request")
+            loop.recheck(rx)
+        return rx.events_read - before
+
+    assert loop.call(send_three) == 0
+    assert loop.call(lambda: [peer.recv(), peer.recv(), peer.recv()]) == [b"request"] * 3
+    peer.send(b"answer")
+    assert eventually(lambda: received == [[b"answer"]], WAIT, poll=0.005)
     loop.call(peer.close)
 
 

@@ -149,6 +149,7 @@ class IoLoop:
         # Makes "still running?" and "queue the task" one step, so no task can
         # be queued after the loop's last drain.
         self._submit_lock = native_lock()
+        self._ident: int | None = None  # the loop thread's, once it runs
         self._thread = runtime.start_native_thread(self._run, name)
 
     # -- called from any thread -------------------------------------------------
@@ -171,7 +172,15 @@ class IoLoop:
 
     def recheck(self, socket: zmq.Socket) -> None:
         """Another thread used ``socket`` (a reader with a lock, which it still holds):
-        if a message waits, the loop looks again, since the use may have taken the signal."""
+        if a message waits, the loop looks again, since the use may have taken the signal.
+
+        In the loop thread itself (a DONE's callback sending the next queued fanout
+        copy) this is ``sent_on``: the loop looks before it waits again anyway, once
+        per socket however many sends this turn made.
+        """
+        if _threading.get_ident() == self._ident:
+            self.sent_on(socket)
+            return
         try:
             waiting = not socket.closed and readable(socket)
         except zmq.ZMQError:
@@ -271,6 +280,7 @@ class IoLoop:
             pass  # already awake, or closing
 
     def _run(self) -> None:
+        self._ident = _threading.get_ident()
         while self._running:
             self._run_tasks()
             if not self._running:
