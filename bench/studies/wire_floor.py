@@ -21,12 +21,15 @@ ZeroMQ driver on this machine from above:
   latency (the benchmark's rows, minus their client cost). Casts also with a
   window (``--windows``, as ``zmq_cast_window``): at most that many sent whose
   answer, sent by the executor thread once the cast ran, has not come back;
-  what a driver keeping the window's promise could reach.
+  what a driver keeping the window's promise could reach. Fanout as the
+  benchmark's row: each cast to three such servers, from one thread taking
+  turns at their DEALERs, back to back and with each window.
 
 Each round measures `oslo alone`, raw pyzmq's round trip (bench/raw_zmq.py) and
 the wire floor one after the other, and prints the floor against the
 performance issue's targets: casts 70 % and calls/s 50 % of `oslo alone`,
-call p50 at most `oslo alone`'s p50 + 1.5 x raw pyzmq's.
+call p50 at most `oslo alone`'s p50 + 1.5 x raw pyzmq's, fanout 60 % of the
+bound the benchmark computes (the cast rate times the cores the servers can use).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from bench.procs import start_children, stop_all
 
 WAIT = 60.0  # seconds: generous bound on any single wait here
 CALL_THREADS = 8
+FANOUT_SERVERS = 3  # as the benchmark's fanout row
 
 
 def _request(method: str, **args) -> list[bytes]:
@@ -136,32 +140,41 @@ class _Server:
         self._process.wait()
 
 
-def cast_rate(casts: int, warmup: int, window: int | None = None) -> float:
-    """Casts/s from the first send until the server has run the last one.
+def cast_rate(casts: int, warmup: int, window: int | None = None, servers: int = 1) -> float:
+    """Deliveries/s from the first send until every server has run the last cast.
 
-    ``window``: at most this many casts sent and not reported run, as with
-    ``zmq_cast_window``. The server's answer to each cast, sent by the executor
-    thread as soon as it ran, stands for the DONE: the promptest a driver's
-    could be. ``None``: back to back, answers unread.
+    Each cast goes to each of ``servers`` (more than one: fanout, the client's
+    sends taking turns). ``window``: at most this many casts sent to a server
+    and not reported run, as with ``zmq_cast_window``. The server's answer to
+    each cast, sent by the executor thread as soon as it ran, stands for the
+    DONE: the promptest a driver's could be. ``None``: back to back, answers unread.
     """
-    server = _Server(warmup + casts)
-    dealer = zmq.Context.instance().socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
-    dealer.connect(server.uri)
+    started = [_Server(warmup + casts) for _ in range(servers)]
+    dealers = []
+    for server in started:
+        dealer = zmq.Context.instance().socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
+        dealer.connect(server.uri)
+        dealers.append(dealer)
     frames = _request("sink", payload="x" * SMALL)
-    send = dealer.send_multipart if window is None else _windowed(dealer, window)
+    sends = [d.send_multipart if window is None else _windowed(d, window) for d in dealers]
     try:
         for _ in range(warmup):
-            send(frames)
+            for send in sends:
+                send(frames)
         time.sleep(1.0)  # let the warm-up run first (not timed)
         start = time.monotonic()
         for _ in range(casts):
-            send(frames)
-        return casts / (server.last_run_at() - start)
+            for send in sends:
+                send(frames)
+        last = max(server.last_run_at() for server in started)
+        return servers * casts / (last - start)
     finally:
-        dealer.close()
-        server.stop()
+        for dealer in dealers:
+            dealer.close()
+        for server in started:
+            server.stop()
 
 
 def _windowed(dealer: zmq.Socket, window: int):
@@ -283,6 +296,13 @@ def main() -> None:
         alone_casts = oslo_alone._rpc_rate("sink", args.casts)
         floor_casts = cast_rate(args.casts, args.casts // 10)
         windowed = {w: cast_rate(args.casts, args.casts // 10, w) for w in args.windows}
+        # The benchmark's fanout row: its bound is the cast rate times the cores.
+        fanout_bound = min(FANOUT_SERVERS, os.cpu_count() or 1) * alone_casts
+        fanout_casts = args.casts // FANOUT_SERVERS
+        floor_fanout = {
+            window: cast_rate(fanout_casts, fanout_casts // 10, window, FANOUT_SERVERS)
+            for window in (None, *args.windows)
+        }
         alone_calls = oslo_alone._rpc_rate("echo", args.calls)
         floor_calls = call_rate(args.calls, args.calls // 10)
         alone_p50, raw_p50 = latencies(counts)
@@ -290,12 +310,18 @@ def main() -> None:
         windows = "".join(
             f", window {w} {rate:,.0f} ({rate / alone_casts:.0%})" for w, rate in windowed.items()
         )
+        fanouts = ", ".join(
+            (f"window {w} " if w else "wire floor ") + f"{rate:,.0f} ({rate / fanout_bound:.0%})"
+            for w, rate in floor_fanout.items()
+        )
         print(
             f"round {number}: casts/s oslo alone {alone_casts:,.0f}, wire floor "
             f"{floor_casts:,.0f} ({floor_casts / alone_casts:.0%}){windows}; calls/s oslo alone "
             f"{alone_calls:,.0f}, wire floor {floor_calls:,.0f} ({floor_calls / alone_calls:.0%}); "
             f"call p50 oslo alone {alone_p50:.3f} ms, raw pyzmq {raw_p50:.3f} ms, target "
-            f"{alone_p50 + 1.5 * raw_p50:.3f} ms, wire floor {floor_p50:.3f} ms",
+            f"{alone_p50 + 1.5 * raw_p50:.3f} ms, wire floor {floor_p50:.3f} ms; fanout "
+            f"deliveries/s to {FANOUT_SERVERS} servers: oslo alone bound {fanout_bound:,.0f}, "
+            f"{fanouts}",
             flush=True,
         )
 

@@ -158,12 +158,17 @@ def test_wire_floor_prints_every_rate(tmp_path):
 
     assert code == 0, out
     line = next((row for row in out.splitlines() if row.startswith("round 1:")), "")
-    numbers = re.findall(r"(?:oslo alone|wire floor|raw pyzmq|target) ([\d,.]+)", line)
+    casts, fanout = line.split("fanout", 1)
+    numbers = re.findall(r"(?:oslo alone|wire floor|raw pyzmq|target) ([\d,.]+)", casts)
     assert len(numbers) == 8, out  # casts, calls/s and p50 of each, the target
     assert all(float(n.replace(",", "")) > 0 for n in numbers), out
-    windowed = re.findall(r"window (\d+) ([\d,]+)", line)
+    windowed = re.findall(r"window (\d+) ([\d,]+)", casts)
     assert [w for w, _ in windowed] == ["16", "64"], out  # the default --windows
     assert all(int(rate.replace(",", "")) > 0 for _, rate in windowed), out
+    # Fanout to three servers: the bound, the floor back to back and at each window.
+    rates = re.findall(r"(bound|wire floor|window \d+) ([\d,]+)", fanout)
+    assert [what for what, _ in rates] == ["bound", "wire floor", "window 16", "window 64"], out
+    assert all(int(rate.replace(",", "")) > 0 for _, rate in rates), out
 
 
 def test_cast_window_prints_a_row_per_window(tmp_path):
