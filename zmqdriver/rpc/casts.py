@@ -162,8 +162,8 @@ class CastKeeper:
             return
         with self._room:
             self._wait_for_room(server)
-            first = self._claim(cast, [server])
-        self._transmit(cast, [server], first)
+            self._claim(cast, [server])
+        self._transmit(cast, [server])
 
     def _choose(self, cast: Cast) -> Endpoint:
         """A server for ``cast`` now; NoServer when the only ones left are unreachable.
@@ -201,8 +201,8 @@ class CastKeeper:
                 if server not in ready:
                     self._queued.setdefault(server, collections.deque()).append(cast)
             self._queued_count += len(servers) - len(ready)
-            first = self._claim(cast, ready, queued=len(servers) - len(ready))
-        self._transmit(cast, ready, first)
+            self._claim(cast, ready, queued=len(servers) - len(ready))
+        self._transmit(cast, ready)
 
     def _skip(self, cast: Cast, servers: list[Endpoint]) -> None:
         """Send no copy to ``servers``: our connections to them are down.
@@ -300,31 +300,30 @@ class CastKeeper:
     ) -> None:
         """Send ``cast`` to ``servers`` and watch each copy until its DONE (never waits)."""
         with self._room:
-            first = self._claim(cast, servers, queued, since)
-        self._transmit(cast, servers, first)
+            self._claim(cast, servers, queued, since)
+        self._transmit(cast, servers)
 
     def _claim(
         self, cast: Cast, servers: list[Endpoint], queued: int = 0, since: float | None = None
-    ) -> bool:
+    ) -> None:
         """Watch a copy of ``cast`` on its way to each of ``servers`` (under _room).
 
         ``queued``: fanout copies of ``cast`` left in ``_queued`` (sent by ``_finish``);
-        ``since``: when the copies were first sent, if they were before. Returns whether
-        these are the cast's first copies (its responses are not expected yet).
+        ``since``: when the copies were first sent, if they were before. The cast's
+        responses are expected from here on: once the lock is let go, the loop may send
+        a queued copy and read its DONE before this thread sends the others.
         """
         now = self._clock()
         due = now + self._limits.ack_timeout
-        first = self._per_msg[cast.msg_id] == 0
+        if self._per_msg[cast.msg_id] == 0:
+            self._outbox.expect(cast.msg_id, self._on_response)
         self._per_msg[cast.msg_id] += queued
         for server in servers:
             self._watch(cast, server, due, now if since is None else since)
-        return first
 
-    def _transmit(self, cast: Cast, servers: list[Endpoint], first: bool) -> None:
-        """Send the copies ``_claim`` watches; ``first``: expect the cast's responses."""
+    def _transmit(self, cast: Cast, servers: list[Endpoint]) -> None:
+        """Send the copies ``_claim`` watches."""
         cast.attempts += 1
-        if first:
-            self._outbox.expect(cast.msg_id, self._on_response)
         for server in servers:
             self._outbox.send_here(server, cast.msg_id, cast.frames)
         self._ensure_background()

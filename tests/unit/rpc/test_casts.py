@@ -744,6 +744,47 @@ def test_a_full_window_holds_up_only_its_own_fanout_copy(k):
     assert fanout.msg_id not in k.outbox.waiters
 
 
+def test_a_queued_fanout_copy_the_loop_sends_at_once_has_its_done_counted(k):
+    """Once the caller lets the keeper's lock go, the loop may send the fanout's
+    queued copy and read its DONE before the caller goes on: the fanout's responses
+    must be expected by then, or that DONE is dropped and the copy never ends."""
+    fan = target(fanout=True)
+    k.matchmaker.serve(key_of(fan), A, B)
+    first, _, _ = k.cast(), k.cast(), k.cast()  # A, B, A: A's window (2) is full
+    loop_went, caller = threading.Event(), threading.current_thread()
+
+    def loop():  # a DONE frees room at A: the queued copy goes, and is DONE at once
+        k.outbox.answer(A, first.msg_id, DONE)
+        loop_went.set()
+
+    def answer_the_loops_sends(server, msg_id):
+        if threading.current_thread() is not caller:
+            k.outbox.answer(server, msg_id, DONE)
+
+    expect = k.outbox.expect
+
+    def expect_while_the_loop_runs(msg_id, handler=None):
+        if msg_id == first.msg_id or loop_went.is_set():
+            return expect(msg_id, handler)
+        runner = threading.Thread(target=loop)
+        runner.start()
+        loop_went.wait(0.5)  # it cannot go on while the caller holds the keeper's lock
+        waiter = expect(msg_id, handler)
+        threads.append(runner)
+        return waiter
+
+    threads: list[threading.Thread] = []
+    k.outbox.on_send = answer_the_loops_sends
+    k.outbox.expect = expect_while_the_loop_runs
+    fanout = k.cast(tgt=fan)
+    for thread in threads:
+        thread.join(10)
+    assert loop_went.is_set()
+    assert k.outbox.sent_to(A)[-1] == fanout.msg_id  # sent by the loop
+    k.outbox.answer(B, fanout.msg_id, DONE)
+    assert fanout.msg_id not in k.outbox.waiters  # both copies ended
+
+
 def test_queued_fanout_copies_go_out_in_order_before_later_casts(k):
     fan = target(fanout=True)
     k.matchmaker.serve(key_of(fan), A)
