@@ -354,6 +354,19 @@ def test_a_message_whose_signal_a_send_took_is_still_read(unswept_loop, ctx, mar
     loop.call(peer.close)
 
 
+def test_after_reading_waits_for_the_turns_end_in_the_loop_thread_only(loop):
+    order: list[str] = []
+    loop.after_reading(order.append, "elsewhere")  # not the loop thread: at once
+    assert order == ["elsewhere"]
+
+    def task():
+        loop.after_reading(order.append, "turn end")
+        order.append("task")
+
+    loop.call(task)
+    assert eventually(lambda: order == ["elsewhere", "task", "turn end"], WAIT)
+
+
 def test_a_recheck_in_the_loop_thread_leaves_the_look_to_the_turn(unswept_loop, ctx):
     """Sends from the loop thread (a DONE's callback sending queued fanout copies)
     ask no ZMQ_EVENTS each: the turn looks once, before the loop waits again."""

@@ -165,6 +165,16 @@ class IoLoop:
         if self._sleeping:
             self._wake()
 
+    def in_loop_thread(self) -> bool:
+        return _threading.get_ident() == self._ident
+
+    def after_reading(self, fn: Callable, *args: Any) -> None:
+        """``at_turn_end`` when called in the loop thread; in any other thread, now."""
+        if self.in_loop_thread():
+            self.at_turn_end(fn, *args)
+        else:
+            fn(*args)
+
     @property
     def waiting(self) -> bool:
         """Whether the loop thread is waiting for events (a hint: it may change at once)."""
@@ -178,7 +188,7 @@ class IoLoop:
         copy) this is ``sent_on``: the loop looks before it waits again anyway, once
         per socket however many sends this turn made.
         """
-        if _threading.get_ident() == self._ident:
+        if self.in_loop_thread():
             self.sent_on(socket)
             return
         try:

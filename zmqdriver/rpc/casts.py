@@ -123,6 +123,7 @@ class CastKeeper:
         self._queued: dict[Endpoint, collections.deque[Cast]] = {}
         self._queued_count = 0
         self._room = threading.Condition()
+        self._wake_due = False  # _wake_now is on its way; guarded by _room
         self._held: collections.OrderedDict[bytes, Cast] = collections.OrderedDict()
         self._held_lock = threading.Lock()
         self._resends: queue.Queue[Cast | None] = queue.Queue()
@@ -285,6 +286,22 @@ class CastKeeper:
             or len(self._copies) + self._queued_count == self._limits.track_max - 1
         )
 
+    def _wake_waiting(self) -> None:
+        """Wake the callers waiting for room once the loop is done reading (under _room).
+
+        A DONE batch frees room at one id after another; a caller woken at the
+        first preempted the loop only to wait for the GIL it held, as an executor
+        thread woken mid-batch did (doc/benchmarks.md, seventh round).
+        """
+        if not self._wake_due:
+            self._wake_due = True
+            self._outbox.after_reading(self._wake_now)
+
+    def _wake_now(self) -> None:
+        with self._room:
+            self._wake_due = False
+            self._room.notify_all()
+
     def _window_open(self, server: Endpoint) -> bool:
         """Room in ``server``'s window, and no fanout copy queued for it first (under _room)."""
         return self._per_server[server] < self._limits.window and not self._queued.get(server)
@@ -430,7 +447,7 @@ class CastKeeper:
             queued = self._next_queued(server)
             # A queued copy sent leaves room under zmq_cast_track_max.
             if queued is not None or self._room_for_a_burst(server):
-                self._room.notify_all()
+                self._wake_waiting()
         if last:
             self._outbox.forget(msg_id)
         if queued is not None:

@@ -383,6 +383,11 @@ class Outbox:
     def forget(self, msg_id: bytes) -> None:
         self.waiters.forget(msg_id)
 
+    def after_reading(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the loop is done reading this turn (now, outside the loop
+        thread): for a response's handler whose work wakes other Python threads."""
+        self._loop.after_reading(fn)
+
     def send(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> None:
         """Have the loop send ``frames`` to ``endpoint``; a failure goes to ``msg_id``'s waiter.
 

@@ -88,6 +88,9 @@ class FakeOutbox:
     def forget(self, msg_id: bytes) -> None:
         self.waiters.forget(msg_id)
 
+    def after_reading(self, fn: Callable[[], None]) -> None:
+        fn()  # answers come from the test's own thread: no loop to wait for
+
     def send(self, endpoint: Endpoint, msg_id: bytes, frames: list[bytes]) -> None:
         self.sent.append((endpoint, msg_id))
         self.inflight[endpoint].add(msg_id)

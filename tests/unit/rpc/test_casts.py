@@ -177,6 +177,30 @@ def test_a_caller_waiting_for_room_is_woken_when_half_the_window_is_free(monkeyp
     assert len(k.outbox.sent) == 5
 
 
+def test_a_caller_waiting_for_room_is_woken_once_the_loop_is_done_reading(monkeypatch):
+    # Woken at the first DONE of a batch, the caller would preempt the loop only
+    # to wait for the GIL the loop holds while it reads the rest.
+    monkeypatch.setattr(casts, "_ROOM_WAIT", 30.0)  # no periodic re-check within the test
+    limits = CastLimits(hold_time=30.0, hold_max=4, track_max=100, window=4, ack_timeout=1.0)
+    k = Keeper(limits)
+    turn_end: list = []
+    k.outbox.after_reading = turn_end.append  # the loop's turn goes on until the test ends it
+    k.matchmaker.serve(k.key, A)
+    window = [k.cast() for _ in range(4)]
+    sent = threading.Event()
+    thread = threading.Thread(target=lambda: (k.cast(), sent.set()))
+    thread.start()
+    assert not sent.wait(0.2)
+    for cast in window[:3]:  # one DONE message for three casts
+        k.outbox.answer(A, cast.msg_id, DONE)
+    assert not sent.wait(0.2)  # room, but the loop is still reading
+    assert len(turn_end) == 1  # one wake-up for the whole batch
+    turn_end.pop()()
+    assert sent.wait(10)
+    thread.join(10)
+    assert len(k.outbox.sent) == 5
+
+
 def test_the_process_wide_limit_holds_casts_to_every_server():
     limits = CastLimits(hold_time=30.0, hold_max=4, track_max=2, window=10, ack_timeout=1.0)
     k = Keeper(limits)
