@@ -157,29 +157,10 @@ def test_a_full_window_holds_the_caller_until_a_done_makes_room(k):
     assert len(k.outbox.sent) == 3
 
 
-def test_a_caller_waiting_for_room_is_woken_when_half_the_window_is_free(monkeypatch):
-    # Woken at every DONE, a caller behind a full window would cost a thread
-    # switch per cast; it goes on once half the window is free.
-    monkeypatch.setattr(casts, "_ROOM_WAIT", 30.0)  # no periodic re-check within the test
-    limits = CastLimits(hold_time=30.0, hold_max=4, track_max=100, window=4, ack_timeout=1.0)
-    k = Keeper(limits)
-    k.matchmaker.serve(k.key, A)
-    first, second, *_ = [k.cast() for _ in range(4)]
-    sent = threading.Event()
-    thread = threading.Thread(target=lambda: (k.cast(), sent.set()))
-    thread.start()
-    assert not sent.wait(0.2)
-    k.outbox.answer(A, first.msg_id, DONE)  # room for one: not yet
-    assert not sent.wait(0.2)
-    k.outbox.answer(A, second.msg_id, DONE)  # half the window free
-    assert sent.wait(10)
-    thread.join(10)
-    assert len(k.outbox.sent) == 5
-
-
 def test_a_caller_waiting_for_room_is_woken_once_the_loop_is_done_reading(monkeypatch):
     # Woken at the first DONE of a batch, the caller would preempt the loop only
-    # to wait for the GIL the loop holds while it reads the rest.
+    # to wait for the GIL the loop holds while it reads the rest; woken once the
+    # turn ends, a DONE that frees one place is enough.
     monkeypatch.setattr(casts, "_ROOM_WAIT", 30.0)  # no periodic re-check within the test
     limits = CastLimits(hold_time=30.0, hold_max=4, track_max=100, window=4, ack_timeout=1.0)
     k = Keeper(limits)
@@ -199,6 +180,16 @@ def test_a_caller_waiting_for_room_is_woken_once_the_loop_is_done_reading(monkey
     assert sent.wait(10)
     thread.join(10)
     assert len(k.outbox.sent) == 5
+    # One place free is enough: the next caller goes on after a one-DONE turn.
+    k.cast(), k.cast()  # the window (4) is full again
+    sent.clear()
+    thread = threading.Thread(target=lambda: (k.cast(), sent.set()))
+    thread.start()
+    assert not sent.wait(0.2)
+    k.outbox.answer(A, window[3].msg_id, DONE)
+    turn_end.pop()()
+    assert sent.wait(10)
+    thread.join(10)
 
 
 def test_the_process_wide_limit_holds_casts_to_every_server():
