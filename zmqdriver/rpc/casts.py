@@ -280,7 +280,7 @@ class CastKeeper:
         first preempted the loop only to wait for the GIL it held, as an executor
         thread woken mid-batch did (doc/benchmarks.md, seventh round). Once per
         turn, waking them at every batch keeps the server fed better than waiting
-        for half the window to be free (casts/s +15 %, tenth round).
+        for half the window to be free (casts/s +14 %, tenth round).
         """
         if not self._wake_due:
             self._wake_due = True
