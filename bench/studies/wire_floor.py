@@ -140,6 +140,15 @@ class _Server:
         self._process.wait()
 
 
+def _dealer(uri: str) -> zmq.Socket:
+    """A client DEALER connected to ``uri`` whose receives give up after WAIT."""
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
+    dealer.connect(uri)
+    return dealer
+
+
 def cast_rate(casts: int, warmup: int, window: int | None = None, servers: int = 1) -> float:
     """Deliveries/s from the first send until every server has run the last cast.
 
@@ -150,13 +159,7 @@ def cast_rate(casts: int, warmup: int, window: int | None = None, servers: int =
     DONE: the promptest a driver's could be. ``None``: back to back, answers unread.
     """
     started = [_Server(warmup + casts) for _ in range(servers)]
-    dealers = []
-    for server in started:
-        dealer = zmq.Context.instance().socket(zmq.DEALER)
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
-        dealer.connect(server.uri)
-        dealers.append(dealer)
+    dealers = [_dealer(server.uri) for server in started]
     frames = _request("sink", payload="x" * SMALL)
     sends = [d.send_multipart if window is None else _windowed(d, window) for d in dealers]
     try:
@@ -206,10 +209,7 @@ def call_rate(calls: int, warmup: int) -> float:
     frames = _request("echo", payload="x" * SMALL)
 
     def caller() -> None:
-        dealer = zmq.Context.instance().socket(zmq.DEALER)
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
-        dealer.connect(server.uri)
+        dealer = _dealer(server.uri)
         for _ in range(warmup // CALL_THREADS):
             dealer.send_multipart(frames)
             dealer.recv()
@@ -235,10 +235,7 @@ def call_rate(calls: int, warmup: int) -> float:
 def call_p50(calls: int, warmup: int) -> float:
     """Milliseconds: the median of sequential calls from one thread."""
     server = _Server(warmup + calls)
-    dealer = zmq.Context.instance().socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
-    dealer.connect(server.uri)
+    dealer = _dealer(server.uri)
     frames = _request("echo", payload="x" * SMALL)
     samples = []
     try:
@@ -259,11 +256,8 @@ def latencies(counts: Counts) -> tuple[float, float]:
     alone = Result()
     oslo_alone._latency(counts, alone)
     (server,) = start_children([("bench.raw_zmq", [], "raw pyzmq server")], counts.start_cap)
-    dealer = zmq.Context.instance().socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.setsockopt(zmq.RCVTIMEO, int(WAIT * 1000))
+    dealer = _dealer(f"tcp://127.0.0.1:{server.ready_line.split()[1]}")
     try:
-        dealer.connect(f"tcp://127.0.0.1:{server.ready_line.split()[1]}")
         samples = raw_zmq.sequential(dealer, "x" * SMALL, counts, Result(), "raw")
     finally:
         dealer.close()

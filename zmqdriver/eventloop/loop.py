@@ -166,6 +166,7 @@ class IoLoop:
             self._wake()
 
     def in_loop_thread(self) -> bool:
+        """Whether the calling thread is the loop's own."""
         return _threading.get_ident() == self._ident
 
     def after_reading(self, fn: Callable, *args: Any) -> None:
