@@ -19,6 +19,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from oslo_serialization import jsonutils, msgpackutils
 
@@ -144,6 +145,41 @@ def more_done_ids(frame: bytes) -> list[bytes]:
             f"DONE ids frame is {len(frame)} bytes, not a multiple of {MSG_ID_SIZE}"
         )
     return [frame[i : i + MSG_ID_SIZE] for i in range(0, len(frame), MSG_ID_SIZE)]
+
+
+class OwedDone(NamedTuple):
+    """A DONE a server owes a client connection for one cast."""
+
+    identity: bytes  # the connection's, as the ROUTER names it
+    msg_id: bytes
+    codec: Codec
+    batched: bool  # the client reads DONEs of several casts in one message
+
+
+def done_messages(owed: list[OwedDone]) -> list[list[bytes]]:
+    """The messages (identity first) that send ``owed``: one per connection and codec
+    for the ids of clients that read batches, in order; one per id for the others.
+
+    >>> a, b = bytes(16), bytes([1]) * 16
+    >>> msgs = done_messages([OwedDone(b"c1", a, Codec.JSON, True),
+    ...                       OwedDone(b"c2", a, Codec.JSON, False),
+    ...                       OwedDone(b"c1", b, Codec.JSON, True)])
+    >>> [(m[0], decode_header(m[1]).msg_id == a, len(m)) for m in msgs]
+    [(b'c1', True, 3), (b'c2', True, 2)]
+    >>> more_done_ids(msgs[0][2]) == [b]
+    True
+    """
+    batches: dict[tuple[bytes, Codec], list[bytes]] = {}
+    singles = []
+    for done in owed:
+        if done.batched:
+            batches.setdefault((done.identity, done.codec), []).append(done.msg_id)
+        else:
+            singles.append([done.identity, *encode_done([done.msg_id], done.codec)])
+    batched = [
+        [identity, *encode_done(msg_ids, codec)] for (identity, codec), msg_ids in batches.items()
+    ]
+    return batched + singles
 
 
 def encode_done(msg_ids: list[bytes], codec: Codec = Codec.JSON) -> list[bytes]:

@@ -4,8 +4,9 @@ The loop drops duplicates by message id, hands new requests to oslo.messaging's
 server through the listener callback, and acknowledges them so the sender stops
 looking elsewhere (a call at once, a cast with its DONE or within CAST_ACK_DELAY).
 Every send on the ROUTER goes through ``_send_locked``: the loop's own (ACK,
-DONE, REJECT) and the executor threads' REPLYs and heartbeats, which those
-threads send themselves while the loop is idle and hand to it while it is busy.
+REJECT, DONE) and the executor threads' REPLYs, heartbeats and DONEs, which those
+threads send themselves while the loop is idle and hand to it while it is busy
+(see ``finish_cast`` for when a DONE waits for other casts).
 """
 
 from __future__ import annotations
@@ -110,13 +111,18 @@ class Inbox:
         # Casts resent while running, to the connection the resend came on:
         # the sender now waits for the DONE there.
         self._resent = RecentIds(dedup_window)
-        # Casts executor threads finished, for the loop to settle (finish_cast).
+        # Casts that ended and have not been settled (DONE sent) yet, the casts
+        # handed to the executor that have not ended, and whether the loop has a
+        # _settle_casts task queued: all guarded by _ended_lock (see finish_cast).
         self._ended: list[tuple[bytes, protocol.Header, bool]] = []
+        self._casts_out = 0
+        self._settle_queued = False
         self._ended_lock = native_lock()
-        # DONEs to send together, by (client identity, codec): see _batch_done.
-        self._dones: dict[tuple[bytes, protocol.Codec], list[bytes]] = {}
         # Casts not acknowledged yet, oldest first: msg id -> (identity, header, due).
         self._unacked: collections.OrderedDict[bytes, tuple] = collections.OrderedDict()
+        # _done, _resent and _unacked: the loop reads and writes them, and an executor
+        # thread settling casts (_settle_here) writes them too.
+        self._books_lock = native_lock()
         self._ack_timer = False
         # Casts read in this turn of the loop, for _hand_over_casts at its end.
         self._casts_read: list[ZmqIncomingMessage] = []
@@ -177,17 +183,41 @@ class Inbox:
         self._send_now(frames)
 
     def finish_cast(self, identity: bytes, header: protocol.Header, batched: bool) -> None:
-        """A cast has run: the loop sends its DONE (``batched``: with others').
+        """A cast has run: its DONE goes out with those of the casts that ended with it.
 
-        Casts that end before the loop gets to them are settled by one task
-        (a task per cast cost the loop and the executor threads a hand-over each).
+        A busy loop settles them in one task. An idle loop is not woken: the
+        thread that ends the last cast handed out sends every DONE owed itself
+        (as a call's REPLY goes, see ``_send_now``). A cast that ends while
+        others are out waits for that only while its ACK is pending, whose timer
+        settles it (``_flush_acks``) within CAST_ACK_DELAY of its hand-over; a
+        later one (a slow cast) is settled at once, so no DONE waits on a slow cast.
+        Waking the loop at the first cast to end cost it the GIL's hand-over back
+        from the executor threads, in the middle of a window (doc/benchmarks.md,
+        eleventh round); a DONE per cast, sent at once, cost the client a read each.
         """
         self._note_finished(header.msg_id)
         with self._ended_lock:
-            first = not self._ended
             self._ended.append((identity, header, batched))
-        if first:
+            self._casts_out -= 1
+            if self._settle_queued:
+                return
+            here = self._loop.waiting
+            # _unacked non-empty means the ACK timer is set (_acknowledge, _flush_acks).
+            if here and self._casts_out > 0 and header.msg_id in self._unacked:
+                return  # the last cast out, or the ACK timer, settles this one
+            self._settle_queued = not here
+        if here:
+            self._settle_here()
+        else:
             self._submit(self._settle_casts)
+
+    def _settle_here(self) -> None:
+        """Send the DONEs of the ended casts from this thread (see ``_send_now``)."""
+        messages = self._settle(self._take_ended())
+        with self._router_lock:
+            for frames in messages:
+                self._send_locked(frames, None)
+            self._loop.recheck(self._router)
 
     def finish_call(self, msg_id: bytes, frames: list[bytes]) -> None:
         """A call has run: send its REPLY now, from this thread (see ``_send_now``)."""
@@ -285,44 +315,34 @@ class Inbox:
         self._loop.sent_on(self._router)
 
     def _settle_casts(self) -> None:
+        """Send the DONEs of the ended casts from the loop thread."""
+        for frames in self._settle(self._take_ended()):
+            self.send(frames)
+
+    def _take_ended(self) -> list[tuple[bytes, protocol.Header, bool]]:
         with self._ended_lock:
             ended, self._ended = self._ended, []
+            self._settle_queued = False
+        return ended
+
+    def _settle(self, ended: list[tuple[bytes, protocol.Header, bool]]) -> list[list[bytes]]:
+        """Count ``ended`` as run (any thread); the DONE messages that say so."""
+        owed = []
+        with self._books_lock:
+            for identity, header, batched in ended:
+                msg_id = header.msg_id
+                self._done.add(msg_id)
+                self._unacked.pop(msg_id, None)  # DONE implies the ACK
+                owed.append(protocol.OwedDone(identity, msg_id, header.codec, batched))
+                resent_from = self._resent.pop(msg_id)
+                if resent_from is not None and resent_from != identity:
+                    owed.append(protocol.OwedDone(resent_from, msg_id, header.codec, batched))
+        # Done before no longer running: _refuse, in the loop, must find a cast in one of
+        # the two (neither, it refuses it, and a resend after the fence runs it again).
         with self._router_lock:
             self._running.difference_update(header.msg_id for _, header, _ in ended)
             self._finished += len(ended)
-        for identity, header, batched in ended:
-            self._cast_done(identity, header, batched)
-
-    def _cast_done(self, identity: bytes, header: protocol.Header, batched: bool) -> None:
-        msg_id = header.msg_id
-        self._done.add(msg_id)
-        self._unacked.pop(msg_id, None)  # DONE implies the ACK
-        if batched:
-            self._batch_done(identity, header)
-        else:
-            self._respond(identity, protocol.Kind.DONE, header)
-        resent_from = self._resent.pop(msg_id)
-        if resent_from is not None and resent_from != identity:
-            self._respond(resent_from, protocol.Kind.DONE, header)
-
-    def _batch_done(self, identity: bytes, header: protocol.Header) -> None:
-        """Send this DONE with the others that come before the loop runs ``_send_dones``.
-
-        That runs after the tasks already handed to the loop, so DONEs that
-        executor threads finished together leave in one message, and none waits.
-        """
-        if not self._dones:
-            try:
-                self._loop.submit(self._send_dones)
-            except LoopStopped:  # the loop's last tasks run: nothing comes after them
-                self._respond(identity, protocol.Kind.DONE, header)
-                return
-        self._dones.setdefault((identity, header.codec), []).append(header.msg_id)
-
-    def _send_dones(self) -> None:
-        dones, self._dones = self._dones, {}
-        for (identity, codec), msg_ids in dones.items():
-            self.send([identity, *protocol.encode_done(msg_ids, codec)])
+        return protocol.done_messages(owed)
 
     def close(self) -> None:
         with self._router_lock:
@@ -356,23 +376,31 @@ class Inbox:
             metrics.incr("requests_acked")
             self._respond(identity, protocol.Kind.ACK, header)
             return
-        self._unacked[header.msg_id] = (identity, header, time.monotonic() + CAST_ACK_DELAY)
+        with self._books_lock:
+            self._unacked[header.msg_id] = (identity, header, time.monotonic() + CAST_ACK_DELAY)
         if not self._ack_timer:
             self._ack_timer = True
             self._loop.call_later(CAST_ACK_DELAY, self._flush_acks)
 
     def _flush_acks(self) -> None:
-        """Acknowledge the casts that have waited CAST_ACK_DELAY without running."""
+        """Acknowledge the casts that have waited CAST_ACK_DELAY without running, after
+        settling those that ran (their DONE is owed, see ``finish_cast``)."""
         self._ack_timer = False
+        self._settle_casts()
         now = time.monotonic()
-        while self._unacked:
-            msg_id = next(iter(self._unacked))
-            identity, header, due = self._unacked[msg_id]
-            if due > now:
-                self._ack_timer = True
-                self._loop.call_later(due - now, self._flush_acks)
-                return
-            del self._unacked[msg_id]
+        with self._books_lock:
+            due_now = []
+            while self._unacked:
+                msg_id = next(iter(self._unacked))
+                identity, header, due = self._unacked[msg_id]
+                if due > now:
+                    self._ack_timer = True
+                    self._loop.call_later(due - now, self._flush_acks)
+                    break
+                del self._unacked[msg_id]
+                if msg_id not in self._done:  # DONE went first (acknowledged as it ended)
+                    due_now.append((identity, header))
+        for identity, header in due_now:
             metrics.incr("requests_acked")
             self._respond(identity, protocol.Kind.ACK, header)
 
@@ -401,15 +429,7 @@ class Inbox:
             return
         if header.msg_id in self._seen:
             metrics.incr("duplicates_dropped")
-            # A resend of a message we already took: do not run it again, but
-            # repeat DONE if it has run (the first one may have gone to a
-            # connection the sender has since replaced).
-            if header.msg_id in self._done:
-                self._respond(identity, protocol.Kind.DONE, header)
-                return
-            self._acknowledge(identity, header)
-            if header.kind == protocol.Kind.CAST:
-                self._resent.add(header.msg_id, identity)
+            self._answer_resend(identity, header)
             return
         metrics.incr("requests_received")
         self._seen.add(header.msg_id)
@@ -432,6 +452,19 @@ class Inbox:
             self._loop.at_turn_end(self._hand_over_casts)
         self._casts_read.append(incoming)
 
+    def _answer_resend(self, identity: bytes, header: protocol.Header) -> None:
+        """A resend of a request we already took: not run again, but DONE repeated
+        if it has run (the first may have gone to a connection the sender has since
+        replaced), else acknowledged, and a cast's DONE owed to this connection too."""
+        with self._books_lock:  # a cast may be settled in another thread meanwhile
+            ran = header.msg_id in self._done
+            if not ran and header.kind == protocol.Kind.CAST:
+                self._resent.add(header.msg_id, identity)
+        if ran:
+            self._respond(identity, protocol.Kind.DONE, header)
+        else:
+            self._acknowledge(identity, header)
+
     def _hand_over_casts(self) -> None:
         """Hand the casts read in this turn to oslo's executor, once the loop is done reading.
 
@@ -443,6 +476,8 @@ class Inbox:
         if not self._casts_read:
             return  # the usual case for a call, and for a turn whose casts a call took
         casts, self._casts_read = self._casts_read, []
+        with self._ended_lock:
+            self._casts_out += len(casts)
         for incoming in casts:
             self._hand_over(incoming)
 
@@ -479,15 +514,20 @@ class Inbox:
         connection too: refused, it would come back after the fence and run twice
         (seen at 300 hosts, where starved processes fence again and again).
         """
-        if header.msg_id in self._done:
+        with self._books_lock:  # a cast may be settled in another thread meanwhile
+            ran = header.msg_id in self._done
+            running = header.kind == protocol.Kind.CAST and header.msg_id in self._running
+            if running and not ran:
+                self._resent.add(header.msg_id, identity)
+            elif not ran:
+                self._unacked.pop(header.msg_id, None)
+        if ran:
             self._respond(identity, protocol.Kind.DONE, header)
             return
-        if header.kind == protocol.Kind.CAST and header.msg_id in self._running:
+        if running:
             self._acknowledge(identity, header)
-            self._resent.add(header.msg_id, identity)
             return
         self._seen.pop(header.msg_id)  # a resend after the fence must run
-        self._unacked.pop(header.msg_id, None)
         metrics.incr("requests_rejected")
         self._respond(identity, protocol.Kind.REJECT, header)
 
@@ -495,10 +535,19 @@ class Inbox:
         """An executor refused a request that waited through a pause: not running after
         all, so a resend acknowledged meanwhile as running is refused too."""
         self._running.discard(header.msg_id)
-        resent_from = self._resent.pop(header.msg_id)
+        with self._books_lock:
+            resent_from = self._resent.pop(header.msg_id)
         self._refuse(identity, header)
         if resent_from is not None and resent_from != identity:
             self._refuse(resent_from, header)
+        if header.kind == protocol.Kind.CAST:
+            self._cast_never_ends()
+            self._settle_casts()  # it may have been the last out (see finish_cast)
+
+    def _cast_never_ends(self) -> None:
+        """A cast handed to the executor will not end (refused, or its listener gone)."""
+        with self._ended_lock:
+            self._casts_out -= 1
 
     def _answer_ping(self, identity: bytes, header: protocol.Header) -> None:
         """Answer a PING here in the loop, so it answers while every executor is busy."""
@@ -530,6 +579,8 @@ class Inbox:
         callback = listener.on_incoming_callback if listener else None
         if callback is None:
             LOG.error("zmqdriver: request %s arrived after its listener stopped", incoming.msg_id)
+            if incoming.header.kind == protocol.Kind.CAST:
+                self._cast_never_ends()
             return
         callback([incoming])
 

@@ -251,14 +251,12 @@ def test_a_cast_resent_while_running_gets_its_done_on_both_connections(wire):
     other.close()
 
 
-def casts_answered_together(wire: Wire, batched: bool) -> tuple[list[bytes], list[list[bytes]]]:
-    """Three casts from a bare connection, run while the loop is busy: their ids, and
-    every message that came back until the DONEs of all three did."""
-    dealer = raw_dealer(wire)
+def raw_casts(dealer: zmq.Socket, count: int, batched: bool = True) -> list[bytes]:
+    """``count`` casts sent from a bare connection (reading batched DONEs or not); their ids."""
     body = {"exchange": "openstack", "topic": "t", "message": {"method": "m"}}
     if batched:
         body[protocol.BATCHED_DONE] = True
-    ids = [protocol.new_msg_id() for _ in range(3)]
+    ids = [protocol.new_msg_id() for _ in range(count)]
     for msg_id in ids:
         dealer.send_multipart(
             [
@@ -266,19 +264,33 @@ def casts_answered_together(wire: Wire, batched: bool) -> tuple[list[bytes], lis
                 protocol.encode_body(body, protocol.Codec.JSON),
             ]
         )
-    messages = [wire.next_incoming() for _ in ids]
-    with loop_held(wire):  # the three DONEs queue behind it
-        for message in messages:
-            message.reply()
+    return ids
+
+
+def answers_until_done(dealer: zmq.Socket, ids: list[bytes]) -> list[list[bytes]]:
+    """Every message that comes back to ``dealer`` until the DONEs of all ``ids`` have."""
     received, done = [], set()
     while done != set(ids):
+        assert dealer.poll(WAIT * 1000), f"no DONE yet for {len(set(ids) - done)} casts"
         frames = dealer.recv_multipart()
         header = protocol.decode_header(frames[0])
         if header.kind == Kind.DONE:
             done.add(header.msg_id)
             done.update(protocol.more_done_ids(frames[1]) if len(frames) == 2 else [])
         received.append(frames)
-    return ids, received
+    return received
+
+
+def casts_answered_together(wire: Wire, batched: bool) -> tuple[list[bytes], list[list[bytes]]]:
+    """Three casts from a bare connection, run while the loop is busy: their ids, and
+    every message that came back until the DONEs of all three did."""
+    dealer = raw_dealer(wire)
+    ids = raw_casts(dealer, 3, batched)
+    messages = [wire.next_incoming() for _ in ids]
+    with loop_held(wire):  # the three DONEs queue behind it
+        for message in messages:
+            message.reply()
+    return ids, answers_until_done(dealer, ids)
 
 
 def test_dones_of_casts_run_together_leave_in_one_message_to_a_client_that_reads_them(wire):
@@ -305,6 +317,77 @@ def test_a_client_that_did_not_say_it_reads_batched_dones_gets_one_per_cast(wire
     ids, received = casts_answered_together(wire, batched=False)
     assert [protocol.decode_header(frames[0]).msg_id for frames in received] == ids
     assert all(len(frames) == 1 for frames in received)
+
+
+def kinds_and_ids(frames: list[bytes]) -> tuple[Kind, list[bytes]]:
+    """A response's kind and the ids it answers (a batched DONE carries several)."""
+    header = protocol.decode_header(frames[0])
+    more = (
+        protocol.more_done_ids(frames[1]) if header.kind == Kind.DONE and len(frames) == 2 else []
+    )
+    return header.kind, [header.msg_id, *more]
+
+
+@pytest.fixture
+def idle_wire(monkeypatch):
+    """A wire whose loop, once idle, stays idle: no sweep, no ACK due (60 s delay)."""
+    monkeypatch.setattr(server_module, "CAST_ACK_DELAY", 60.0)
+    w = Wire(sweep_every=60.0)
+    yield w
+    w.close()
+
+
+def test_casts_ending_while_the_loop_is_idle_are_answered_by_the_last_one_out_alone(
+    idle_wire, monkeypatch
+):
+    wire = idle_wire
+    dealer = raw_dealer(wire)
+    ids = raw_casts(dealer, 3)
+    messages = [wire.next_incoming() for _ in ids]
+    tasks: list[str] = []
+    submit = wire.loop.submit
+    monkeypatch.setattr(
+        wire.loop, "submit", lambda fn, *args: (tasks.append(fn.__name__), submit(fn, *args))
+    )
+    wait_for(lambda: wire.loop.waiting, "the loop to wait")
+    for message in messages:
+        message.reply()
+    assert [kinds_and_ids(frames) for frames in answers_until_done(dealer, ids)] == [
+        (Kind.DONE, ids)
+    ]
+    assert "_settle_casts" not in tasks  # the loop was not woken to send it
+
+
+def test_a_cast_that_ends_beside_a_slow_one_has_its_done_within_the_ack_delay(wire):
+    dealer = raw_dealer(wire)
+    quick, slow = raw_casts(dealer, 2)
+    messages = [wire.next_incoming(), wire.next_incoming()]
+    messages[0].reply()  # the other is still running
+    answers = [kinds_and_ids(frames) for frames in answers_until_done(dealer, [quick])]
+    assert answers == [(Kind.DONE, [quick])]
+    assert dealer.poll(WAIT * 1000)
+    assert kinds_and_ids(dealer.recv_multipart()) == (Kind.ACK, [slow])
+    messages[1].reply()  # past its ACK: nothing to wait for, its DONE goes at once
+    assert [kinds_and_ids(frames) for frames in answers_until_done(dealer, [slow])] == [
+        (Kind.DONE, [slow])
+    ]
+
+
+def test_a_resend_of_a_cast_whose_done_waits_gets_that_done_too(idle_wire):
+    wire = idle_wire
+    dealer, other = raw_dealer(wire), raw_dealer(wire)
+    first, second = raw_casts(dealer, 2)
+    messages = [wire.next_incoming(), wire.next_incoming()]
+    wait_for(lambda: wire.loop.waiting, "the loop to wait")
+    messages[0].reply()  # its DONE waits for the second
+    other.send_multipart([protocol.encode_header(Kind.CAST, first), b"{}"])  # a resend
+    wait_for(lambda: first in wire.inbox._resent, "the loop to read the resend")
+    messages[1].reply()
+    assert [kinds_and_ids(f) for f in answers_until_done(dealer, [first, second])] == [
+        (Kind.DONE, [first, second])
+    ]
+    assert [kinds_and_ids(f) for f in answers_until_done(other, [first])] == [(Kind.DONE, [first])]
+    assert wire.incoming.empty()  # run once
 
 
 def test_a_batched_done_completes_each_of_its_casts_and_a_malformed_one_is_dropped(wire, caplog):
@@ -881,6 +964,24 @@ def test_a_request_queued_through_a_pause_is_refused_when_it_would_start(paused,
     wait_for(lambda: time.monotonic() > wire.inbox._fenced_until, "the fence to end")
     wire.request(kind, msg_id)  # forgotten: a resend runs
     wire.next_incoming().acknowledge()
+
+
+def test_a_cast_refused_after_a_pause_keeps_no_later_done_waiting(paused, monkeypatch):
+    monkeypatch.setattr(server_module, "CAST_ACK_DELAY", 60.0)  # no ACK timer to settle it
+    wire = paused.wire
+    dealer = raw_dealer(wire)
+    raw_casts(dealer, 1)
+    stale = wire.next_incoming()
+    paused.pause()
+    with pytest.raises(StaleRequest):
+        stale.acknowledge()
+    assert kinds_and_ids(dealer.recv_multipart())[0] == Kind.REJECT
+    wait_for(lambda: time.monotonic() > wire.inbox._fenced_until, "the fence to end")
+    ids = raw_casts(dealer, 1)
+    message = wire.next_incoming()
+    wait_for(lambda: wire.loop.waiting, "the loop to wait")
+    message.reply()  # the only cast out: its DONE goes at once, not after the refused one
+    assert [kinds_and_ids(f) for f in answers_until_done(dealer, ids)] == [(Kind.DONE, ids)]
 
 
 def test_a_pause_the_loop_has_not_seen_yet_still_stops_a_start(paused):
