@@ -121,7 +121,7 @@ class Inbox:
         # Casts not acknowledged yet, oldest first: msg id -> (identity, header, due).
         self._unacked: collections.OrderedDict[bytes, tuple] = collections.OrderedDict()
         # _done, _resent and _unacked: the loop reads and writes them, and an executor
-        # thread settling casts (_settle_here) writes them too.
+        # thread settling casts (finish_cast) writes them too.
         self._books_lock = native_lock()
         self._ack_timer = False
         # Casts read in this turn of the loop, for _hand_over_casts at its end.
@@ -206,18 +206,11 @@ class Inbox:
             if here and self._casts_out > 0 and header.msg_id in self._unacked:
                 return  # the last cast out, or the ACK timer, settles this one
             self._settle_queued = not here
-        if here:
-            self._settle_here()
-        else:
+        if not here:
             self._submit(self._settle_casts)
-
-    def _settle_here(self) -> None:
-        """Send the DONEs of the ended casts from this thread (see ``_send_now``)."""
-        messages = self._settle(self._take_ended())
-        with self._router_lock:
-            for frames in messages:
-                self._send_locked(frames, None)
-            self._loop.recheck(self._router)
+            return
+        for frames in self._settle(self._take_ended()):
+            self._send_now(frames)
 
     def finish_call(self, msg_id: bytes, frames: list[bytes]) -> None:
         """A call has run: send its REPLY now, from this thread (see ``_send_now``)."""
