@@ -507,19 +507,13 @@ class Inbox:
         connection too: refused, it would come back after the fence and run twice
         (seen at 300 hosts, where starved processes fence again and again).
         """
-        with self._books_lock:  # a cast may be settled in another thread meanwhile
-            ran = header.msg_id in self._done
-            running = header.kind == protocol.Kind.CAST and header.msg_id in self._running
-            if running and not ran:
-                self._resent.add(header.msg_id, identity)
-            elif not ran:
-                self._unacked.pop(header.msg_id, None)
-        if ran:
-            self._respond(identity, protocol.Kind.DONE, header)
+        # Running before done: a cast settled in between is in _done by then (_settle).
+        running = header.kind == protocol.Kind.CAST and header.msg_id in self._running
+        if running or header.msg_id in self._done:
+            self._answer_resend(identity, header)
             return
-        if running:
-            self._acknowledge(identity, header)
-            return
+        with self._books_lock:
+            self._unacked.pop(header.msg_id, None)
         self._seen.pop(header.msg_id)  # a resend after the fence must run
         metrics.incr("requests_rejected")
         self._respond(identity, protocol.Kind.REJECT, header)
