@@ -71,6 +71,7 @@ def parse_notification_stream(prefix: str, stream: str) -> tuple[str, str] | Non
     return unquote(parts[0]), unquote(parts[1])
 
 
+@functools.lru_cache(maxsize=4096)  # on every notification, as rpc_key on every call
 def notification_stream(prefix: str, exchange: str, topic_priority: str) -> str:
     """The store stream of the notifications of one ``topic.priority``.
 

@@ -3,6 +3,7 @@ connections, loose retention, redelivery."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -195,3 +196,26 @@ def _pending(store, stream: str) -> list[dict]:
     return store._backend.execute(
         "list pending", lambda c: c.xpending_range(stream, "pool", "-", "+", 1000)
     )
+
+
+@pytest.mark.parametrize("protocol", [2, 3], ids=["resp2", "resp3"])
+def test_reads_and_acknowledgements_on_either_protocol(store, redis_server, protocol):
+    # Reads go on held connections and shape Redis' reply themselves: redis-py
+    # before 6 speaks RESP2 by default, later ones RESP3, whose reply is a map.
+    client = redis.Redis(port=redis_server.port, decode_responses=True, protocol=protocol)
+    store._backend.hosts[0] = dataclasses.replace(store._backend.hosts[0], client=client)
+    stream = f"protocol-{uuid.uuid4().hex[:8]}"
+    store.subscribe([stream], "pool", "one")
+    for n in range(3):
+        store.append(stream, str(n))
+    got = store.read([stream], "pool", "one", 10, 1.0)
+    assert [(m.stream, m.payload) for m in got] == [(stream, "0"), (stream, "1"), (stream, "2")]
+    for message in got:
+        store.ack(message, "pool")
+    store.flush()
+    assert _pending(store, stream) == []
+    # The stream and its group gone (Redis restarted empty): the read recreates the group.
+    client.delete(stream)
+    assert store.read([stream], "pool", "one", 10, 0.05) == []
+    store.append(stream, "after")
+    assert [m.payload for m in store.read([stream], "pool", "one", 10, 1.0)] == ["after"]

@@ -7,8 +7,9 @@ another listener of the group. An append is one XADD; when retention is due
 (``RetentionSchedule``) it is a Lua script instead that also enforces
 retention and counts, per group, the unread messages it dropped. Appends go
 on held connections (``HeldConnections``): one command per notification.
-Payloads are JSON text. Requests go through the Redis backend the
-matchmaker uses too (several hosts, failover, clear errors).
+Reads and acknowledgements do too, and the listener shapes XREADGROUP's reply
+itself (``stored_entries``). Payloads are JSON text. Requests go through the
+Redis backend the matchmaker uses too (several hosts, failover, clear errors).
 """
 
 from __future__ import annotations
@@ -223,25 +224,21 @@ class RedisNotificationStore(NotificationStore):
             time.sleep(pause)
 
     def _read_new(self, streams, group, consumer, count, block_ms) -> list[StoredNotification]:
+        command = ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, "BLOCK", block_ms)
+        command += ("STREAMS", *streams, *[">"] * len(streams))
+
         def xreadgroup(client: redis.Redis):
             try:
-                return client.xreadgroup(
-                    group, consumer, {s: ">" for s in streams}, count=count, block=block_ms
-                )
+                return self._held.command(client, *command)
             except redis_exc.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 # Redis restarted empty: recreate the groups and read next time.
                 for stream in streams:
                     self._create_group(client, stream, group)
-                return []
+                return None
 
-        replies = self._backend.execute("read notifications", xreadgroup)
-        return [
-            StoredNotification(stream, entry_id, fields.get("p", ""))
-            for stream, entries in replies or []
-            for entry_id, fields in entries
-        ]
+        return stored_entries(self._backend.execute("read notifications", xreadgroup))
 
     def _claim_due(self, streams, group, consumer, count) -> list[StoredNotification]:
         """Messages requeued, or pending longer than ``redelivery`` (their listener died).
@@ -297,9 +294,10 @@ class RedisNotificationStore(NotificationStore):
         with self._acks_lock:
             acks, self._acks = self._acks, {}
         for (stream, group), ids in acks.items():
+            command = ("XACK", stream, group, *ids)
             self._backend.execute(
                 "acknowledge notifications",
-                lambda client, s=stream, g=group, i=ids: client.xack(s, g, *i),
+                lambda client, c=command: self._held.command(client, *c),
             )
 
     def unsubscribe(self, streams: list[str], group: str, consumer: str) -> None:
@@ -323,6 +321,40 @@ class RedisNotificationStore(NotificationStore):
             ),
         )
         self._scans.pop((message.stream, group), None)  # the next read scans from the start
+
+
+def stored_entries(reply: object) -> list[StoredNotification]:
+    """The notifications in an XREADGROUP reply as Redis sends it (RESP2 or RESP3).
+
+    RESP2 lists ``[stream, entries]`` pairs, RESP3 maps streams to entries;
+    an entry is ``[id, [field, value, ...]]``, and nothing new is a null.
+
+    >>> entries = [["1-0", ["p", "{}"]], ["1-1", ["p", "[]"]]]
+    >>> stored_entries([["s", entries]]) == stored_entries({"s": entries})
+    True
+    >>> [(n.stream, n.id, n.payload) for n in stored_entries({"s": entries})]
+    [('s', '1-0', '{}'), ('s', '1-1', '[]')]
+    >>> stored_entries(None)
+    []
+    """
+    streams = reply.items() if isinstance(reply, dict) else reply or []
+    return [
+        StoredNotification(stream, entry_id, _field(fields, "p"))
+        for stream, entries in streams
+        for entry_id, fields in entries
+    ]
+
+
+def _field(fields: list, name: str) -> str:
+    """The value of ``name`` in a flat ``[field, value, ...]`` list ('' if absent).
+
+    >>> _field(["a", "1", "p", "2"], "p"), _field([], "p")
+    ('2', '')
+    """
+    for index in range(0, len(fields) - 1, 2):
+        if fields[index] == name:
+            return fields[index + 1]
+    return ""
 
 
 def _backlogs(client: redis.Redis, prefix: str) -> list[GroupBacklog]:
