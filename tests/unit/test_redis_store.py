@@ -219,3 +219,12 @@ def test_reads_and_acknowledgements_on_either_protocol(store, redis_server, prot
     assert store.read([stream], "pool", "one", 10, 0.05) == []
     store.append(stream, "after")
     assert [m.payload for m in store.read([stream], "pool", "one", 10, 1.0)] == ["after"]
+
+
+def test_payloads_and_names_beyond_ascii_round_trip(store):
+    # pack_command encodes strings as UTF-8 itself, as redis-py's packer does.
+    stream, consumer = f"ünïcode-{uuid.uuid4().hex[:8]}", "höst-✓"
+    store.subscribe([stream], "pool/mëtering", consumer)
+    store.append(stream, '{"text": "héllo ✓ 日本"}')
+    got = store.read([stream], "pool/mëtering", consumer, 10, 1.0)
+    assert [(m.stream, m.payload) for m in got] == [(stream, '{"text": "héllo ✓ 日本"}')]
