@@ -13,8 +13,9 @@ column is "unavailable" if it cannot be reached), raw pyzmq (the floor of the
 wire) and oslo alone (oslo.messaging with an in-process driver and no
 transport: the best any driver could score on this machine; its "best vs
 rabbit" column is that ceiling against rabbit://, see bench/oslo_alone.py).
-All traffic stays on loopback; every process started here is stopped by PID.
-See doc/benchmarks.md.
+Under the table it judges the performance issue's targets on this run's
+numbers (bench/targets.py). All traffic stays on loopback; every process
+started here is stopped by PID. See doc/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 
-from bench import oslo_alone, raw_zmq, rpc_bench
+from bench import oslo_alone, raw_zmq, rpc_bench, targets
 from bench.config import loopback_config, parse_config
 from bench.measure import FULL, QUICK, Counts, Result
 from bench.procs import ProcessError, RabbitMQ
@@ -179,18 +180,14 @@ def vs_rabbit(zmq: float | None, rabbit: float | None, metric: Metric) -> str:
 
 def vs_raw(zmq: float | None, raw: float | None, metric: Metric) -> str:
     """zmq://'s time per operation as a multiple of the raw pyzmq floor's."""
-    if not zmq or not raw:
-        return "-"
-    factor = zmq / raw if metric.lower_is_better else raw / zmq
-    return f"{factor:.1f}x raw"
+    factor = targets.time_ratio(zmq, raw, metric.lower_is_better)
+    return "-" if factor is None else f"{factor:.1f}x raw"
 
 
 def cost(variant: float | None, plain: float | None, metric: Metric) -> str:
     """A variant of zmq:// (CURVE, eventlet)'s time per operation as a multiple of zmq://'s."""
-    if not variant or not plain:
-        return "-"
-    factor = variant / plain if metric.lower_is_better else plain / variant
-    return f"{factor:.2f}x"
+    factor = targets.time_ratio(variant, plain, metric.lower_is_better)
+    return "-" if factor is None else f"{factor:.2f}x"
 
 
 def table(results: dict[str, Result], counts: Counts) -> str:
@@ -303,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     load_after = load_average()
     print()
     print(table(results, counts))
+    values = {c: r.values for c, r in results.items() if not r.unavailable}
+    verdicts = targets.verdicts(values)
+    if verdicts:
+        print(f"\n{targets.table(verdicts)}")
     print(
         f"\n{'quick' if args.quick else 'full'} run: {elapsed:.0f} s; "
         f"1-minute load average {load_before} before, {load_after} after",
@@ -318,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                     "elapsed_s": elapsed,
                     "load_average": [load_before, load_after],
                     "results": {column: asdict(result) for column, result in results.items()},
+                    "targets": [asdict(verdict) for verdict in verdicts],
                 },
                 handle,
                 indent=2,

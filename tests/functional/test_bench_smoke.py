@@ -31,6 +31,14 @@ ROWS = [
     "notifications/s until the listener has all",
 ]
 RAW_ROWS = ROWS[:5]  # the rows raw pyzmq has a number for
+# The issue 16 targets that zmq://, raw pyzmq and oslo alone can judge (bench/targets.py).
+TARGET_ROWS = [
+    "call p50, 100 B",
+    "calls/s, 8 threads",
+    "casts/s",
+    "fanout deliveries/s",
+    "notifications/s, zmq://",
+]
 
 
 def run_bench(args: list[str], env: dict, module: str = "bench.run") -> tuple[int, str]:
@@ -101,6 +109,8 @@ def test_quick_run_prints_every_row(tmp_path):
         assert rows[row][1] not in ("-", "unavailable"), f"no raw value for {row!r}:\n{out}"
     for row in ROWS:
         assert rows[row][2] not in ("-", "unavailable"), f"no oslo alone value for {row!r}:\n{out}"
+    for row in TARGET_ROWS:
+        assert rows.get(row, [""])[-1] in ("yes", "no"), f"target {row!r} not judged:\n{out}"
     notes = [line for line in out.splitlines() if line.startswith("    note: ")]
     broken = [note for note in notes if "failed" in note or "LOST" in note]
     assert not broken, out  # a row that raised, or messages that never arrived

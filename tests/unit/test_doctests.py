@@ -32,6 +32,7 @@ MODULES = [
     "bench.scale.registrations",
     "bench.scale.sends",
     "bench.scale.plot",
+    "bench.targets",
 ]
 
 
