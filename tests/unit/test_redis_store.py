@@ -200,8 +200,8 @@ def _pending(store, stream: str) -> list[dict]:
 
 @pytest.mark.parametrize("protocol", [2, 3], ids=["resp2", "resp3"])
 def test_reads_and_acknowledgements_on_either_protocol(store, redis_server, protocol):
-    # Reads go on held connections and shape Redis' reply themselves: redis-py
-    # before 6 speaks RESP2 by default, later ones RESP3, whose reply is a map.
+    # Reads go on held connections and shape Redis' reply themselves: older redis-py
+    # speaks RESP2 by default, redis-py 8 RESP3, whose reply is a map.
     client = redis.Redis(port=redis_server.port, decode_responses=True, protocol=protocol)
     store._backend.hosts[0] = dataclasses.replace(store._backend.hosts[0], client=client)
     stream = f"protocol-{uuid.uuid4().hex[:8]}"
