@@ -58,7 +58,7 @@ class Metric:
 
     @property
     def lower_is_better(self) -> bool:
-        return self.unit == "ms"
+        return targets.lower_is_better(self.key)
 
 
 def metrics(counts: Counts) -> list[Metric]:

@@ -43,6 +43,15 @@ class Verdict:
     held: bool
 
 
+def lower_is_better(key: str) -> bool:
+    """Whether a metric is a time (latency rows, ``lat_*``, in ms) rather than a rate.
+
+    >>> lower_is_better("lat_small_p50"), lower_is_better("cast_tput")
+    (True, False)
+    """
+    return key.startswith("lat_")
+
+
 def time_ratio(value: float | None, base: float | None, lower_is_better: bool) -> float | None:
     """``value``'s time per operation as a multiple of ``base``'s (None without both).
 
@@ -108,7 +117,7 @@ def _cost(values: Values, row: str, column: str, most: float) -> Verdict | None:
     ratios = [
         ratio
         for key, value in values[column].items()
-        if (ratio := time_ratio(value, _value(values, "zmq", key), key.startswith("lat_")))
+        if (ratio := time_ratio(value, _value(values, "zmq", key), lower_is_better(key)))
     ]
     if not ratios:
         return None
